@@ -1,0 +1,191 @@
+"""Everything this project asks of perforatedai, in one place.
+
+The library keeps its state in module globals (GPA.pc settings, GPA.pai_tracker) and
+writes its files into ./<save_name>/ of the current directory; the caller runs inside
+the output folder's parent. See ../shared/notes/perforatedai.md for the behaviour
+this file works around: persisted settings, pdb and sys.exit(0) on error paths, and
+a 2800x1400 graph redrawn on every epoch.
+"""
+
+import contextlib
+import io
+import pdb
+from dataclasses import dataclass
+
+import torch
+
+with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
+    from perforatedai import globals_perforatedai as GPA
+    from perforatedai import utils_perforatedai as UPA
+
+# perforatedai 3.2 renamed initialize_pai to perforate_model; accept either.
+_convert = getattr(UPA, "perforate_model", None) or UPA.initialize_pai
+
+# Normalisation layers get no dendrites; untracked ones send the library into pdb.
+NORM_LAYERS = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "LayerNorm",
+               "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
+
+
+class LibraryError(RuntimeError):
+    """perforatedai failed; raised instead of its debugger or its sys.exit(0)."""
+
+
+@contextlib.contextmanager
+def guarded():
+    """Run library code so that its error paths raise instead of hanging or 'succeeding'.
+
+    Some paths call pdb.set_trace() (waits forever at a terminal) and some sys.exit(0)
+    (a failure that reports success).
+    """
+    def refuse_debugger(*args, **kwargs):
+        raise LibraryError("perforatedai reached an internal error path and tried to open "
+                           "the debugger; its message is printed above")
+
+    saved = pdb.set_trace
+    pdb.set_trace = refuse_debugger
+    try:
+        yield
+    except SystemExit as e:
+        raise LibraryError(f"perforatedai stopped the run with sys.exit({e.code}); "
+                           "its message is printed above") from None
+    finally:
+        pdb.set_trace = saved
+
+
+def _set(name, value):
+    """Set GPA.pc.<name>; a misspelt or removed setting raises (the library only prints)."""
+    setter = getattr(GPA.pc, f"set_{name}", None)
+    if setter is None:
+        raise LibraryError(f"this perforatedai has no setting {name!r}; requirements.txt pins "
+                           "the version this project was written for")
+    setter(value)
+
+
+def configure(patience, max_dendrites, capacity_test=False):
+    """Fresh library settings for one run; call before convert()."""
+    global _graph_due
+    _graph_due = False
+    GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
+    if hasattr(GPA.pc, "set_configuration_confirmed"):  # 3.2+: skip its interactive picker
+        _set("configuration_confirmed", True)
+    _set("testing_dendrite_capacity", capacity_test)  # True: the library's smoke test
+    _set("switch_mode", GPA.pc.DOING_HISTORY)         # add dendrites when val stalls...
+    _set("n_epochs_to_switch", patience)               # ...for this many epochs
+    _set("max_dendrites", max_dendrites)
+    _set("find_best_lr", False)                        # its LR search needs a scheduler
+    _set("module_names_to_track", NORM_LAYERS)
+    _set("silent", True)
+    _set("verbose", False)
+
+
+def convert(model, save_name):
+    """Phase 1: wrap every conv and linear layer with dendrite capacity."""
+    printed = io.StringIO()
+    try:
+        with guarded(), contextlib.redirect_stdout(printed):
+            return _convert(model, save_name=save_name, making_graphs=False, maximizing_score=True)
+    finally:  # pass its messages on, less the note that it saved its settings file
+        print("".join(line for line in printed.getvalue().splitlines(keepends=True)
+                      if not line.startswith("[PAI Config]")), end="")
+
+
+def dendrite_modules():
+    """Names of the layers that can grow dendrites."""
+    return [m.name for m in GPA.pai_tracker.neuron_module_vector]
+
+
+def count_params(model):
+    return UPA.count_params(model)
+
+
+def dendrite_sets():
+    return GPA.pai_tracker.member_vars["num_dendrites_added"]
+
+
+def new_optimizer(model, lr):
+    """The tracker's optimizer; rebuild after every restructure (it drops the old one)."""
+    GPA.pai_tracker.set_optimizer(torch.optim.Adam)
+    params = [p for p in model.parameters() if p.requires_grad]
+    with guarded():
+        optimizer, _ = GPA.pai_tracker.setup_optimizer(model, {"params": params, "lr": lr})
+    return optimizer
+
+
+@dataclass
+class Restructure:
+    epoch: int
+    kind: str           # "dendrites added" | "dendrites rolled back" | "reloaded" | "training complete"
+    detail: str
+    params_before: int
+    params_after: int
+    dendrite_sets: int  # after the restructure
+    val_acc: float
+
+
+def add_scores(model, epoch, train_acc, val_acc, test_acc):
+    """Hand one epoch's scores to the tracker.
+
+    Returns (model, Restructure or None, training_complete, is_new_best). The tracker may
+    return a different model object: it adds dendrites, rolls back sets that did not
+    help, and at completion loads the best model over all architectures.
+    """
+    global _graph_due
+    tracker, mv = GPA.pai_tracker, GPA.pai_tracker.member_vars
+    before = (count_params(model), dendrite_sets(), mv["num_dendrite_tries"],
+              mv["global_best_validation_score"])
+    tracker.making_graphs = _graph_due  # the library draws inside this call when on
+    try:
+        with guarded():
+            tracker.add_extra_score(train_acc, "Train")
+            tracker.add_test_score(test_acc, "Test")
+            model, restructured, complete = tracker.add_validation_score(val_acc, model)
+    finally:
+        tracker.making_graphs = False
+    # Redraw the graph after a restructure (in the next call: right after one, the
+    # library's plotting fails on its own state) and in the capacity test.
+    _graph_due = bool(restructured) or GPA.pc.get_testing_dendrite_capacity()
+    is_new_best = tracker.member_vars["global_best_validation_score"] != before[3] or epoch == 1
+    if not (restructured or complete):
+        return model, None, False, is_new_best
+
+    params, sets, tries = count_params(model), dendrite_sets(), tracker.member_vars["num_dendrite_tries"]
+    if complete:
+        kind = "training complete"
+        detail = f"best model loaded: {sets} dendrite set(s), best val {best_val_score():.2f}"
+    elif sets > before[1]:
+        kind = "dendrites added"
+        detail = (f"dendrite set {sets} added after {GPA.pc.get_n_epochs_to_switch()} epochs "
+                  "without validation improvement")
+    elif tries > before[2]:
+        kind = "dendrites rolled back"
+        detail = (f"dendrite set {sets} did not improve validation: rolled back to the best "
+                  f"model, retrying with new dendrites (try {tries + 1} of "
+                  f"{GPA.pc.get_max_dendrite_tries()})")
+    else:
+        kind = "reloaded"
+        detail = "the tracker reloaded its best model"
+    return model, Restructure(epoch, kind, detail, before[0], params, sets, val_acc), complete, is_new_best
+
+
+def best_val_score():
+    return GPA.pai_tracker.member_vars["global_best_validation_score"]
+
+
+_graph_due = False  # a restructure happened; the next add_scores() has the library draw
+
+
+def draw_graph():
+    """Have the library draw <save_name>/<save_name>.png now; call when training ends."""
+    tracker = GPA.pai_tracker
+    tracker.making_graphs = True
+    try:
+        with guarded():
+            tracker.save_graphs()
+    finally:
+        tracker.making_graphs = False
+
+
+def clean_copy(model):
+    """The library's inference model: training scaffolding removed."""
+    with guarded():
+        return UPA.prepare_final_model(model)
