@@ -1,17 +1,20 @@
 """Datasets as normalised in-memory tensors with fixed train / validation / test splits.
 
 - digits: scikit-learn's bundled 8x8 handwritten digits (1,797 images; no network, the default).
-- mnist, fashion-mnist, cifar10: torchvision's dataset classes. Files are read from
-  --data-dir (torchvision's layout, or the four IDX files, gzipped or not, in the folder
-  itself); Fashion-MNIST is also found in Debian's `dataset-fashion-mnist` package.
-  Only when no local copy exists does torchvision try to download into --data-dir.
+- mnist, fashion-mnist: the four IDX files, gzipped or not, in --data-dir itself or in
+  torchvision's layout under it (<data-dir>/FashionMNIST/raw); without --data-dir also in
+  Debian's `dataset-fashion-mnist` package (/usr/share/datasets/fashion-mnist).
+- cifar10: torchvision's CIFAR10 class, reading <data-dir>/cifar-10-batches-py.
+Only when no local copy exists does torchvision try to download into the data folder.
 
 Validation is carved from the training data with a fixed seed (SPLIT_SEED), so every
 run, whatever its training seed, sees the same three splits. The test split is the
 dataset's own test set where it has one, untouched.
 """
 
-import shutil
+import gzip
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ VAL_FRACTION = 0.1      # of the training data (digits: of the whole set, and as
 SYSTEM_IDX_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 class DataError(Exception):
@@ -77,77 +81,93 @@ def _digits():
     return (images[train], labels[train]), (images[val], labels[val]), (images[test], labels[test])
 
 
-def _find_idx_folder(name, data_dir):
-    """First folder holding all four IDX files, gzipped or raw."""
-    for folder in (data_dir, SYSTEM_IDX_DIRS.get(name)):
-        if folder is not None and all((folder / f).exists() or (folder / f"{f}.gz").exists()
-                                      for f in IDX_FILES):
+def read_idx(path):
+    """An IDX file (the MNIST format), gzipped or raw, as a uint8 array.
+
+    torchvision's reader takes only uncompressed files; Debian ships them gzipped.
+    """
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4 or raw[:3] != b"\0\0\x08" or not 1 <= raw[3] <= 3:
+        raise DataError(f"{path} is not a uint8 IDX file")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim].ljust(4 * ndim, b"\0"))
+    body = np.frombuffer(raw, np.uint8, offset=min(len(raw), 4 + 4 * ndim))
+    if body.size != math.prod(shape):
+        raise DataError(f"{path} is truncated or corrupt: {body.size} bytes for shape {shape}")
+    return body.reshape(shape)
+
+
+def _idx_folder(name, data_dir, search_system):
+    """First folder holding all four IDX files, each gzipped or raw; None if none does."""
+    tv_layout = data_dir / TORCHVISION_CLASS[name] / "raw"
+    candidates = [data_dir, tv_layout] + ([SYSTEM_IDX_DIRS[name]] if search_system and name in SYSTEM_IDX_DIRS else [])
+    for folder in candidates:
+        if all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in IDX_FILES):
             return folder
     return None
 
 
-def _install_idx_files(source, raw_folder):
-    """Put local IDX files where torchvision looks, as its own download would."""
-    from torchvision.datasets.utils import extract_archive
+def _download(name, data_dir):
+    """torchvision's own download into data_dir; a clear error without a network."""
+    import torchvision.datasets
 
-    raw_folder.mkdir(parents=True, exist_ok=True)
-    for f in IDX_FILES:
-        if (source / f).exists():
-            shutil.copyfile(source / f, raw_folder / f)
-        else:
-            try:
-                extract_archive(str(source / f"{f}.gz"), str(raw_folder))
-            except (OSError, EOFError) as e:
-                (raw_folder / f).unlink(missing_ok=True)
-                raise DataError(f"cannot decompress {source / f}.gz: {e}") from None
-
-
-def _torchvision(name, data_dir):
-    import torchvision.datasets as tvd
-
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    if name != "cifar10":
-        raw_folder = data_dir / cls.__name__ / "raw"
-        if not all((raw_folder / f).exists() for f in IDX_FILES):
-            source = _find_idx_folder(name, data_dir)
-            if source is not None:
-                _install_idx_files(source, raw_folder)
+    cls = getattr(torchvision.datasets, TORCHVISION_CLASS[name])
     try:
-        parts = [cls(str(data_dir), train=train, download=False) for train in (True, False)]
-    except RuntimeError:  # torchvision's "Dataset not found" (cifar10: or corrupted)
-        parts = None
-    except Exception as e:  # a truncated or corrupt file fails inside torchvision's reader
-        raise DataError(f"cannot read {name} in {data_dir}: {type(e).__name__}: {e}; "
-                        "delete the damaged files and run again") from None
-    if parts is None:
-        try:
-            parts = [cls(str(data_dir), train=train, download=True) for train in (True, False)]
-        except Exception as e:
-            hint = ("apt-get install dataset-fashion-mnist, or " if name == "fashion-mnist" else "")
-            raise DataError(f"{name} is not in {data_dir} and could not be downloaded "
-                            f"({str(e).splitlines()[-1] or type(e).__name__}); {hint}"
-                            f"put the files in {data_dir}") from None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return [cls(str(data_dir), train=train, download=True) for train in (True, False)]
+    except Exception as e:
+        hint = "apt-get install dataset-fashion-mnist, or " if name in SYSTEM_IDX_DIRS else ""
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise DataError(f"{name} is not in {data_dir} and could not be downloaded ({last}); "
+                        f"{hint}put the files in {data_dir}") from None
 
-    def as_tensors(ds):
-        images = torch.as_tensor(np.asarray(ds.data))
-        images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images.unsqueeze(1)  # NCHW
-        labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        if len(images) != len(labels):
-            raise DataError(f"{name} in {data_dir}: {len(images)} images but {len(labels)} labels")
-        return images.float(), labels
 
-    (train_x, train_y), test = (as_tensors(ds) for ds in parts)
-    train, val, _ = split_indices(train_y.numpy(), VAL_FRACTION)
-    return (train_x[train], train_y[train]), (train_x[val], train_y[val]), test
+def _mnist_like(name, data_dir, search_system):
+    folder = _idx_folder(name, data_dir, search_system)
+    if folder is None:
+        _download(name, data_dir)
+        folder = data_dir / TORCHVISION_CLASS[name] / "raw"
+
+    def read(f):
+        path = folder / f
+        return read_idx(path if path.exists() else folder / f"{f}.gz")
+
+    images, labels = ([read(f) for f in IDX_FILES[i::2]] for i in (0, 1))
+    for x, y in zip(images, labels):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{name} in {folder}: images {x.shape} do not match labels {y.shape}")
+    x_train, x_test = (torch.from_numpy(x.copy()).unsqueeze(1).float() for x in images)  # (N, 1, 28, 28)
+    y_train, y_test = (torch.from_numpy(y.astype(np.int64)) for y in labels)
+    train, val, _ = split_indices(labels[0], VAL_FRACTION)
+    return (x_train[train], y_train[train]), (x_train[val], y_train[val]), (x_test, y_test)
+
+
+def _cifar10(data_dir):
+    import torchvision.datasets
+
+    try:  # torchvision checks the files' checksums and reports missing or damaged ones
+        parts = [torchvision.datasets.CIFAR10(str(data_dir), train=t) for t in (True, False)]
+    except RuntimeError:
+        parts = _download("cifar10", data_dir)
+    (x_train, y_train), test = ((torch.from_numpy(p.data).permute(0, 3, 1, 2).float(),  # (N, 3, 32, 32)
+                                 torch.tensor(p.targets)) for p in parts)
+    train, val, _ = split_indices(y_train.numpy(), VAL_FRACTION)
+    return (x_train[train], y_train[train]), (x_train[val], y_train[val]), test
 
 
 def load(name, data_dir=None):
     """Load a dataset as Splits, normalised per channel with the training split's statistics.
 
-    data_dir None means DEFAULT_DATA_DIR, created if needed; a given folder must exist.
+    data_dir None means DEFAULT_DATA_DIR (created for a download) and, for Fashion-MNIST,
+    Debian's package folder; a given data_dir must exist and is the only place looked at.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    search_system = data_dir is None  # an explicit --data-dir is the only place looked at
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
     elif not Path(data_dir).is_dir():
@@ -155,8 +175,10 @@ def load(name, data_dir=None):
     data_dir = Path(data_dir).resolve()
     if name == "digits":
         train, val, test = _digits()
+    elif name == "cifar10":
+        train, val, test = _cifar10(data_dir)
     else:
-        train, val, test = _torchvision(name, data_dir)
+        train, val, test = _mnist_like(name, data_dir, search_system)
 
     mean = train[0].mean(dim=(0, 2, 3), keepdim=True)
     std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)

@@ -52,13 +52,16 @@ def guarded():
         pdb.set_trace = saved
 
 
+def _has_setting(name):
+    return hasattr(GPA.pc, f"get_{name}")  # set_<anything> exists; it prints and ignores
+
+
 def _set(name, value):
     """Set GPA.pc.<name>; a misspelt or removed setting raises (the library only prints)."""
-    setter = getattr(GPA.pc, f"set_{name}", None)
-    if setter is None:
+    if not _has_setting(name):
         raise LibraryError(f"this perforatedai has no setting {name!r}; requirements.txt pins "
                            "the version this project was written for")
-    setter(value)
+    getattr(GPA.pc, f"set_{name}")(value)
 
 
 def configure(patience, max_dendrites, capacity_test=False):
@@ -66,7 +69,7 @@ def configure(patience, max_dendrites, capacity_test=False):
     global _graph_due
     _graph_due = False
     GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
-    if hasattr(GPA.pc, "set_configuration_confirmed"):  # 3.2+: skip its interactive picker
+    if _has_setting("configuration_confirmed"):  # 3.2+: skip its interactive picker
         _set("configuration_confirmed", True)
     _set("testing_dendrite_capacity", capacity_test)  # True: the library's smoke test
     _set("switch_mode", GPA.pc.DOING_HISTORY)         # add dendrites when val stalls...
@@ -89,6 +92,16 @@ def convert(model, save_name):
                       if not line.startswith("[PAI Config]")), end="")
 
 
+# The files in <save_name>/ the library reloads later: at resume, and at each switch.
+CHECKPOINT_FILES = ("latest.pt", "best_model.pt")
+
+
+def load_latest(model, save_name):
+    """Resume: the model, its dendrites and the tracker's state from <save_name>/latest.pt."""
+    with guarded():
+        return UPA.load_system(model, save_name, "latest", load_from_restart=True)
+
+
 def dendrite_modules():
     """Names of the layers that can grow dendrites."""
     return [m.name for m in GPA.pai_tracker.neuron_module_vector]
@@ -107,8 +120,8 @@ def new_optimizer(model, lr):
     GPA.pai_tracker.set_optimizer(torch.optim.Adam)
     params = [p for p in model.parameters() if p.requires_grad]
     with guarded():
-        optimizer, _ = GPA.pai_tracker.setup_optimizer(model, {"params": params, "lr": lr})
-    return optimizer
+        made = GPA.pai_tracker.setup_optimizer(model, {"params": params, "lr": lr})
+    return made[0] if isinstance(made, tuple) else made  # 3.2: (optimizer, scheduler); 3.1: optimizer
 
 
 @dataclass
@@ -122,18 +135,23 @@ class Restructure:
     val_acc: float
 
 
-def add_scores(model, epoch, train_acc, val_acc, test_acc):
-    """Hand one epoch's scores to the tracker.
+@dataclass
+class Step:
+    model: torch.nn.Module         # the tracker may return a different object
+    restructure: Restructure | None
+    complete: bool                 # training is over; the best model is loaded
+    new_best: bool                 # this epoch's model is the tracker's new best
+    drew_graph: bool               # the library drew its graph during this call
 
-    Returns (model, Restructure or None, training_complete, is_new_best). The tracker may
-    return a different model object: it adds dendrites, rolls back sets that did not
-    help, and at completion loads the best model over all architectures.
-    """
+
+def add_scores(model, epoch, train_acc, val_acc, test_acc):
+    """Hand one epoch's scores to the tracker, which may add dendrites, roll back a set
+    that did not help, or end training with the best model over all architectures."""
     global _graph_due
     tracker, mv = GPA.pai_tracker, GPA.pai_tracker.member_vars
-    before = (count_params(model), dendrite_sets(), mv["num_dendrite_tries"],
-              mv["global_best_validation_score"])
-    tracker.making_graphs = _graph_due  # the library draws inside this call when on
+    params, sets, tries, best = (count_params(model), dendrite_sets(), mv["num_dendrite_tries"],
+                                 mv["global_best_validation_score"])
+    drawing = tracker.making_graphs = _graph_due  # the library draws inside this call when on
     try:
         with guarded():
             tracker.add_extra_score(train_acc, "Train")
@@ -141,30 +159,30 @@ def add_scores(model, epoch, train_acc, val_acc, test_acc):
             model, restructured, complete = tracker.add_validation_score(val_acc, model)
     finally:
         tracker.making_graphs = False
-    # Redraw the graph after a restructure (in the next call: right after one, the
-    # library's plotting fails on its own state) and in the capacity test.
-    _graph_due = bool(restructured) or GPA.pc.get_testing_dendrite_capacity()
-    is_new_best = tracker.member_vars["global_best_validation_score"] != before[3] or epoch == 1
+    # After a restructure the library's plotting fails on its own state until the next
+    # epoch's scores are in, so the graph is redrawn inside the next call.
+    _graph_due = bool(restructured and not complete)
+    step = Step(model, None, complete, mv["global_best_validation_score"] != best, drawing)
     if not (restructured or complete):
-        return model, None, False, is_new_best
+        return step
 
-    params, sets, tries = count_params(model), dendrite_sets(), tracker.member_vars["num_dendrite_tries"]
+    now_sets, now_tries = dendrite_sets(), mv["num_dendrite_tries"]
     if complete:
-        kind = "training complete"
-        detail = f"best model loaded: {sets} dendrite set(s), best val {best_val_score():.2f}"
-    elif sets > before[1]:
+        kind, detail = "training complete", (f"best model loaded: {now_sets} dendrite set(s), "
+                                             f"best val {best_val_score():.2f}")
+    elif now_sets > sets:
         kind = "dendrites added"
-        detail = (f"dendrite set {sets} added after {GPA.pc.get_n_epochs_to_switch()} epochs "
-                  "without validation improvement")
-    elif tries > before[2]:
-        kind = "dendrites rolled back"
-        detail = (f"dendrite set {sets} did not improve validation: rolled back to the best "
-                  f"model, retrying with new dendrites (try {tries + 1} of "
-                  f"{GPA.pc.get_max_dendrite_tries()})")
+        detail = (f"dendrite set {now_sets} added " + (
+            "(capacity test: one set per epoch)" if GPA.pc.get_testing_dendrite_capacity() else
+            f"after {GPA.pc.get_n_epochs_to_switch()} epochs without validation improvement"))
+    elif now_tries > tries:
+        kind, detail = "dendrites rolled back", (
+            f"dendrite set {now_sets} did not improve validation: rolled back to the best model, "
+            f"retrying with new dendrites (try {now_tries + 1} of {GPA.pc.get_max_dendrite_tries()})")
     else:
-        kind = "reloaded"
-        detail = "the tracker reloaded its best model"
-    return model, Restructure(epoch, kind, detail, before[0], params, sets, val_acc), complete, is_new_best
+        kind, detail = "reloaded", "the tracker reloaded its best model"
+    step.restructure = Restructure(epoch, kind, detail, params, count_params(model), now_sets, val_acc)
+    return step
 
 
 def best_val_score():
@@ -175,7 +193,13 @@ _graph_due = False  # a restructure happened; the next add_scores() has the libr
 
 
 def draw_graph():
-    """Have the library draw <save_name>/<save_name>.png now; call when training ends."""
+    """Have the library draw <save_name>/<save_name>.png now, e.g. when training ends.
+
+    Skipped right after a restructure, when the library cannot plot (the next epoch's
+    add_scores() draws it instead).
+    """
+    if _graph_due:
+        return
     tracker = GPA.pai_tracker
     tracker.making_graphs = True
     try:

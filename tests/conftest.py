@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import train_phase2  # noqa: E402
+
+
+def run(tmp_path, *flags, out="PAI"):
+    """main() of train_phase2 on `flags`, inside tmp_path; returns (result, args)."""
+    args = train_phase2.parse_args(["--out", str(tmp_path / out), *flags])
+    return train_phase2.main(args), args
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One real dendritic --quick run on digits, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("quick")
+    started = os.path.getmtime(tmp)
+    capture = tmp / "log.txt"
+    with open(capture, "w") as log:
+        saved, sys.stdout = sys.stdout, log
+        try:
+            result, args = run(tmp, "--quick")
+        finally:
+            sys.stdout = saved
+    return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}

@@ -1,0 +1,106 @@
+import gzip
+import socket
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import data
+
+
+def test_splits_partition_the_data_and_are_fixed():
+    labels = np.repeat(np.arange(10), 50)
+    parts = data.split_indices(labels, 0.2, 0.2)
+    joined = np.concatenate(parts)
+    assert sorted(joined) == list(range(500))                      # cover, no overlap
+    assert [len(p) for p in parts] == [300, 100, 100]
+    again = data.split_indices(labels, 0.2, 0.2)
+    assert all((a == b).all() for a, b in zip(parts, again))       # same every time
+    assert all(np.bincount(labels[p]).min() == np.bincount(labels[p]).max() for p in parts)  # stratified
+
+
+def test_digits_load_offline_normalised_and_disjoint():
+    splits = data.load("digits")
+    assert sum(splits.sizes().values()) == 1797
+    assert (splits.in_channels, splits.image_size, splits.num_classes) == (1, 8, 10)
+    x = splits.train[0]
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
+    rows = {tuple(r.tolist()) for part in (splits.train, splits.val) for r in part[0].flatten(1)}
+    test_rows = [tuple(r.tolist()) for r in splits.test[0].flatten(1)]
+    overlap = sum(r in rows for r in test_rows)
+    assert overlap <= 3  # digits holds a few duplicate images; splitting never reuses an index
+
+
+def write_idx(path, array, gz):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def make_fashion(folder, gz, n_train=100, n_test=20):
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, array in arrays.items():
+        write_idx(folder / name, array, gz)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_in_the_real_format_load(tmp_path, gz):
+    arrays = make_fashion(tmp_path, gz)
+    splits = data.load("fashion-mnist", tmp_path)
+    assert splits.sizes() == {"train": 90, "val": 10, "test": 20}  # the test set is kept whole
+    assert splits.test[1].tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    train_idx, val_idx, _ = data.split_indices(arrays["train-labels-idx1-ubyte"], data.VAL_FRACTION)
+    train_raw = torch.tensor(arrays["train-images-idx3-ubyte"][train_idx], dtype=torch.float32)
+    test_raw = torch.tensor(arrays["t10k-images-idx3-ubyte"], dtype=torch.float32)
+    expected = ((test_raw - train_raw.mean()) / train_raw.std()).unsqueeze(1)  # (20, 1, 28, 28)
+    assert torch.allclose(splits.test[0], expected, atol=1e-4)
+    assert splits.val[1].tolist() == arrays["train-labels-idx1-ubyte"][val_idx].tolist()
+
+
+def test_read_idx_matches_the_written_array(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x", array, gz=True)
+    assert (data.read_idx(tmp_path / "x.gz") == array).all()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not idx", "bad gzip"])
+def test_damaged_idx_file_is_a_clear_error(tmp_path, damage):
+    make_fashion(tmp_path, gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    payload = gzip.decompress(path.read_bytes())
+    path.write_bytes({"truncated": gzip.compress(payload[:1000]),
+                      "not idx": gzip.compress(b"hello world, not an idx file"),
+                      "bad gzip": path.read_bytes()[:50]}[damage])
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz"):
+        data.load("fashion-mnist", tmp_path)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_missing_file_without_network_is_a_clear_error(tmp_path, no_network):
+    make_fashion(tmp_path, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataError, match="could not be downloaded.*dataset-fashion-mnist"):
+        data.load("fashion-mnist", tmp_path)
+
+
+def test_missing_folder_and_unknown_dataset(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load("fashion-mnist", tmp_path / "nope")
+    with pytest.raises(data.DataError, match="choose from digits, mnist, fashion-mnist, cifar10"):
+        data.load("imagenet")

@@ -1,0 +1,174 @@
+"""The demo end to end: real runs of train_phase2 on small real data, no mocks."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import train_phase2
+from conftest import ROOT, run
+
+RESTRUCTURE = ">>> MODEL RESTRUCTURED (Phase 2 triggered)"
+
+
+def parse_epoch_lines(log):
+    rows = []
+    for line in log.splitlines():
+        if line.startswith("epoch="):
+            rows.append({k: float(v) for k, v in (kv.split("=") for kv in line.split())})
+    return rows
+
+
+def test_tracker_restructures_and_completes(quick_run):
+    result, log = quick_run["result"], quick_run["log"]
+    assert log.count(RESTRUCTURE) == len(result["restructures"]) >= 2
+    kinds = [e["kind"] for e in result["restructures"]]
+    assert kinds[0] == "dendrites added" and kinds[-1] == "training complete"
+    assert result["final"]["tracker_complete"] is True
+    assert result["phase1"]["dendrite_modules"] == [".conv1", ".conv2", ".fc1", ".fc2"]
+    added = result["restructures"][0]
+    assert added["params_after"] > added["params_before"] == result["settings"]["plain_params"]
+
+
+def test_library_graph_written_by_this_run(quick_run):
+    graph = quick_run["out"] / "PAI.png"
+    assert graph.stat().st_mtime >= quick_run["started"]
+    with Image.open(graph) as image:
+        image.verify()
+    with Image.open(graph) as image:
+        assert image.format == "PNG" and image.size == (2800, 1400)  # the library's own figure
+
+
+def test_results_json_agrees_with_the_log(quick_run):
+    result, out = quick_run["result"], quick_run["out"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    logged = parse_epoch_lines(quick_run["log"])
+    assert len(logged) == len(result["history"]) == result["final"]["epochs"]
+    for line, row in zip(logged, result["history"]):
+        assert line["epoch"] == row["epoch"]
+        assert line["val_acc"] == pytest.approx(row["val_acc"], abs=0.006)
+        assert line["test_acc"] == pytest.approx(row["test_acc"], abs=0.006)
+        assert line["params"] == row["params"]
+
+
+def test_final_accuracy_is_the_best_validation_epochs(quick_run):
+    result = quick_run["result"]
+    final = result["final"]
+    best_row = result["history"][final["best_epoch"] - 1]
+    assert final["val_acc"] == pytest.approx(best_row["val_acc"])
+    assert final["test_acc"] == pytest.approx(best_row["test_acc"])
+    assert final["val_acc"] == max(r["val_acc"] for r in result["history"] if r["best"])
+
+
+def test_evaluate_reloads_the_saved_model(quick_run):
+    args = train_phase2.parse_args(["--evaluate", "--out", str(quick_run["out"])])
+    evaluated = train_phase2.main(args)
+    assert evaluated["test_acc"] == pytest.approx(quick_run["result"]["final"]["test_acc"])
+
+
+def test_torchscript_model_reproduces_the_run_without_perforatedai(quick_run):
+    out, final = quick_run["out"], quick_run["result"]["final"]
+    script = f"""
+import sys
+sys.modules["perforatedai"] = None  # any import of the library now fails
+try:
+    import perforatedai
+    sys.exit("perforatedai was importable")
+except ImportError:
+    pass
+sys.path.insert(0, {str(ROOT)!r})
+import torch
+import data
+splits = data.subset(data.load("digits"), 1024, 256)  # what --quick trains and tests on
+model = torch.jit.load({str(out / "model.ts")!r})
+with torch.no_grad():
+    predictions = model(splits.test[0]).argmax(1)
+print((predictions == splits.test[1]).float().mean().item() * 100)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(final["test_acc"], abs=1e-9)
+
+
+def test_cleaned_model_difference_is_measured_and_reported(quick_run):
+    """perforatedai 3.2.9's prepare_final_model drops the dendrites of a layer with exactly
+    one set; the run must say so, and model.ts must still be the trained model."""
+    out, result = quick_run["out"], quick_run["result"]
+    clean = torch.load(out / "model_clean.pt", weights_only=False)
+    traced = torch.jit.load(str(out / "model.ts"))
+    images = torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        difference = (clean.eval()(images) - traced(images)).abs().max().item()
+    reported = result["final"]["clean_model_max_logit_difference"]
+    assert (difference > 1e-4) == (reported > 1e-4)
+    assert ("warning: the library's cleaned model" in quick_run["log"]) == (reported > 1e-4)
+
+
+def test_capacity_test_adds_three_sets_one_per_epoch(tmp_path):
+    result, _ = run(tmp_path, "--quick", "--capacity-test")
+    kinds = [e["kind"] for e in result["restructures"]]
+    assert kinds == ["dendrites added"] * 3 + ["training complete"]
+    assert [e["epoch"] for e in result["restructures"]] == [1, 2, 3, 4]
+    assert result["final"]["dendrite_sets"] == 3
+    assert (tmp_path / "PAI" / "PAI.png").exists()
+
+
+def test_no_dendrites_is_the_same_loop_without_the_library(tmp_path):
+    result, args = run(tmp_path, "--quick", "--no-dendrites", out="plain")
+    out = tmp_path / "plain"
+    assert not list(out.glob("PAI*")) and not (out / "plain.png").exists()
+    assert result["restructures"] == [] and result["final"]["dendrite_sets"] == 0
+    final, history = result["final"], result["history"]
+    assert final["params"] == result["settings"]["plain_params"] == 1_034
+    stopped_early = final["epochs"] - final["best_epoch"] == args.patience
+    assert stopped_early or final["epochs"] == args.epochs
+    assert final["test_acc"] == pytest.approx(history[final["best_epoch"] - 1]["test_acc"])
+    assert final["val_acc"] == max(r["val_acc"] for r in history)
+
+
+def test_min_epochs_holds_off_early_stopping(tmp_path):
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--min-epochs", "25", "--patience", "1")
+    assert result["final"]["epochs"] >= 25
+
+
+BAD_INPUT = [
+    (["--dataset", "imagenet"], "choose from 'digits', 'mnist', 'fashion-mnist', 'cifar10'"),
+    (["--device", "tpu"], "choose from 'auto', 'cpu', 'cuda', 'mps'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--width", "0"], "must be a finite number > 0"),
+    (["--width", "wide"], "'wide' is not a number"),
+    (["--width", "0.001"], "width 0.001 leaves a layer with no units"),
+    (["--epochs", "-3"], "must be a finite number > 0"),
+    (["--epochs", "2.5"], "'2.5' is not a number"),
+    (["--batch-size", "0"], "must be a finite number > 0"),
+    (["--lr", "nan"], "must be a finite number > 0"),
+    (["--lr", "inf"], "must be a finite number > 0"),
+    (["--patience", "0"], "must be a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUT)
+def test_bad_input_is_one_clear_line_and_a_failure(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        train_phase2.cli(["--out", str(tmp_path / "PAI"), *flags])
+    assert exit_.value.code not in (0, None)
+    err = capsys.readouterr().err if exit_.value.code == 2 else str(exit_.value.code)
+    assert err.strip().count("\n") == 0 and err.startswith("error:") and message in err
+    assert not (tmp_path / "PAI").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_missing_device_names_the_available_ones(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        train_phase2.cli(["--out", str(tmp_path / "PAI"), "--device", "cuda"])
+    assert "--device cuda is not available here; choose from auto, cpu" in str(exit_.value.code)
+
+
+def test_command_line_failure_from_a_real_process(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "train_phase2.py"), "--dataset", "imagenet",
+                           "--out", str(tmp_path / "PAI")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: argument --dataset: invalid choice") and "Traceback" not in done.stderr
