@@ -250,9 +250,9 @@ def claim_run_folder(out):
     """Make `out` ready for a new run without losing anything the user still needs."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
-    writable = out if out.is_dir() else out.parent
-    if not (writable.is_dir() and os.access(writable, os.W_OK)):
-        raise UsageError(f"--out {out}: {writable} is not a writable folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise UsageError(f"--out {out}: {existing} is not a writable folder")
     if out.is_dir() and any(out.iterdir()):
         run = read_run(out)
         if run is None:
@@ -264,7 +264,7 @@ def claim_run_folder(out):
         print(f"replacing the previous run in {out}/")
         for f in out.iterdir():  # the library would silently reload a settings file left here
             f.unlink() if f.is_file() else shutil.rmtree(f)
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def resume_settings(args, out):
