@@ -78,10 +78,14 @@ def compression(rows):
     best_width = max(plain, key=lambda w: plain[w]["test_acc"][0])
     best = plain[best_width]
     target = best["test_acc"][0] - best["test_acc"][1]
-    candidates = sorted((row["params"][0], w) for (w, m), row in rows.items()
-                        if m == "dendritic" and row["test_acc"][0] >= target)
+
+    def smallest(method):
+        widths = sorted((row["params"][0], w) for (w, m), row in rows.items()
+                        if m == method and row["test_acc"][0] >= target)
+        return widths[0][1] if widths else None
     return {"best_plain_width": best_width, "target_acc": target,
-            "smallest_matching_dendritic_width": candidates[0][1] if candidates else None}
+            "smallest_matching_dendritic_width": smallest("dendritic"),
+            "smallest_matching_plain_width": smallest("plain")}
 
 
 # ---------------------------------------------------------------- the report
@@ -118,12 +122,16 @@ def tables(dataset, rows, settings):
                 r = rows[(w, method)]
                 lines.append(f"| {label} | {w:g} | {r['params'][0]:,.0f} | {fmt(r['test_acc'])} "
                              f"| {parameter_reduction(r['params'][0], best['params'][0]):.1f} |")
-    match = summary["smallest_matching_dendritic_width"]
-    lines += ["", f"Smallest dendritic model within the best plain model's seed spread "
-              f"(mean test acc ≥ {summary['target_acc']:.2f}%): " +
-              (f"width {match:g}, {rows[(match, 'dendritic')]['params'][0]:,.0f} parameters "
-               f"({parameter_reduction(rows[(match, 'dendritic')]['params'][0], best['params'][0]):.1f}% "
-               "fewer than the best plain model)." if match is not None else "none.")]
+    lines.append("")
+    for method in ("dendritic", "plain"):
+        match = summary[f"smallest_matching_{method}_width"]
+        params = rows[(match, method)]["params"][0] if match is not None else None
+        lines.append(f"Smallest {method} model within the best plain model's seed spread (mean test acc "
+                     f"≥ {summary['target_acc']:.2f}%): " + (
+                         f"width {match:g}, {params:,.0f} parameters "
+                         f"({parameter_reduction(params, best['params'][0]):.1f}% fewer than the best plain "
+                         "model)." if match is not None else "none."))
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +174,7 @@ def time_left(records, remaining):
     estimates = [mean_wall(w, m) for w, m, _ in remaining]
     if None in estimates:
         return ""
-    return f" ({len(remaining) - 1} after this; about {sum(estimates) / 60:.0f} min left)"
+    return f" ({len(remaining) - 1} after this; about {sum(estimates) / 60:.1f} min left)"
 
 
 def run_cell(args, width, method, seed, run_dir, min_epochs):

@@ -277,6 +277,8 @@ def resume_settings(args, out):
                          f"(run format {run['format']}, this script reads {RUN_FORMAT})")
     if run["status"] == "complete":
         raise UsageError(f"--resume: the run in {out} is already complete")
+    if "checkpoint" in run and not (out / run["checkpoint"] / "state.pt").is_file():
+        raise UsageError(f"--resume: the run's checkpoint {out / run['checkpoint']} is missing")
     saved = run["settings"]
     for key in RUN_SETTINGS:
         if key in args.given and getattr(args, key) != saved[key]:
@@ -369,6 +371,9 @@ def main(args):
             splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
         splits.train, splits.val, splits.test = ((x.to(device), y.to(device))
                                                  for x, y in (splits.train, splits.val, splits.test))
+    if previous is not None and "checkpoint" not in previous:  # stopped inside its first epoch
+        shutil.rmtree(out)
+        args.resume, previous = False, None
     if not args.resume:
         claim_run_folder(out)
 
@@ -384,11 +389,14 @@ def main(args):
     result = previous or {"format": RUN_FORMAT, "status": "running", "settings": settings,
                           "phase1": {}, "history": [], "restructures": [], "final": {}}
     result["status"] = "running"
+    elapsed_before = result.get("elapsed_seconds", 0.0)  # a resumed run counts its earlier time
     print(f"data: {args.dataset} {splits.sizes()} on {device}, {torch.get_num_threads()} thread(s); "
           f"model: widths {widths}, {count_parameters(model):,} parameters"
           + (f"; resuming after epoch {len(result['history'])}" if args.resume else ""))
 
-    with chdir(out.parent), SignalGuard() as guard:  # the library writes to ./<out.name>/
+    # The library writes to ./<out.name>/. Its error paths (in forward passes too) call
+    # pdb.set_trace() or sys.exit(): guarded() turns them into a LibraryError.
+    with chdir(out.parent), SignalGuard() as guard, dendrites.guarded():
         with timed(clock, "setup"):
             if use_library:  # Phase 1: dendritic capacity injection
                 dendrites.configure(args.patience, args.max_dendrites, args.capacity_test)
@@ -447,15 +455,16 @@ def main(args):
                         row["best"] = stopper.best_epoch == epoch
                     row["seconds"] = time.perf_counter() - t0
                     result["history"].append(row)
-                    log_epoch(row)
-                    if use_library and step.restructure:
-                        log_restructure(result["restructures"][-1])
+                    result["elapsed_seconds"] = elapsed_before + time.perf_counter() - t_start
                     with timed(clock, "checkpoint"):
                         state = {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                                  "generator": generator.get_state()}
                         if not use_library:
                             state.update(model=model.state_dict(), stopper=stopper.state_dict())
                         save_checkpoint(out, result, state, dendrites.CHECKPOINT_FILES if use_library else ())
+                    log_epoch(row)  # printed once the epoch is safely on disk
+                    if use_library and step.restructure:
+                        log_restructure(result["restructures"][-1])
                 if complete:
                     break
         except Interrupted as stop:
@@ -487,7 +496,7 @@ def main(args):
              "dendrite_sets": dendrites.dendrite_sets() if use_library else 0,
              "tracker_complete": complete if use_library else None,
              "clean_model_max_logit_difference": clean_difference,
-             "wall_seconds": time.perf_counter() - t_start,
+             "wall_seconds": elapsed_before + time.perf_counter() - t_start,
              "timing_seconds": dict(clock),
              "graph": f"{out.name}/{out.name}.png" if use_library else None}
     result.update(status="complete", final=final)

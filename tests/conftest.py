@@ -29,3 +29,27 @@ def quick_run(tmp_path_factory):
         finally:
             sys.stdout = saved
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket use fails, and is recorded so a test can assert there was none."""
+    import socket
+
+    attempts = []
+
+    class Refused(OSError):
+        pass
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise Refused("network disabled by the test")
+
+    class NoSocket(socket.socket):
+        def __init__(self, *args, **kwargs):
+            refuse(*args)
+
+    monkeypatch.setattr(socket, "socket", NoSocket)
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, refuse)
+    return attempts

@@ -29,6 +29,7 @@ def test_summary_and_the_smallest_matching_dendritic_model():
     assert summary["best_plain_width"] == 1.0
     assert summary["target_acc"] == pytest.approx(91.0 - 2 ** 0.5)
     assert summary["smallest_matching_dendritic_width"] == 0.5  # 600 params, 90.0 >= 89.59
+    assert summary["smallest_matching_plain_width"] == 1.0       # no narrower plain model gets there
 
 
 def test_tiny_sweep_reports_and_then_reuses_its_runs(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,4 @@
 import gzip
-import socket
 import struct
 
 import numpy as np
@@ -82,14 +81,6 @@ def test_damaged_idx_file_is_a_clear_error(tmp_path, damage):
                       "bad gzip": path.read_bytes()[:50]}[damage])
     with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz"):
         data.load("fashion-mnist", tmp_path)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def test_missing_file_without_network_is_a_clear_error(tmp_path, no_network):

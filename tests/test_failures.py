@@ -1,0 +1,285 @@
+"""Never lose a run: bad input, interruption and resume, the library's failure modes,
+reproducibility and no network. Real runs and real processes, no mocks of the library."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import dendrites
+import train_phase2
+from conftest import ROOT, run
+from test_data import make_fashion
+
+METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "params", "dendrite_sets", "best")
+
+
+def files(folder):
+    """Every file under `folder` with the hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics(result):
+    """What must be identical between two runs of the same seed: everything but the clock."""
+    final = {k: v for k, v in result["final"].items() if k not in ("wall_seconds", "timing_seconds")}
+    return [{k: row[k] for k in METRICS} for row in result["history"]], result["restructures"], final
+
+
+def fails(argv, capsys):
+    """cli(argv) must exit non-zero with one line starting 'error:' and no traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        train_phase2.cli(argv)
+    code = exit_.value.code
+    message = code if isinstance(code, str) else capsys.readouterr().err
+    assert code not in (0, None)
+    assert message.strip().count("\n") == 0 and message.startswith("error:"), message
+    assert "Traceback" not in message
+    return message
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD_FLAGS = [
+    (["--dataset", "imagenet"], "choose from 'digits', 'mnist', 'fashion-mnist', 'cifar10'"),
+    (["--device", "tpu"], "choose from 'auto', 'cpu', 'cuda', 'mps'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--width", "0"], "must be a finite number > 0"),
+    (["--width", "-1"], "must be a finite number > 0"),
+    (["--width", "wide"], "'wide' is not a number"),
+    (["--width", "0.001"], "width 0.001 leaves a layer with no units"),
+    (["--epochs", "0"], "must be a finite number > 0"),
+    (["--epochs", "2.5"], "'2.5' is not a number"),
+    (["--batch-size", "-64"], "must be a finite number > 0"),
+    (["--lr", "nan"], "must be a finite number > 0"),
+    (["--lr", "inf"], "must be a finite number > 0"),
+    (["--patience", "0"], "must be a finite number > 0"),
+    (["--max-dendrites", "x"], "'x' is not a number"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_flag_changes_nothing(quick_run, capsys, flags, message):
+    before = files(quick_run["out"])
+    assert message in fails(["--out", str(quick_run["out"]), *flags], capsys)
+    assert files(quick_run["out"]) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_missing_device_changes_nothing(quick_run, capsys):
+    before = files(quick_run["out"])
+    message = fails(["--out", str(quick_run["out"]), "--device", "cuda"], capsys)
+    assert "--device cuda is not available here; choose from auto, cpu" in message
+    assert files(quick_run["out"]) == before
+
+
+def bad_data(tmp_path, case):
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    make_fashion(folder, gz=True)
+    if case == "missing folder":
+        return ["--data-dir", str(tmp_path / "nowhere")], "does not exist"
+    if case == "missing file":
+        (folder / "train-labels-idx1-ubyte.gz").unlink()
+        return ["--data-dir", str(folder)], "could not be downloaded"
+    if case == "truncated file":
+        path = folder / "t10k-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:-200])
+        return ["--data-dir", str(folder)], "t10k-images-idx3-ubyte.gz"
+    if case == "no data, no network":
+        return ["--dataset", "mnist", "--data-dir", str(tmp_path)], "mnist is not in"
+
+
+@pytest.mark.parametrize("case", ["missing folder", "missing file", "truncated file", "no data, no network"])
+def test_bad_data_changes_nothing(quick_run, tmp_path, capsys, no_network, case):
+    flags, message = bad_data(tmp_path, case)
+    flags = flags if "--dataset" in flags else ["--dataset", "fashion-mnist", *flags]
+    before = files(quick_run["out"])
+    assert message in fails(["--out", str(quick_run["out"]), "--quick", *flags], capsys)
+    assert files(quick_run["out"]) == before
+    tried_to_download = case in ("missing file", "no data, no network")
+    assert bool(no_network) == tried_to_download  # and the refused connection is the error
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert "is a file; give a folder" in fails(["--quick", "--out", str(target)], capsys)
+    assert "is not a writable folder" in fails(["--quick", "--out", str(target / "PAI")], capsys)
+    assert target.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_output_folder_not_writable(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "is not a writable folder" in fails(["--quick", "--out", str(locked / "PAI")], capsys)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_folder_of_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("mine")
+    assert "not a run of this script" in fails(["--quick", "--out", str(tmp_path)], capsys)
+    assert (tmp_path / "thesis.tex").read_text() == "mine"
+
+
+def test_resume_refusals(quick_run, tmp_path, capsys):
+    assert "holds no run to resume" in fails(["--resume", "--out", str(tmp_path / "empty")], capsys)
+    before = files(quick_run["out"])
+    assert "already complete" in fails(["--resume", "--out", str(quick_run["out"])], capsys)
+    old = tmp_path / "old"
+    shutil.copytree(quick_run["out"], old)
+    results = json.loads((old / "results.json").read_text())
+    (old / "results.json").write_text(json.dumps({**results, "format": 0, "status": "interrupted"}))
+    assert "incompatible version (run format 0" in fails(["--resume", "--out", str(old)], capsys)
+    (old / "results.json").write_text("{ not json")
+    assert "is damaged" in fails(["--resume", "--out", str(old)], capsys)
+    assert files(quick_run["out"]) == before
+
+
+# ---------------------------------------------------------------- interruption and resume
+
+def start(tmp_path):
+    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick",
+                             "--out", str(tmp_path / "PAI")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_until_epoch(process, epoch):
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(f"epoch={epoch} "):
+            return seen
+    raise AssertionError("the run ended before epoch %d:\n%s" % (epoch, "".join(seen)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_safely_and_resume_finishes_the_same_run(quick_run, tmp_path, signum):
+    process = start(tmp_path)
+    read_until_epoch(process, 2)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signum, output
+    assert "Traceback" not in output
+    assert f"Continue with: python train_phase2.py --resume --out {tmp_path / 'PAI'}" in output
+    out = tmp_path / "PAI"
+    stopped = json.loads((out / "results.json").read_text())
+    assert stopped["status"] == "interrupted" and len(stopped["history"]) >= 2
+    assert (out / "PAI.png").exists() and (out / stopped["checkpoint"] / "latest.pt").exists()
+
+    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(out)]))
+    assert resumed["status"] == "complete"
+    assert metrics(resumed) == metrics(quick_run["result"])  # as if never interrupted
+
+
+def test_killed_run_resumes_from_its_last_completed_epoch(quick_run, tmp_path):
+    process = start(tmp_path)
+    read_until_epoch(process, 4)
+    process.kill()
+    process.wait(timeout=60)
+    out = tmp_path / "PAI"
+    killed = json.loads((out / "results.json").read_text())  # never half-written: it parses
+    assert killed["status"] == "running" and len(killed["history"]) >= 4
+    assert files(out / killed["checkpoint"])  # the snapshot it points to is there
+
+    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(out)]))
+    assert metrics(resumed) == metrics(quick_run["result"])
+
+
+def test_resume_rejects_a_conflicting_flag(tmp_path, capsys):
+    out = tmp_path / "PAI"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({
+        "format": train_phase2.RUN_FORMAT, "status": "interrupted", "history": [],
+        "settings": vars(train_phase2.parse_args(["--quick"])) | {"given": None}}))
+    message = fails(["--resume", "--out", str(out), "--lr", "0.01"], capsys)
+    assert "--lr 0.01 conflicts with the run's 0.001" in message
+
+
+# ---------------------------------------------------------------- the library's failure modes
+
+class BatchNormCNN(nn.Module):
+    """A user's standard CNN: conv-BN-ReLU blocks and a BatchNorm1d head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(8 * 4 * 4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dendrites.configure(patience=1, max_dendrites=1)
+    model = dendrites.convert(BatchNormCNN(), "PAI")
+    assert dendrites.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
+    optimizer = dendrites.new_optimizer(model, 1e-3)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    kinds = []
+    for epoch in range(1, 5):  # a flat validation score makes the tracker switch
+        model.train()
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        step = dendrites.add_scores(model, epoch, 50.0, 50.0, 50.0)
+        model = step.model
+        if step.restructure:
+            kinds.append(step.restructure.kind)
+            if not step.complete:
+                optimizer = dendrites.new_optimizer(model, 1e-3)
+        if step.complete:
+            break
+    assert kinds[0] == "dendrites added" and dendrites.dendrite_sets() >= 1
+    assert model.eval()(x).shape == (32, 10)
+
+
+def test_library_debugger_path_becomes_an_error(tmp_path, monkeypatch):
+    """With norm layers left untracked the library calls pdb.set_trace(); here it raises."""
+    monkeypatch.chdir(tmp_path)
+    dendrites.configure(patience=1, max_dendrites=1)
+    dendrites._set("module_names_to_track", [])
+    with pytest.raises(dendrites.LibraryError, match="debugger"):
+        dendrites.convert(BatchNormCNN(), "PAI")
+
+
+def test_library_sys_exit_0_in_a_forward_pass_fails_the_run(tmp_path, monkeypatch, capsys):
+    """The library's forward calls sys.exit(0) in one debugging mode: the run must fail."""
+    configure = dendrites.configure
+
+    def configure_with_exit(*args, **kwargs):
+        configure(*args, **kwargs)
+        dendrites._set("debugging_output_dimensions", 2)
+    monkeypatch.setattr(dendrites, "configure", configure_with_exit)
+    message = fails(["--quick", "--out", str(tmp_path / "PAI")], capsys)
+    assert "sys.exit(0)" in message
+
+
+def test_misspelt_library_setting_raises():
+    with pytest.raises(dendrites.LibraryError, match="no setting 'max_dendritez'"):
+        dendrites._set("max_dendritez", 3)
+
+
+# ---------------------------------------------------------------- reproducible, offline
+
+def test_same_seed_gives_identical_results(quick_run, tmp_path):
+    again, _ = run(tmp_path, "--quick")
+    assert metrics(again) == metrics(quick_run["result"])
+
+
+def test_a_run_makes_no_network_connection(tmp_path, no_network):
+    result, _ = run(tmp_path, "--quick")
+    assert result["status"] == "complete"
+    assert no_network == []
