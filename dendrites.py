@@ -26,6 +26,12 @@ NORM_LAYERS = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "LayerN
                "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 
 
+# When the library draws its graph (see add_scores): after a restructure, in the next call,
+# or in every call when asked to.
+_graph_due = False
+_graph_every_epoch = False
+
+
 class LibraryError(RuntimeError):
     """perforatedai failed; raised instead of its debugger or its sys.exit(0)."""
 
@@ -64,10 +70,14 @@ def _set(name, value):
     getattr(GPA.pc, f"set_{name}")(value)
 
 
-def configure(patience, max_dendrites, capacity_test=False):
-    """Fresh library settings for one run; call before convert()."""
-    global _graph_due
-    _graph_due = False
+def configure(patience, max_dendrites, capacity_test=False, graph_every_epoch=False):
+    """Fresh library settings for one run; call before convert().
+
+    graph_every_epoch: the library's default, redrawing its graph in every epoch (about
+    0.4-0.8 s a time here); otherwise it is drawn after each restructure and at the end.
+    """
+    global _graph_due, _graph_every_epoch
+    _graph_due, _graph_every_epoch = False, graph_every_epoch
     GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
     if _has_setting("configuration_confirmed"):  # 3.2+: skip its interactive picker
         _set("configuration_confirmed", True)
@@ -151,7 +161,7 @@ def add_scores(model, epoch, train_acc, val_acc, test_acc):
     tracker, mv = GPA.pai_tracker, GPA.pai_tracker.member_vars
     params, sets, tries, best = (count_params(model), dendrite_sets(), mv["num_dendrite_tries"],
                                  mv["global_best_validation_score"])
-    drawing = tracker.making_graphs = _graph_due  # the library draws inside this call when on
+    drawing = tracker.making_graphs = _graph_due or _graph_every_epoch  # it draws in this call when on
     try:
         with guarded():
             tracker.add_extra_score(train_acc, "Train")
@@ -187,9 +197,6 @@ def add_scores(model, epoch, train_acc, val_acc, test_acc):
 
 def best_val_score():
     return GPA.pai_tracker.member_vars["global_best_validation_score"]
-
-
-_graph_due = False  # a restructure happened; the next add_scores() has the library draw
 
 
 def draw_graph():

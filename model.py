@@ -18,7 +18,7 @@ def layer_widths(width):
     if min(sizes) < 1:
         raise ValueError(
             f"width {width:g} leaves a layer with no units {sizes}; "
-            f"use width >= {0.5 / BASE_CHANNELS[0]:g}"
+            f"use width >= {1 / BASE_CHANNELS[0]:g}"
         )
     return sizes
 

@@ -40,7 +40,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  # --quick
 # Settings that define a run: --resume takes them from the run folder.
 RUN_SETTINGS = ("dataset", "data_dir", "width", "epochs", "batch_size", "lr", "seed", "patience",
-                "max_dendrites", "min_epochs", "no_dendrites", "capacity_test", "quick")
+                "max_dendrites", "min_epochs", "no_dendrites", "capacity_test", "quick",
+                "graph_every_epoch")
 
 
 class UsageError(Exception):
@@ -100,6 +101,9 @@ def get_args_parser():
                       help="reload <out>/model.ts and recompute the run's test accuracy")
     mode.add_argument("--resume", action="store_true",
                       help="continue the interrupted run in --out with its own settings")
+    p.add_argument("--graph-every-epoch", action="store_true",
+                   help="let the library redraw PAI.png after every epoch, as it does by default "
+                        "(slow: by default it is drawn after each restructure and at the end)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: {n_train} train / {n_eval} val / {n_eval} test samples, patience "
                         "{patience}, {max_dendrites} dendrite set, at most {epochs} epochs".format(**QUICK))
@@ -279,7 +283,7 @@ def resume_settings(args, out):
         raise UsageError(f"--resume: the run in {out} is already complete")
     if "checkpoint" in run and not (out / run["checkpoint"] / "state.pt").is_file():
         raise UsageError(f"--resume: the run's checkpoint {out / run['checkpoint']} is missing")
-    saved = run["settings"]
+    saved = {key: getattr(args, key) for key in RUN_SETTINGS} | run["settings"]  # older runs lack new keys
     for key in RUN_SETTINGS:
         if key in args.given and getattr(args, key) != saved[key]:
             raise UsageError(f"--resume: --{key.replace('_', '-')} {getattr(args, key)} conflicts with "
@@ -399,7 +403,8 @@ def main(args):
     with chdir(out.parent), SignalGuard() as guard, dendrites.guarded():
         with timed(clock, "setup"):
             if use_library:  # Phase 1: dendritic capacity injection
-                dendrites.configure(args.patience, args.max_dendrites, args.capacity_test)
+                dendrites.configure(args.patience, args.max_dendrites, args.capacity_test,
+                                    args.graph_every_epoch)
                 model = dendrites.convert(model, out.name).to(device)
                 result["phase1"] = {"dendrite_modules": dendrites.dendrite_modules(),
                                     "params": dendrites.count_params(model)}
@@ -434,17 +439,20 @@ def main(args):
                 with timed(clock, "train"):
                     train_loss, train_acc = train_one_epoch(model, optimizer, *splits.train,
                                                             args.batch_size, generator)
+                train_seconds = time.perf_counter() - t0
                 with timed(clock, "evaluate"):
                     val_acc, test_acc = evaluate(model, *splits.val), evaluate(model, *splits.test)
                 row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_acc=val_acc,
                            test_acc=test_acc, params=params,
-                           dendrite_sets=dendrites.dendrite_sets() if use_library else 0)
+                           dendrite_sets=dendrites.dendrite_sets() if use_library else 0,
+                           train_seconds=train_seconds, graph_drawn=False)
                 with guard.held():  # a signal now waits until this epoch is saved
                     if use_library:
                         t_tracker = time.perf_counter()
                         step = dendrites.add_scores(model, epoch, train_acc, val_acc, test_acc)
                         clock["graph" if step.drew_graph else "tracker"] += time.perf_counter() - t_tracker
                         model, complete, row["best"] = step.model, step.complete, step.new_best
+                        row["graph_drawn"] = step.drew_graph
                         if step.restructure:
                             result["restructures"].append(vars(step.restructure))
                             params = dendrites.count_params(model)

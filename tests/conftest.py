@@ -31,19 +31,15 @@ def quick_run(tmp_path_factory):
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any socket use fails, and is recorded so a test can assert there was none."""
+def refuse_network(monkeypatch):
+    """Make any socket use fail; returns the list the attempts are recorded in."""
     import socket
 
     attempts = []
 
-    class Refused(OSError):
-        pass
-
     def refuse(*args, **kwargs):
         attempts.append(args)
-        raise Refused("network disabled by the test")
+        raise OSError("network disabled by the test")
 
     class NoSocket(socket.socket):
         def __init__(self, *args, **kwargs):
@@ -53,3 +49,8 @@ def no_network(monkeypatch):
     for name in ("create_connection", "getaddrinfo"):
         monkeypatch.setattr(socket, name, refuse)
     return attempts
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    return refuse_network(monkeypatch)

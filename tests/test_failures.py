@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import dendrites
 import train_phase2
-from conftest import ROOT, run
+from conftest import ROOT, refuse_network, run
 from test_data import make_fashion
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "params", "dendrite_sets", "best")
@@ -274,12 +274,20 @@ def test_misspelt_library_setting_raises():
 
 # ---------------------------------------------------------------- reproducible, offline
 
-def test_same_seed_gives_identical_results(quick_run, tmp_path):
-    again, _ = run(tmp_path, "--quick")
-    assert metrics(again) == metrics(quick_run["result"])
+@pytest.fixture(scope="module")
+def offline_rerun(tmp_path_factory):
+    """The quick run once more, same seed, with every socket refused and recorded."""
+    tmp = tmp_path_factory.mktemp("offline")
+    with pytest.MonkeyPatch.context() as patch:
+        attempts = refuse_network(patch)
+        result, _ = run(tmp, "--quick")
+    return result, attempts
 
 
-def test_a_run_makes_no_network_connection(tmp_path, no_network):
-    result, _ = run(tmp_path, "--quick")
-    assert result["status"] == "complete"
-    assert no_network == []
+def test_same_seed_gives_identical_results(quick_run, offline_rerun):
+    assert metrics(offline_rerun[0]) == metrics(quick_run["result"])
+
+
+def test_a_run_makes_no_network_connection(offline_rerun):
+    result, attempts = offline_rerun
+    assert result["status"] == "complete" and attempts == []

@@ -21,10 +21,14 @@ def test_width_scales_every_layer():
     assert layer_widths(0.25) == (8, 16, 32)
 
 
-@pytest.mark.parametrize("width", [0.01, 0.0])
+@pytest.mark.parametrize("width", [0.01, 0.015625, 0.0])
 def test_width_that_leaves_a_layer_empty_is_refused(width):
-    with pytest.raises(ValueError, match="no units"):
+    with pytest.raises(ValueError, match="no units.*use width >= 0.03125"):
         layer_widths(width)
+
+
+def test_the_suggested_smallest_width_works():
+    assert layer_widths(0.03125) == (1, 2, 4)
 
 
 def test_image_too_small_is_refused():

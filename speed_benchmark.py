@@ -1,0 +1,199 @@
+"""Speed benchmark: where the demo's time goes, measured against a plain PyTorch loop.
+
+In one process it times, on the same model, data and batches:
+  (a) a plain PyTorch loop with no library (the reference),
+  (b) the demo's loop with --no-dendrites,
+  (c) the demo's loop with the library, before and after each dendrite set (its capacity
+      test adds one set per epoch),
+and prints per-epoch times and the ratios b/a and c/a, the CPU's matrix-multiply rate and
+the rate the model's big layers reach, 1 vs 2 threads, and (for digits) the breakdown of
+a full default run in a fresh process and a check that drawing the library's graph only
+at restructures gives the same graph as drawing it every epoch. Timing numbers are
+printed, never asserted: run nothing else meanwhile.
+
+    python speed_benchmark.py                                   # digits, about a minute
+    python speed_benchmark.py --dataset fashion-mnist --width 0.25
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import train_phase2
+from model import Net
+
+ROOT = Path(__file__).resolve().parent
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits", choices=data.DATASETS)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--epochs", type=int, default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
+    p.add_argument("--batch-size", type=int, default=64)
+    return p
+
+
+def reference_epochs(splits, width, epochs, batch_size, seed=1):
+    """(a): the textbook loop, no library; per-epoch (train s, evaluate s)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = Net(splits.in_channels, splits.image_size, splits.num_classes, width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    (x, y), times = splits.train, []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+        t1 = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            for images, labels in (splits.val, splits.test):
+                (model(images).argmax(1) == labels).float().mean().item()
+        times.append((t1 - t0, time.perf_counter() - t1))
+    return times
+
+
+def demo(out, *flags):
+    """train_phase2.main on `flags`, its log kept out of this report."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train_phase2.main(train_phase2.parse_args(["--out", str(out), *flags]))
+
+
+def matmul_rate(n=1024, repeats=20):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def layer_rates(model, image_size, batch_size, repeats=30):
+    """GFLOP/s that conv2 and fc1 (the big layers) reach, forward + backward."""
+    c1, c2 = model.conv1.out_channels, model.conv2.out_channels
+    side = image_size - 4
+    pooled = side // 2
+    cases = {"conv2": (model.conv2, torch.randn(batch_size, c1, image_size - 2, image_size - 2),
+                       2 * 3 * batch_size * side * side * c2 * c1 * 9),
+             "fc1": (model.fc1, torch.randn(batch_size, c2 * pooled * pooled),
+                     2 * 3 * batch_size * model.fc1.in_features * model.fc1.out_features)}
+    rates = {}
+    for name, (layer, x, flops) in cases.items():
+        x.requires_grad_(True)
+        layer(x).sum().backward()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            layer(x).sum().backward()
+        rates[name] = flops * repeats / (time.perf_counter() - t0) / 1e9
+    return rates
+
+
+def same_graph(tmp):
+    """Run --quick twice, drawing every epoch and only at restructures; compare what the
+    library drew: its score CSVs byte for byte, and the upper half of PAI.png (scores and
+    dendrite panels) pixel for pixel. The lower half plots wall-clock times."""
+    from PIL import Image
+
+    outs = {}
+    for name, flags in (("every_epoch", ["--graph-every-epoch"]), ("at_restructures", [])):
+        outs[name] = Path(tmp) / name / "PAI"
+        demo(outs[name], "--quick", *flags)
+    csvs = sorted(p.name for p in outs["at_restructures"].glob("PAI*.csv") if "Times" not in p.name)
+    same_csv = all((outs["every_epoch"] / c).read_bytes() == (outs["at_restructures"] / c).read_bytes()
+                   for c in csvs)
+    images = [np.asarray(Image.open(outs[n] / "PAI.png").convert("RGB")) for n in outs]
+    top = images[0].shape[0] // 2
+    return same_csv, csvs, bool((images[0][:top] == images[1][:top]).all())
+
+
+def main(args):
+    epochs = args.epochs or (20 if args.dataset == "digits" else 2)
+    print(f"speed benchmark: {args.dataset}, width {args.width}, batch {args.batch_size}, "
+          f"{epochs} epochs per loop, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    t0 = time.perf_counter()
+    splits = data.load(args.dataset)
+    print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
+
+    print(f"\nmatrix multiply 1024x1024 fp32: {matmul_rate():.1f} GFLOP/s")
+    for width in sorted({args.width, 1.0}):
+        model = Net(splits.in_channels, splits.image_size, splits.num_classes, width)
+        for name, rate in layer_rates(model, splits.image_size, args.batch_size).items():
+            print(f"  width {width:g}: {name} ({tuple(model.get_submodule(name).weight.shape)}) forward+backward "
+                  f"at batch {args.batch_size}: {rate:.1f} GFLOP/s")
+
+    threads = torch.get_num_threads()
+    per_thread = {}
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        per_thread[n] = np.mean([t for t, _ in reference_epochs(splits, args.width, max(2, epochs // 4), args.batch_size)])
+    torch.set_num_threads(threads)
+    print("train epoch by thread count: " + ", ".join(f"{n}: {s:.3f} s" for n, s in per_thread.items()))
+
+    reference = reference_epochs(splits, args.width, epochs, args.batch_size)
+    ref_train = np.median([t for t, _ in reference])
+    ref_epoch = np.median([t + e for t, e in reference])
+    print(f"\n(a) plain PyTorch loop: train {ref_train:.3f} s, train+evaluate {ref_epoch:.3f} s per epoch (median)")
+    with tempfile.TemporaryDirectory() as tmp:
+        flags = ["--dataset", args.dataset, "--width", str(args.width), "--batch-size", str(args.batch_size)]
+        plain = demo(Path(tmp) / "plain", *flags, "--no-dendrites", "--epochs", str(epochs), "--min-epochs", str(epochs),
+                     "--patience", str(epochs))
+        rows = plain["history"]
+        b_train = np.median([r["train_seconds"] for r in rows])
+        b_epoch = np.median([r["seconds"] for r in rows])
+        print(f"(b) demo --no-dendrites: train {b_train:.3f} s (b/a {b_train / ref_train:.2f}), "
+              f"whole epoch {b_epoch:.3f} s (b/a {b_epoch / ref_epoch:.2f})")
+        capacity = demo(Path(tmp) / "capacity", *flags, "--capacity-test")
+        print("(c) demo with perforatedai (its capacity test adds one dendrite set per epoch):")
+        for r in capacity["history"]:
+            whole = "" if r["graph_drawn"] else f", whole epoch {r['seconds']:.3f} s (c/a {r['seconds'] / ref_epoch:.2f})"
+            print(f"    {r['dendrite_sets']} set(s), {r['params']:,} params: train {r['train_seconds']:.3f} s "
+                  f"(c/a {r['train_seconds'] / ref_train:.2f}){whole}"
+                  + (" [graph drawn in this epoch]" if r["graph_drawn"] else ""))
+
+        if args.dataset == "digits":
+            print("\nfull default run, `python train_phase2.py`, in a fresh process:")
+            out = Path(tmp) / "PAI"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, str(ROOT / "train_phase2.py"), "--out", str(out)],
+                           check=True, capture_output=True)
+            wall = time.perf_counter() - t0
+            result = json.loads((out / "results.json").read_text())
+            timing = dict(result["final"]["timing_seconds"])
+            timing["python start-up and imports"] = wall - result["final"]["wall_seconds"]
+            for part, seconds in sorted(timing.items(), key=lambda kv: -kv[1]):
+                print(f"    {part:28s} {seconds:6.2f} s  {100 * seconds / wall:5.1f} %")
+            bookkeeping = sum(timing[k] for k in ("tracker", "graph", "checkpoint", "export"))
+            print(f"    {'total':28s} {wall:6.2f} s; tracker + graph + checkpoints + export: "
+                  f"{100 * bookkeeping / wall:.1f} % ({result['final']['epochs']} epochs, "
+                  f"{sum(r['graph_drawn'] for r in result['history']) + 1} graph draws)")
+            reference_run = json.loads((ROOT / "results" / "demo" / "results.json").read_text())
+            keys = ("epoch", "val_acc", "test_acc", "params", "dendrite_sets")
+            same = ([[r[k] for k in keys] for r in result["history"]] ==
+                    [[r[k] for k in keys] for r in reference_run["history"]]
+                    and result["final"]["test_acc"] == reference_run["final"]["test_acc"])
+            print(f"    same epochs, restructures and final metrics as results/demo/results.json: {same}")
+
+            same_csv, csvs, same_pixels = same_graph(tmp)
+            print(f"\ngraph drawn every epoch vs only after restructures and at the end: score CSVs "
+                  f"({', '.join(csvs)}) identical: {same_csv}; PAI.png upper half identical: {same_pixels}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
