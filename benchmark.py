@@ -90,6 +90,12 @@ def compression(rows):
 
 # ---------------------------------------------------------------- the report
 
+def size_against(params, reference):
+    if params <= reference:
+        return f"{parameter_reduction(params, reference):.1f}% fewer than the best plain model"
+    return f"{params / reference:.1f} times the best plain model's parameters"
+
+
 def fmt(pair, digits=2):
     return f"{pair[0]:,.{digits}f} ± {pair[1]:,.{digits}f}"
 
@@ -128,9 +134,8 @@ def tables(dataset, rows, settings):
         params = rows[(match, method)]["params"][0] if match is not None else None
         lines.append(f"Smallest {method} model within the best plain model's seed spread (mean test acc "
                      f"≥ {summary['target_acc']:.2f}%): " + (
-                         f"width {match:g}, {params:,.0f} parameters "
-                         f"({parameter_reduction(params, best['params'][0]):.1f}% fewer than the best plain "
-                         "model)." if match is not None else "none."))
+                         f"width {match:g}, {params:,.0f} parameters ({size_against(params, best['params'][0])})."
+                         if match is not None else "none."))
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -217,10 +222,9 @@ def main(args):
                                  f"{stored[key]}, not {getattr(args, key)}; use another --results folder")
 
     cells = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
-    todo = [c for c in cells if c not in done]
-    if args.report_only:
-        todo = []
-    print(f"{len(cells)} runs: {len(cells) - len(todo)} stored, {len(todo)} to train")
+    todo = [] if args.report_only else [c for c in cells if c not in done]
+    print(f"report of the {len(records)} stored runs" if args.report_only else
+          f"{len(cells)} runs: {len(cells) - len(todo)} stored, {len(todo)} to train")
     for i, (width, method, seed) in enumerate(todo, 1):
         print(f"\n=== run {i}/{len(todo)}: {args.dataset} width {width:g} {method} seed {seed}"
               f"{time_left(records, todo[i - 1:])}", flush=True)

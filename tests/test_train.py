@@ -1,5 +1,6 @@
 """The demo end to end: real runs of train_phase2 on small real data, no mocks."""
 import json
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,13 @@ def test_tracker_restructures_and_completes(quick_run):
     assert result["phase1"]["dendrite_modules"] == [".conv1", ".conv2", ".fc1", ".fc2"]
     added = result["restructures"][0]
     assert added["params_after"] > added["params_before"] == result["settings"]["plain_params"]
+    pattern = re.compile(re.escape(RESTRUCTURE) + r" epoch (\d+): (dendrites added|dendrites rolled back|"
+                         r"training complete): .+ \| params ([\d,]+) -> ([\d,]+) \| val_acc ([\d.]+)$")
+    lines = [pattern.match(line) for line in log.splitlines() if line.startswith(RESTRUCTURE)]
+    for match, event in zip(lines, result["restructures"]):
+        assert match, "a restructure line lacks what happened, parameters or the score"
+        assert (int(match[1]), match[2]) == (event["epoch"], event["kind"])
+        assert int(match[4].replace(",", "")) == event["params_after"]
 
 
 def test_library_graph_written_by_this_run(quick_run):
