@@ -83,7 +83,7 @@ def get_args_parser():
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--threads", type=positive(int), default=None,
                    help="CPU threads for torch (default: torch's choice, one per core; "
-                        "2 beat 1 at every width measured on an idle 2-core machine)")
+                        "on an idle 2-core machine 2 were as fast as 1 or faster at every width measured)")
     p.add_argument("--out", default="PAI",
                    help="run folder: results.json, checkpoints, exported model, the library's files and graph")
     p.add_argument("--patience", type=positive(int), default=5,
