@@ -120,6 +120,11 @@ def parse_args(argv=None):
     return args
 
 
+def load_splits(dataset, data_dir, quick):
+    splits = data.load(dataset, data_dir)
+    return data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if quick else splits
+
+
 def resolve_device(name):
     available = ["cpu"] + [d for d, ok in (("cuda", torch.cuda.is_available()),
                                            ("mps", torch.backends.mps.is_available())) if ok]
@@ -244,10 +249,11 @@ def read_run(out):
         return None
     try:
         run = json.loads(path.read_text())
-        run["status"], run["format"]
-        return run
-    except (ValueError, TypeError, KeyError):
-        raise UsageError(f"{path} is damaged; delete {out} or choose another --out") from None
+    except ValueError:
+        run = None
+    if not (isinstance(run, dict) and {"status", "format", "settings"} <= run.keys()):
+        raise UsageError(f"{path} is damaged; delete {out} or choose another --out")
+    return run
 
 
 def claim_run_folder(out):
@@ -370,9 +376,7 @@ def main(args):
                          "(the library uses it as its save name)")
 
     with timed(clock, "data"):  # before touching --out: bad data leaves it as it was
-        splits = data.load(args.dataset, args.data_dir)
-        if args.quick:
-            splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
+        splits = load_splits(args.dataset, args.data_dir, args.quick)
         splits.train, splits.val, splits.test = ((x.to(device), y.to(device))
                                                  for x, y in (splits.train, splits.val, splits.test))
     if previous is not None and "checkpoint" not in previous:  # stopped inside its first epoch
@@ -521,10 +525,7 @@ def evaluate_saved(out, device):
     run = read_run(out)
     if run is None or run["status"] != "complete" or not (out / "model.ts").exists():
         raise UsageError(f"--evaluate: {out} holds no finished run (results.json and model.ts)")
-    s = run["settings"]
-    splits = data.load(s["dataset"], s["data_dir"])
-    if s["quick"]:
-        splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
+    splits = load_splits(run["settings"]["dataset"], run["settings"]["data_dir"], run["settings"]["quick"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = torch.jit.load(str(out / "model.ts"), map_location=device)

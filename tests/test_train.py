@@ -90,7 +90,7 @@ except ImportError:
 sys.path.insert(0, {str(ROOT)!r})
 import torch
 import data
-splits = data.subset(data.load("digits"), 1024, 256)  # what --quick trains and tests on
+splits = data.subset(data.load("digits"), {train_phase2.QUICK["n_train"]}, {train_phase2.QUICK["n_eval"]})  # --quick
 model = torch.jit.load({str(out / "model.ts")!r})
 with torch.no_grad():
     predictions = model(splits.test[0]).argmax(1)
