@@ -223,8 +223,12 @@ def main(args):
 
     cells = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
     todo = [] if args.report_only else [c for c in cells if c not in done]
-    print(f"report of the {len(records)} stored runs" if args.report_only else
-          f"{len(cells)} runs: {len(cells) - len(todo)} stored, {len(todo)} to train")
+    if args.report_only:
+        print(f"report of the {len(records)} stored runs")
+    else:
+        print(f"{len(cells)} runs: {len(cells) - len(todo)} stored, {len(todo)} to train")
+        if not todo:
+            print(f"all stored in {records_path}; to retrain, pass new --results and --runs folders")
     for i, (width, method, seed) in enumerate(todo, 1):
         print(f"\n=== run {i}/{len(todo)}: {args.dataset} width {width:g} {method} seed {seed}"
               f"{time_left(records, todo[i - 1:])}", flush=True)
