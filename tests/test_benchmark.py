@@ -57,7 +57,9 @@ def test_tiny_sweep_reports_and_then_reuses_its_runs(tmp_path, monkeypatch, caps
     monkeypatch.setattr(benchmark.train_phase2, "main", no_training)
     capsys.readouterr()
     benchmark.main(benchmark.get_args_parser().parse_args(argv))
-    assert "4 runs: 4 stored, 0 to train" in capsys.readouterr().out
+    reuse_output = capsys.readouterr().out
+    assert "4 runs: 4 stored, 0 to train" in reuse_output
+    assert "to retrain, pass new --results and --runs folders" in reuse_output
     assert (out / "results.md").read_text() == table
 
 
