@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 
 import train_phase2
+from run_folder import read_run, write_json
 
 METHODS = ("dendritic", "plain")
 SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "quick")  # every stored run must share these
@@ -192,7 +193,7 @@ def run_cell(args, width, method, seed, run_dir, min_epochs):
         flags.append("--quick")
     if method == "plain":
         flags += ["--no-dendrites", "--min-epochs", str(min_epochs)]
-    previous = train_phase2.read_run(run_dir)
+    previous = read_run(run_dir)
     if previous is not None and previous["status"] != "complete":  # interrupted: continue it
         flags = ["--resume", "--out", str(run_dir)]
     elif previous is not None:
@@ -237,7 +238,7 @@ def main(args):
         record = run_cell(args, width, method, seed, runs_dir / name, min_epochs)
         records.append(record)
         done[(width, method, seed)] = record
-        train_phase2.write_json(records_path, records)
+        write_json(records_path, records)
 
     rows = summarise(records)
     if not rows:

@@ -53,6 +53,11 @@ class Splits:
     def image_size(self):
         return self.train[0].shape[-1]
 
+    def to(self, device):
+        """The same splits with every tensor on `device`."""
+        return Splits(self.name, *((x.to(device), y.to(device)) for x, y in (self.train, self.val, self.test)),
+                      num_classes=self.num_classes)
+
     def sizes(self):
         return {part: len(getattr(self, part)[1]) for part in ("train", "val", "test")}
 

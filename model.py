@@ -1,6 +1,11 @@
-"""The CNN of the PyTorch MNIST example, with a width multiplier.
+"""Plain PyTorch CNNs with a width multiplier.
 
-Plain PyTorch: this file knows nothing of perforatedai. train_phase2.py wraps it.
+This file knows nothing of perforatedai: train_phase2.py wraps whatever model it is given.
+Every model here (and any model passed with --model package.module:factory) is built as
+`factory(in_channels, image_size, num_classes, width)` and returns logits (N, num_classes).
+
+- Net: the CNN of the PyTorch MNIST example (pytorch/examples mnist/main.py).
+- ResCNN: a small BatchNorm residual CNN, the kind of model people train today.
 """
 
 import torch
@@ -12,29 +17,31 @@ BASE_CHANNELS = (32, 64)
 BASE_HIDDEN = 128
 
 
+def scaled(sizes, width):
+    """Layer sizes multiplied by `width`; ValueError if a layer would be left empty."""
+    out = tuple(round(n * width) for n in sizes)
+    if min(out) < 1:
+        raise ValueError(f"width {width:g} leaves a layer with no units {out}; "
+                         f"use width >= {1 / min(sizes):g}")
+    return out
+
+
 def layer_widths(width):
-    """(conv1 channels, conv2 channels, hidden units) for a width multiplier."""
-    sizes = tuple(round(n * width) for n in (*BASE_CHANNELS, BASE_HIDDEN))
-    if min(sizes) < 1:
-        raise ValueError(
-            f"width {width:g} leaves a layer with no units {sizes}; "
-            f"use width >= {1 / BASE_CHANNELS[0]:g}"
-        )
-    return sizes
+    """Net's (conv1 channels, conv2 channels, hidden units) for a width multiplier."""
+    return scaled((*BASE_CHANNELS, BASE_HIDDEN), width)
 
 
 class Net(nn.Module):
     """conv3x3 -> conv3x3 -> maxpool -> dropout -> linear -> dropout -> linear.
 
     Works for any square image of side >= 6: 8x8 digits, 28x28 MNIST, 32x32 CIFAR.
-    Returns logits of shape (N, num_classes).
     """
 
     def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
         super().__init__()
         if image_size < 6:
             raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 6")
-        c1, c2, hidden = layer_widths(width)
+        self.widths = c1, c2, hidden = layer_widths(width)
         pooled = (image_size - 4) // 2  # two unpadded 3x3 convs, then a 2x2 max-pool
         self.conv1 = nn.Conv2d(in_channels, c1, 3)
         self.conv2 = nn.Conv2d(c1, c2, 3)
@@ -52,6 +59,51 @@ class Net(nn.Module):
         x = F.relu(self.fc1(x))       # (N, hidden)
         x = self.dropout2(x)
         return self.fc2(x)            # (N, num_classes)
+
+
+def conv_bn(c_in, c_out, stride=1):
+    """3x3 conv (no bias: the BatchNorm after it has one) and BatchNorm."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False), nn.BatchNorm2d(c_out))
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the input, then ReLU (ResNet's basic block)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.body1 = conv_bn(channels, channels)
+        self.body2 = conv_bn(channels, channels)
+
+    def forward(self, x):                            # (N, C, H, W)
+        y = self.body2(F.relu(self.body1(x)))        # (N, C, H, W)
+        return F.relu(x + y)
+
+
+class ResCNN(nn.Module):
+    """stem conv-BN-ReLU -> residual block -> strided conv-BN-ReLU -> residual block
+    -> global average pool -> linear. Works for any square image of side >= 2."""
+
+    def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
+        super().__init__()
+        if image_size < 2:
+            raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 2")
+        self.widths = c1, c2 = scaled(BASE_CHANNELS, width)
+        self.stem = conv_bn(in_channels, c1)
+        self.block1 = ResidualBlock(c1)
+        self.down = conv_bn(c1, c2, stride=2)
+        self.block2 = ResidualBlock(c2)
+        self.head = nn.Linear(c2, num_classes)
+
+    def forward(self, x):                  # (N, in_channels, S, S)
+        x = F.relu(self.stem(x))           # (N, c1, S, S)
+        x = self.block1(x)                 # (N, c1, S, S)
+        x = F.relu(self.down(x))           # (N, c2, ceil(S/2), ceil(S/2))
+        x = self.block2(x)                 # (N, c2, ceil(S/2), ceil(S/2))
+        x = x.mean(dim=(2, 3))             # (N, c2): global average pool
+        return self.head(x)                # (N, num_classes)
+
+
+MODELS = {"net": Net, "rescnn": ResCNN}  # --model names
 
 
 def count_parameters(model):

@@ -16,19 +16,29 @@ def run(tmp_path, *flags, out="PAI"):
     return train_phase2.main(args), args
 
 
-@pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
-    """One real dendritic --quick run on digits, shared by the tests that only read it."""
-    tmp = tmp_path_factory.mktemp("quick")
+def captured_run(tmp, *flags):
+    """run() with its printed log captured; returns what the tests read."""
     started = os.path.getmtime(tmp)
     capture = tmp / "log.txt"
     with open(capture, "w") as log:
         saved, sys.stdout = sys.stdout, log
         try:
-            result, args = run(tmp, "--quick")
+            result, args = run(tmp, "--quick", *flags)
         finally:
             sys.stdout = saved
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One real dendritic --quick run on digits, shared by the tests that only read it."""
+    return captured_run(tmp_path_factory.mktemp("quick"))
+
+
+@pytest.fixture(scope="session")
+def rescnn_run(tmp_path_factory):
+    """The same with --model rescnn: the BatchNorm residual CNN."""
+    return captured_run(tmp_path_factory.mktemp("rescnn"), "--model", "rescnn")
 
 
 def refuse_network(monkeypatch):

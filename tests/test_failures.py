@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import dendrites
+import run_folder
 import train_phase2
 from conftest import ROOT, refuse_network, run
 from test_data import make_fashion
@@ -68,6 +69,51 @@ BAD_FLAGS = [
 def test_bad_flag_changes_nothing(quick_run, capsys, flags, message):
     before = files(quick_run["out"])
     assert message in fails(["--out", str(quick_run["out"]), *flags], capsys)
+    assert files(quick_run["out"]) == before
+
+
+USER_MODELS = """
+import torch.nn as nn
+
+
+def broken(in_channels, image_size, num_classes, width):
+    raise RuntimeError("out of ideas")
+
+
+def not_a_module(in_channels, image_size, num_classes, width):
+    return 42
+
+
+def five_classes(in_channels, image_size, num_classes, width):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 5))
+
+
+def wrong_input(in_channels, image_size, num_classes, width):
+    return nn.Linear(3, num_classes)
+
+answer = 42
+"""
+
+BAD_MODELS = [
+    ("resnet50", "--model resnet50: unknown model; choose from net, rescnn, or give package.module:factory"),
+    ("no_such_module:make", "--model no_such_module:make: cannot import no_such_module (ModuleNotFoundError"),
+    ("user_models_{n}:missing", "--model user_models_{n}:missing: user_models_{n} has no callable 'missing'"),
+    ("user_models_{n}:answer", "has no callable 'answer'"),
+    ("user_models_{n}:broken", "broken(in_channels=1, image_size=8, num_classes=10, width=0.125) raised "
+                               "RuntimeError: out of ideas"),
+    ("user_models_{n}:not_a_module", "the factory returned int, not a torch.nn.Module"),
+    ("user_models_{n}:five_classes", "it maps a batch of shape (2, 1, 8, 8) to (2, 5); expected logits of shape (2, 10)"),
+    ("user_models_{n}:wrong_input", "its forward pass on a batch of shape (2, 1, 8, 8) raised RuntimeError"),
+]
+
+
+@pytest.mark.parametrize("n, spec, message", [(n, *case) for n, case in enumerate(BAD_MODELS)])
+def test_bad_model_changes_nothing(quick_run, tmp_path, monkeypatch, capsys, n, spec, message):
+    (tmp_path / f"user_models_{n}.py").write_text(USER_MODELS)  # a fresh module name: no import cache
+    monkeypatch.chdir(tmp_path)  # --model imports from the current folder
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = files(quick_run["out"])
+    assert message.format(n=n) in fails(["--out", str(quick_run["out"]), "--model", spec.format(n=n)], capsys)
     assert files(quick_run["out"]) == before
 
 
@@ -148,8 +194,8 @@ def test_resume_refusals(quick_run, tmp_path, capsys):
 
 # ---------------------------------------------------------------- interruption and resume
 
-def start(tmp_path):
-    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick",
+def start(tmp_path, *flags):
+    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick", *flags,
                              "--out", str(tmp_path / "PAI")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -182,8 +228,10 @@ def test_signal_stops_safely_and_resume_finishes_the_same_run(quick_run, tmp_pat
     assert metrics(resumed) == metrics(quick_run["result"])  # as if never interrupted
 
 
-def test_killed_run_resumes_from_its_last_completed_epoch(quick_run, tmp_path):
-    process = start(tmp_path)
+@pytest.mark.parametrize("fixture, flags", [("quick_run", []), ("rescnn_run", ["--model", "rescnn"])])
+def test_killed_run_resumes_from_its_last_completed_epoch(fixture, flags, request, tmp_path):
+    uninterrupted = request.getfixturevalue(fixture)["result"]
+    process = start(tmp_path, *flags)
     read_until_epoch(process, 4)
     process.kill()
     process.wait(timeout=60)
@@ -193,14 +241,15 @@ def test_killed_run_resumes_from_its_last_completed_epoch(quick_run, tmp_path):
     assert files(out / killed["checkpoint"])  # the snapshot it points to is there
 
     resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(out)]))
-    assert metrics(resumed) == metrics(quick_run["result"])
+    assert resumed["settings"]["model"] == uninterrupted["settings"]["model"]
+    assert metrics(resumed) == metrics(uninterrupted)
 
 
 def test_resume_rejects_a_conflicting_flag(tmp_path, capsys):
     out = tmp_path / "PAI"
     out.mkdir()
     (out / "results.json").write_text(json.dumps({
-        "format": train_phase2.RUN_FORMAT, "status": "interrupted", "history": [],
+        "format": run_folder.RUN_FORMAT, "status": "interrupted", "history": [],
         "settings": vars(train_phase2.parse_args(["--quick"])) | {"given": None}}))
     message = fails(["--resume", "--out", str(out), "--lr", "0.01"], capsys)
     assert "--lr 0.01 conflicts with the run's 0.001" in message
@@ -223,10 +272,10 @@ class BatchNormCNN(nn.Module):
 
 def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    dendrites.configure(patience=1, max_dendrites=1)
-    model = dendrites.convert(BatchNormCNN(), "PAI")
-    assert dendrites.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
-    optimizer = dendrites.new_optimizer(model, 1e-3)
+    tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=1)
+    model = tracker.convert(BatchNormCNN())
+    assert tracker.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
+    optimizer = tracker.new_optimizer(model, 1e-3)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     kinds = []
     for epoch in range(1, 5):  # a flat validation score makes the tracker switch
@@ -234,25 +283,25 @@ def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path,
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        step = dendrites.add_scores(model, epoch, 50.0, 50.0, 50.0)
+        step = tracker.add_scores(model, epoch, 50.0, 50.0, 50.0)
         model = step.model
         if step.restructure:
             kinds.append(step.restructure.kind)
             if not step.complete:
-                optimizer = dendrites.new_optimizer(model, 1e-3)
+                optimizer = tracker.new_optimizer(model, 1e-3)
         if step.complete:
             break
-    assert kinds[0] == "dendrites added" and dendrites.dendrite_sets() >= 1
+    assert kinds[0] == "dendrites added" and tracker.dendrite_sets() >= 1
     assert model.eval()(x).shape == (32, 10)
 
 
 def test_library_debugger_path_becomes_an_error(tmp_path, monkeypatch):
     """With norm layers left untracked the library calls pdb.set_trace(); here it raises."""
     monkeypatch.chdir(tmp_path)
-    dendrites.configure(patience=1, max_dendrites=1)
+    tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=1)
     dendrites._set("module_names_to_track", [])
     with pytest.raises(dendrites.LibraryError, match="debugger"):
-        dendrites.convert(BatchNormCNN(), "PAI")
+        tracker.convert(BatchNormCNN())
 
 
 def test_library_sys_exit_0_in_a_forward_pass_fails_the_run(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn as nn
 
-from model import Net, count_parameters, layer_widths
+from model import MODELS, Net, ResCNN, count_parameters, layer_widths
 
 
 @pytest.mark.parametrize("channels, size, width, params", [
@@ -34,3 +35,32 @@ def test_the_suggested_smallest_width_works():
 def test_image_too_small_is_refused():
     with pytest.raises(ValueError, match="too small"):
         Net(1, 5, 10)
+
+
+@pytest.mark.parametrize("channels, size, width, params", [
+    (1, 8, 0.125, 1_926),       # digits
+    (1, 28, 1.0, 112_106),      # 28x28: global average pooling makes the count independent of size
+    (1, 8, 1.0, 112_106),
+    (3, 32, 1.0, 112_682),      # CIFAR-10: only the stem sees the 3 channels
+])
+def test_rescnn_output_shape_and_exact_parameter_count(channels, size, width, params):
+    model = ResCNN(channels, size, 10, width)
+    assert model(torch.zeros(5, channels, size, size)).shape == (5, 10)
+    assert count_parameters(model) == params
+    assert model.widths == (round(32 * width), round(64 * width))
+
+
+def test_rescnn_is_residual_with_batchnorm_and_a_strided_conv():
+    model = ResCNN(1, 8, 10, 0.25)
+    kinds = {type(m) for m in model.modules()}
+    assert {nn.BatchNorm2d, nn.Conv2d, nn.Linear} <= kinds
+    assert model.down[0].stride == (2, 2)
+    block = model.block1.eval()
+    x = torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        y = block.body2(torch.relu(block.body1(x)))
+        assert torch.equal(block(x), torch.relu(x + y))  # the skip connection
+
+
+def test_built_in_models_by_name():
+    assert MODELS == {"net": Net, "rescnn": ResCNN}

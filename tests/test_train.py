@@ -1,4 +1,5 @@
 """The demo end to end: real runs of train_phase2 on small real data, no mocks."""
+import io
 import json
 import re
 import subprocess
@@ -77,8 +78,10 @@ def test_evaluate_reloads_the_saved_model(quick_run):
     assert evaluated["test_acc"] == pytest.approx(quick_run["result"]["final"]["test_acc"])
 
 
-def test_torchscript_model_reproduces_the_run_without_perforatedai(quick_run):
-    out, final = quick_run["out"], quick_run["result"]["final"]
+@pytest.mark.parametrize("fixture", ["quick_run", "rescnn_run"])
+def test_torchscript_model_reproduces_the_run_without_perforatedai(fixture, request):
+    run_ = request.getfixturevalue(fixture)
+    out, final = run_["out"], run_["result"]["final"]
     script = f"""
 import sys
 sys.modules["perforatedai"] = None  # any import of the library now fails
@@ -99,6 +102,53 @@ print((predictions == splits.test[1]).float().mean().item() * 100)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(final["test_acc"], abs=1e-9)
+
+
+def test_rescnn_converts_and_grows_dendrites(rescnn_run):
+    result = rescnn_run["result"]
+    assert result["settings"]["model"] == "rescnn" and result["settings"]["plain_params"] == 1_926
+    modules = result["phase1"]["dendrite_modules"]
+    assert sorted(modules) == [".block1.body1.0", ".block1.body2.0", ".block2.body1.0", ".block2.body2.0",
+                               ".down.0", ".head", ".stem.0"]  # every conv and the head; BatchNorm only tracked
+    kinds = [e["kind"] for e in result["restructures"]]
+    assert kinds[0] == "dendrites added" and kinds[-1] == "training complete"
+    assert result["final"]["dendrite_sets"] >= 1 and result["final"]["params"] > 1_926
+
+
+USER_MODEL = """
+import torch.nn as nn
+
+
+def small_cnn(in_channels, image_size, num_classes, width):
+    channels = max(1, round(16 * width))
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, num_classes))
+"""
+
+
+def test_users_own_model_trains_with_dendrites_through_model_option(tmp_path):
+    (tmp_path / "my_models.py").write_text(USER_MODEL)
+    done = subprocess.run([sys.executable, str(ROOT / "train_phase2.py"), "--quick", "--model", "my_models:small_cnn",
+                           "--width", "0.5", "--out", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert result["settings"]["model"] == "my_models:small_cnn"
+    assert result["settings"]["plain_params"] == 8 * 9 + 8 + 32 * 10 + 10
+    assert result["phase1"]["dendrite_modules"] == [".0", ".4"]
+    assert result["restructures"][0]["kind"] == "dendrites added"
+    assert "model: my_models:small_cnn, 410 parameters" in done.stdout
+    assert (tmp_path / "run" / "model.ts").exists()
+
+
+def test_progress_bar_only_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for file, shown in ((io.StringIO(), False), (Terminal(), True)):
+        for _ in train_phase2.progress(range(5), file=file, delay=0):
+            pass
+        assert ("train:" in file.getvalue() and "/5 [" in file.getvalue()) == shown
 
 
 def test_cleaned_model_difference_is_measured_and_reported(quick_run):
