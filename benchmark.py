@@ -26,7 +26,7 @@ import train_phase2
 from run_folder import read_run, write_json
 
 METHODS = ("dendritic", "plain")
-SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "quick")  # every stored run must share these
+SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  # every stored run must share these
 
 
 def get_args_parser():
@@ -41,6 +41,8 @@ def get_args_parser():
     p.add_argument("--results", default="results", help="tables, plot and records go to <results>/<dataset>/")
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")
     p.add_argument("--report-only", action="store_true", help="no training: report the stored runs")
+    p.add_argument("--precision", default="fp32", choices=train_phase2.precision.PRECISIONS,
+                   help="training precision of every run (train_phase2 --precision)")
     p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run settings (for tests)")
     return p
 
@@ -184,7 +186,7 @@ def time_left(records, remaining):
 
 
 def run_cell(args, width, method, seed, run_dir, min_epochs):
-    flags = ["--dataset", args.dataset, "--width", str(width), "--seed", str(seed),
+    flags = ["--dataset", args.dataset, "--width", str(width), "--seed", str(seed), "--precision", args.precision,
              "--patience", str(args.patience), "--max-dendrites", str(args.max_dendrites),
              "--epochs", str(args.epochs), "--out", str(run_dir)]
     if args.data_dir:
@@ -216,7 +218,8 @@ def main(args):
     records = json.loads(records_path.read_text()) if records_path.exists() else []
     done = {(r["width"], r["method"], r["seed"]): r for r in records}
     if records and not args.report_only:
-        stored = records[0]["sweep"]
+        parser = get_args_parser()  # records older than a setting were made with its default
+        stored = {key: records[0]["sweep"].get(key, parser.get_default(key)) for key in SWEEP_SETTINGS}
         for key in SWEEP_SETTINGS:
             if stored[key] != getattr(args, key):
                 raise SystemExit(f"error: {records_path} holds runs made with --{key.replace('_', '-')} "
@@ -246,7 +249,8 @@ def main(args):
         return None
     first = records[0]["settings"]
     settings = (f"Settings: patience {first['patience']}, at most {first['max_dendrites']} dendrite sets, "
-                f"batch {first['batch_size']}, Adam lr {first['lr']}, epoch cap {first['epochs']}; plain runs "
+                f"batch {first['batch_size']}, Adam lr {first['lr']}, precision {first.get('precision', 'fp32')}, "
+                f"epoch cap {first['epochs']}; plain runs "
                 "early-stop with the same patience but never before the dendritic run's epoch count.")
     report = tables(args.dataset, rows, settings)
     (results_dir / "results.md").write_text(report)

@@ -5,14 +5,17 @@ In one process it times, on the same model, data and batches:
   (b) the demo's loop with --no-dendrites,
   (c) the demo's loop with the library, before and after each dendrite set (its capacity
       test adds one set per epoch),
-and prints per-epoch times and the ratios b/a and c/a, the CPU's matrix-multiply rate and
-the rate the model's big layers reach, 1 vs 2 threads, and (for digits) the breakdown of
+(b) and (c) at each precision the CPU trains in (--precisions). It prints per-epoch times,
+the ratios b/a and c/a (against the fp32 reference) and c/b (against the demo's plain loop
+at the same precision), plain-loop variants (bf16 autocast, channels-last), the CPU's
+matrix-multiply rate and the rate the model's big layers reach, 1 vs 2 threads, and (for digits) the breakdown of
 a full default run in a fresh process and a check that drawing the library's graph only
 at restructures gives the same graph as drawing it every epoch. Timing numbers are
 printed, never asserted: run nothing else meanwhile.
 
     python speed_benchmark.py                                   # digits, about a minute
     python speed_benchmark.py --dataset fashion-mnist --width 0.25
+    python speed_benchmark.py --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
 """
 
 import argparse
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import data
+import precision
 import train_phase2
 from model import Net
 
@@ -42,16 +46,23 @@ def get_args_parser():
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--epochs", type=int, default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--profile", action="store_true",
+                   help="only profile one training pass of the converted model with 2 dendrite sets, per precision")
+    p.add_argument("--precisions", nargs="+", default=None, choices=precision.PRECISIONS,
+                   help="precisions of (b) and (c) (default: every one this CPU trains in)")
     return p
 
 
-def reference_epochs(splits, width, epochs, batch_size, seed=1):
-    """(a): the textbook loop, no library; per-epoch (train s, evaluate s)."""
+def reference_epochs(splits, width, epochs, batch_size, seed=1, bf16=False, channels_last=False):
+    """(a): the textbook loop, no library; per-epoch (train s, evaluate s). bf16: autocast
+    in training; channels_last: the model and images in NHWC memory format."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = Net(splits.in_channels, splits.image_size, splits.num_classes, width)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     (x, y), times = splits.train, []
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     for _ in range(epochs):
         t0 = time.perf_counter()
         model.train()
@@ -59,7 +70,9 @@ def reference_epochs(splits, width, epochs, batch_size, seed=1):
         for start in range(0, len(y), batch_size):
             idx = order[start:start + batch_size]
             optimizer.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
             optimizer.step()
         t1 = time.perf_counter()
         model.eval()
@@ -70,10 +83,45 @@ def reference_epochs(splits, width, epochs, batch_size, seed=1):
     return times
 
 
+def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
+    """The top operators of one training pass over n images of the converted model with 2
+    dendrite sets (added by the library's capacity test), at each precision."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import dendrites
+
+    torch.manual_seed(1)
+    x, y = splits.train[0][:n], splits.train[1][:n]
+    fp32 = precision.Precision("fp32", torch.device("cpu"))
+    with contextlib.chdir(tmp), contextlib.redirect_stdout(io.StringIO()):
+        tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=2, capacity_test=True)
+        model = tracker.convert(Net(splits.in_channels, splits.image_size, splits.num_classes, width))
+        for epoch in (1, 2):  # the library needs a trained epoch before each switch
+            optimizer = tracker.new_optimizer(model, 1e-3)
+            train_phase2.train_one_epoch(model, optimizer, x[:512], y[:512], batch_size, torch.Generator(), fp32)
+            model = tracker.add_scores(model, epoch, 50.0, 50.0, 50.0).model
+        optimizer = tracker.new_optimizer(model, 1e-3)
+    print(f"profile: {tracker.dendrite_sets()} dendrite sets, {tracker.count_params(model):,} params, {n} images")
+    for name in precisions:
+        amp = precision.Precision(name, torch.device("cpu"))
+        for _ in range(2):  # warm-up, then profile
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                train_phase2.train_one_epoch(model, optimizer, x, y, batch_size, torch.Generator(), amp)
+        print(f"\n[{name}] one pass {time.perf_counter() - t0:.2f} s (with profiling)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
 def demo(out, *flags):
     """train_phase2.main on `flags`, its log kept out of this report."""
     with contextlib.redirect_stdout(io.StringIO()):
         return train_phase2.main(train_phase2.parse_args(["--out", str(out), *flags]))
+
+
+def cpu_model():
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    return (names[0] if names else "unknown") + (", native bf16" if "bf16" in precision.available(torch.device("cpu")) else "")
 
 
 def matmul_rate(n=1024, repeats=20):
@@ -126,10 +174,15 @@ def same_graph(tmp):
 def main(args):
     epochs = args.epochs or (20 if args.dataset == "digits" else 2)
     print(f"speed benchmark: {args.dataset}, width {args.width}, batch {args.batch_size}, "
-          f"{epochs} epochs per loop, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{epochs} epochs per loop, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"CPU: {cpu_model()}")
     t0 = time.perf_counter()
     splits = data.load(args.dataset)
     print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            return profile_dendritic(splits, args.width, args.batch_size,
+                                     args.precisions or precision.available(torch.device("cpu")), tmp)
 
     print(f"\nmatrix multiply 1024x1024 fp32: {matmul_rate():.1f} GFLOP/s")
     for width in sorted({args.width, 1.0}):
@@ -150,22 +203,32 @@ def main(args):
     ref_train = np.median([t for t, _ in reference])
     ref_epoch = np.median([t + e for t, e in reference])
     print(f"\n(a) plain PyTorch loop: train {ref_train:.3f} s, train+evaluate {ref_epoch:.3f} s per epoch (median)")
+    if "bf16" in precision.available(torch.device("cpu")):
+        print("(a) variants, train time per epoch against (a):")
+        for bf16, cl in ((True, False), (False, True), (True, True)):
+            t = np.median([t for t, _ in reference_epochs(splits, args.width, epochs, args.batch_size,
+                                                           bf16=bf16, channels_last=cl)])
+            print(f"    {'bf16 autocast' if bf16 else 'fp32'}{' + channels-last' if cl else ''}: "
+                  f"{t:.3f} s (speed-up over (a): {ref_train / t:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
-        flags = ["--dataset", args.dataset, "--width", str(args.width), "--batch-size", str(args.batch_size)]
-        plain = demo(Path(tmp) / "plain", *flags, "--no-dendrites", "--epochs", str(epochs), "--min-epochs", str(epochs),
-                     "--patience", str(epochs))
-        rows = plain["history"]
-        b_train = np.median([r["train_seconds"] for r in rows])
-        b_epoch = np.median([r["seconds"] for r in rows])
-        print(f"(b) demo --no-dendrites: train {b_train:.3f} s (b/a {b_train / ref_train:.2f}), "
-              f"whole epoch {b_epoch:.3f} s (b/a {b_epoch / ref_epoch:.2f})")
-        capacity = demo(Path(tmp) / "capacity", *flags, "--capacity-test")
-        print("(c) demo with perforatedai (its capacity test adds one dendrite set per epoch):")
-        for r in capacity["history"]:
-            whole = "" if r["graph_drawn"] else f", whole epoch {r['seconds']:.3f} s (c/a {r['seconds'] / ref_epoch:.2f})"
-            print(f"    {r['dendrite_sets']} set(s), {r['params']:,} params: train {r['train_seconds']:.3f} s "
-                  f"(c/a {r['train_seconds'] / ref_train:.2f}){whole}"
-                  + (" [graph drawn in this epoch]" if r["graph_drawn"] else ""))
+        for name in args.precisions or precision.available(torch.device("cpu")):
+            flags = ["--dataset", args.dataset, "--width", str(args.width), "--batch-size", str(args.batch_size),
+                     "--precision", name]
+            plain = demo(Path(tmp) / f"plain_{name}", *flags, "--no-dendrites", "--epochs", str(epochs),
+                         "--min-epochs", str(epochs), "--patience", str(epochs))
+            rows = plain["history"]
+            b_train = np.median([r["train_seconds"] for r in rows])
+            b_epoch = np.median([r["seconds"] for r in rows])
+            print(f"\n[{name}] (b) demo --no-dendrites: train {b_train:.3f} s (b/a {b_train / ref_train:.2f}, "
+                  f"speed-up over fp32 (a): {ref_train / b_train:.2f}x), whole epoch {b_epoch:.3f} s (b/a {b_epoch / ref_epoch:.2f})")
+            capacity = demo(Path(tmp) / f"capacity_{name}", *flags, "--capacity-test")
+            print(f"[{name}] (c) demo with perforatedai (its capacity test adds one dendrite set per epoch):")
+            for r in capacity["history"]:
+                whole = "" if r["graph_drawn"] else f", whole epoch {r['seconds']:.3f} s (c/a {r['seconds'] / ref_epoch:.2f})"
+                k = r["dendrite_sets"]
+                print(f"    {k} set(s), {r['params']:,} params: train {r['train_seconds']:.3f} s "
+                      f"(c/a {r['train_seconds'] / ref_train:.2f}; c/b {r['train_seconds'] / b_train:.2f}, "
+                      f"target <= {k + 1}){whole}" + (" [graph drawn in this epoch]" if r["graph_drawn"] else ""))
 
         if args.dataset == "digits":
             print("\nfull default run, `python train_phase2.py`, in a fresh process:")

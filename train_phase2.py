@@ -34,13 +34,14 @@ from tqdm import tqdm
 
 import data
 import dendrites
+import precision
 from model import MODELS, count_parameters
 from run_folder import Interrupted, RunFolder, UsageError, read_run
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  # --quick
 # Settings that define a run: --resume takes them from the run folder.
-RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "seed", "patience",
+RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "precision", "seed", "patience",
                 "max_dendrites", "min_epochs", "no_dendrites", "capacity_test", "quick",
                 "graph_every_epoch")
 
@@ -80,6 +81,9 @@ def get_args_parser():
                    help="cap on epochs; the tracker (or early stopping) normally ends the run first")
     p.add_argument("--batch-size", type=positive(int), default=64)
     p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
+    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
+                   help="training precision: autocast with fp32 master weights (bf16 on CPUs with AVX512-BF16 "
+                        "and on CUDA, fp16 with loss scaling on CUDA); evaluation and export stay fp32")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--threads", type=positive(int), default=None,
@@ -135,6 +139,13 @@ def resolve_settings(args):
 def load_splits(dataset, data_dir, quick):
     splits = data.load(dataset, data_dir)
     return data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if quick else splits
+
+
+def resolve_precision(name, device):
+    try:
+        return precision.Precision(name, device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def resolve_device(name):
@@ -202,8 +213,8 @@ def build_model(spec, splits, width):
 
 # ---------------------------------------------------------------- one epoch
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator):
-    """One pass over shuffled in-memory batches. Returns (mean loss, accuracy %)."""
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp):
+    """One pass over shuffled in-memory batches, in `amp`'s precision. Returns (mean loss, accuracy %)."""
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
     total_loss = torch.zeros((), device=labels.device)
@@ -212,10 +223,10 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator):
         idx = order[start:start + batch_size]
         x, y = images[idx], labels[idx]
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        optimizer.step()
+        with amp.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        amp.step(loss, optimizer)
         total_loss += loss.detach() * len(y)  # summed on the device: no sync per batch
         correct += (logits.argmax(1) == y).sum()
     return total_loss.item() / len(labels), 100.0 * correct.item() / len(labels)
@@ -339,14 +350,15 @@ def phase1_report(tracker, model, capacity_test):
     return {"dendrite_modules": modules, "params": params}
 
 
-def checkpoint_state(tracker, model, optimizer, generator):
+def checkpoint_state(tracker, model, optimizer, generator, amp):
     """What --resume needs besides the library's own files."""
     return {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "generator": generator.get_state(), **tracker.state_dict(model)}
+            "generator": generator.get_state(), **tracker.state_dict(model), **amp.state_dict()}
 
 
-def restore(state, optimizer, generator):
+def restore(state, optimizer, generator, amp):
     optimizer.load_state_dict(state["optimizer"])
+    amp.load_state_dict(state)
     torch.set_rng_state(state["rng"])
     generator.set_state(state["generator"])
 
@@ -382,6 +394,7 @@ def main(args):
     if args.resume:
         folder.read_settings_for_resume(args, RUN_SETTINGS)
     resolve_settings(args)
+    amp = resolve_precision(args.precision, device)
     with clock("data"):  # data and model before touching --out: bad input leaves it as it was
         splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)
     torch.manual_seed(args.seed)
@@ -404,7 +417,7 @@ def main(args):
             model = (tracker.resume(model, state) if state else model).to(device)
             optimizer = tracker.new_optimizer(model, args.lr)
             if state:
-                restore(state, optimizer, generator)
+                restore(state, optimizer, generator, amp)
             params, complete = tracker.count_params(model), False
 
         with folder.stopping_safely(before_stop=tracker.draw_graph):
@@ -412,7 +425,7 @@ def main(args):
                 t0 = time.perf_counter()
                 with clock("train"):
                     train_loss, train_acc = train_one_epoch(model, optimizer, *splits.train,
-                                                            args.batch_size, generator)
+                                                            args.batch_size, generator, amp)
                 row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                            train_seconds=time.perf_counter() - t0, params=params,
                            dendrite_sets=tracker.dendrite_sets())
@@ -429,7 +442,7 @@ def main(args):
                     row.update(best=step.new_best, graph_drawn=step.drew_graph, seconds=time.perf_counter() - t0)
                     with clock("checkpoint"):
                         folder.save_epoch(row, step.restructure and vars(step.restructure),
-                                          checkpoint_state(tracker, model, optimizer, generator), tracker.files)
+                                          checkpoint_state(tracker, model, optimizer, generator, amp), tracker.files)
                     log(row, step.restructure)  # once the epoch is safely on disk
                 if complete:
                     break

@@ -64,3 +64,15 @@ def refuse_network(monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     return refuse_network(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def bf16_run(tmp_path_factory):
+    """The quick run trained in bf16 autocast, where this CPU has bf16."""
+    import torch
+
+    import precision
+
+    if "bf16" not in precision.available(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    return captured_run(tmp_path_factory.mktemp("bf16"), "--precision", "bf16")

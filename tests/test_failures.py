@@ -50,6 +50,7 @@ def fails(argv, capsys):
 BAD_FLAGS = [
     (["--dataset", "imagenet"], "choose from 'digits', 'mnist', 'fashion-mnist', 'cifar10'"),
     (["--device", "tpu"], "choose from 'auto', 'cpu', 'cuda', 'mps'"),
+    (["--precision", "fp8"], "choose from 'fp32', 'bf16', 'fp16'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--width", "0"], "must be a finite number > 0"),
     (["--width", "-1"], "must be a finite number > 0"),
@@ -122,6 +123,14 @@ def test_missing_device_changes_nothing(quick_run, capsys):
     before = files(quick_run["out"])
     message = fails(["--out", str(quick_run["out"]), "--device", "cuda"], capsys)
     assert "--device cuda is not available here; choose from auto, cpu" in message
+    assert files(quick_run["out"]) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_precision_the_device_cannot_do_changes_nothing(quick_run, capsys):
+    before = files(quick_run["out"])
+    message = fails(["--out", str(quick_run["out"]), "--precision", "fp16"], capsys)
+    assert "--precision fp16 is not available on cpu here; choose from fp32" in message
     assert files(quick_run["out"]) == before
 
 

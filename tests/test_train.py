@@ -78,7 +78,7 @@ def test_evaluate_reloads_the_saved_model(quick_run):
     assert evaluated["test_acc"] == pytest.approx(quick_run["result"]["final"]["test_acc"])
 
 
-@pytest.mark.parametrize("fixture", ["quick_run", "rescnn_run"])
+@pytest.mark.parametrize("fixture", ["quick_run", "rescnn_run", "bf16_run"])
 def test_torchscript_model_reproduces_the_run_without_perforatedai(fixture, request):
     run_ = request.getfixturevalue(fixture)
     out, final = run_["out"], run_["result"]["final"]
@@ -113,6 +113,21 @@ def test_rescnn_converts_and_grows_dendrites(rescnn_run):
     kinds = [e["kind"] for e in result["restructures"]]
     assert kinds[0] == "dendrites added" and kinds[-1] == "training complete"
     assert result["final"]["dendrite_sets"] >= 1 and result["final"]["params"] > 1_926
+
+
+def test_bf16_dendritic_run_restructures_and_records_its_precision(bf16_run, quick_run):
+    result = bf16_run["result"]
+    assert result["settings"]["precision"] == "bf16" and quick_run["result"]["settings"]["precision"] == "fp32"
+    kinds = [e["kind"] for e in result["restructures"]]
+    assert kinds[0] == "dendrites added" and kinds[-1] == "training complete"
+    assert result["history"] != quick_run["result"]["history"]  # autocast really changed the arithmetic
+
+
+def test_bf16_plain_run_completes(bf16_run, tmp_path):
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--precision", "bf16", out="plain")
+    assert result["status"] == "complete" and result["settings"]["precision"] == "bf16"
+    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "plain")]))
+    assert evaluated["test_acc"] == pytest.approx(result["final"]["test_acc"])  # the fp32 export, same accuracy
 
 
 USER_MODEL = """
