@@ -43,6 +43,7 @@ def get_args_parser():
     p.add_argument("--report-only", action="store_true", help="no training: report the stored runs")
     p.add_argument("--precision", default="fp32", choices=train_phase2.precision.PRECISIONS,
                    help="training precision of every run (train_phase2 --precision)")
+    p.add_argument("--wandb", action="store_true", help="log every run to Weights & Biases (train_phase2 --wandb)")
     p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run settings (for tests)")
     return p
 
@@ -193,6 +194,8 @@ def run_cell(args, width, method, seed, run_dir, min_epochs):
         flags += ["--data-dir", args.data_dir]
     if args.quick:
         flags.append("--quick")
+    if args.wandb:
+        flags.append("--wandb")
     if method == "plain":
         flags += ["--no-dendrites", "--min-epochs", str(min_epochs)]
     previous = read_run(run_dir)

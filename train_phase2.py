@@ -35,6 +35,7 @@ from tqdm import tqdm
 import data
 import dendrites
 import precision
+import wandb_log
 from model import MODELS, count_parameters
 from run_folder import Interrupted, RunFolder, UsageError, read_run
 
@@ -43,7 +44,7 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  
 # Settings that define a run: --resume takes them from the run folder.
 RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "precision", "seed", "patience",
                 "max_dendrites", "min_epochs", "no_dendrites", "capacity_test", "quick",
-                "graph_every_epoch")
+                "graph_every_epoch", "wandb")
 
 
 # ---------------------------------------------------------------- settings
@@ -109,6 +110,9 @@ def get_args_parser():
     p.add_argument("--graph-every-epoch", action="store_true",
                    help="let the library redraw PAI.png after every epoch, as it does by default "
                         "(slow: by default it is drawn after each restructure and at the end)")
+    p.add_argument("--wandb", action="store_true",
+                   help="log every epoch, restructure and PAI.png to Weights & Biases (offline into "
+                        "<out>/wandb/ unless WANDB_API_KEY is set; never stops the run)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: {n_train} train / {n_eval} val / {n_eval} test samples, patience "
                         "{patience}, {max_dendrites} dendrite set, at most {epochs} epochs".format(**QUICK))
@@ -130,6 +134,11 @@ def resolve_settings(args):
     if args.quick:
         args.epochs = min(args.epochs, QUICK["epochs"])
         args.patience, args.max_dendrites = QUICK["patience"], QUICK["max_dendrites"]
+    if args.wandb:
+        try:
+            import wandb  # noqa: F401  (checked here, before the output folder is touched)
+        except ImportError:
+            raise UsageError("--wandb needs the wandb package: pip install wandb") from None
     name = os.path.basename(os.path.abspath(args.out))
     if not args.no_dendrites and not all(c.isalnum() or c in "_-." for c in name):
         raise UsageError(f"--out {args.out}: the folder's name may hold only letters, digits, _ - . "
@@ -400,6 +409,7 @@ def main(args):
     torch.manual_seed(args.seed)
     model = build_model(args.model, splits, args.width)
     folder.open(run_settings(args, device, splits, model))
+    wandb = wandb_log.start(folder.result, folder.path) if args.wandb else None  # optional W&B logging
     generator = torch.Generator().manual_seed(args.seed)  # batch order
     print(describe(args, device, splits, model, folder))
 
@@ -444,6 +454,8 @@ def main(args):
                         folder.save_epoch(row, step.restructure and vars(step.restructure),
                                           checkpoint_state(tracker, model, optimizer, generator, amp), tracker.files)
                     log(row, step.restructure)  # once the epoch is safely on disk
+                    if wandb:
+                        wandb.epoch(row, step.restructure)
                 if complete:
                     break
 
@@ -457,6 +469,9 @@ def main(args):
         final = dict(test_acc=evaluate(model, *splits.test), val_acc=evaluate(model, *splits.val))
     folder.finish(summary(folder, final, params, tracker, complete, clean_difference, clock))
     report(folder, args.capacity_test)
+    if wandb:
+        graph = folder.result["final"]["graph"]
+        wandb.finish(folder.result["final"], graph and folder.path.parent / graph)
     return folder.result
 
 

@@ -155,6 +155,33 @@ def test_users_own_model_trains_with_dendrites_through_model_option(tmp_path):
     assert (tmp_path / "run" / "model.ts").exists()
 
 
+def test_wandb_offline_logs_history_restructures_and_the_graph(quick_run, tmp_path, monkeypatch):
+    from test_failures import metrics
+
+    for name in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    result, _ = run(tmp_path, "--quick", "--wandb")
+    assert metrics(result) == metrics(quick_run["result"])  # logging changes nothing in training
+    (offline,) = (tmp_path / "PAI" / "wandb").glob("offline-run-*")
+    assert offline.name.endswith(result["wandb_id"])
+    records = next(offline.glob("*.wandb")).read_bytes()
+    for key in (b"val_acc", b"test_acc", b"dendrite_sets", b"restructure/kind", b"dendrites added"):
+        assert key in records, key
+    (image,) = offline.glob("files/media/images/PAI.png_*.png")
+    with Image.open(image) as graph:
+        assert graph.size == (2800, 1400)  # the library's own figure
+
+
+def test_wandb_not_installed_is_a_one_line_error(quick_run, monkeypatch, capsys):
+    from test_failures import fails, files
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any import of wandb now fails
+    before = files(quick_run["out"])
+    assert "--wandb needs the wandb package: pip install wandb" in fails(
+        ["--out", str(quick_run["out"]), "--wandb"], capsys)
+    assert files(quick_run["out"]) == before
+
+
 def test_progress_bar_only_on_a_terminal():
     class Terminal(io.StringIO):
         def isatty(self):
