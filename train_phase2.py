@@ -171,38 +171,40 @@ def first_line(error):
     return f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0]
 
 
-def build_model(spec, splits, width):
-    """The model --model names, built as factory(in_channels, image_size, num_classes, width)
-    and checked on a batch shaped like the data: a built-in name (model.MODELS) or any
-    callable given as package.module:factory (importable from here or the current folder)."""
+def model_factory(spec):
+    """The callable --model names: a built-in name (model.MODELS) or package.module:factory,
+    importable from here or the current folder."""
     if spec in MODELS:
-        factory = MODELS[spec]
-    elif ":" in spec:
-        module_name, _, name = spec.partition(":")
-        if os.getcwd() not in sys.path:  # as `python -m` would: the user's module sits here
-            sys.path.append(os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as e:
-            raise UsageError(f"--model {spec}: cannot import {module_name} ({first_line(e)})") from None
-        factory = getattr(module, name, None)
-        if not callable(factory):
-            raise UsageError(f"--model {spec}: {module_name} has no callable {name!r}")
-    else:
+        return MODELS[spec]
+    if ":" not in spec:
         raise UsageError(f"--model {spec}: unknown model; choose from {', '.join(MODELS)}, "
                          "or give package.module:factory")
+    module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` would: the user's module sits here
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise UsageError(f"--model {spec}: cannot import {module_name} ({first_line(e)})") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise UsageError(f"--model {spec}: {module_name} has no callable {name!r}")
+    return factory
+
+
+def build_model(spec, splits, width):
+    """factory(in_channels, image_size, num_classes, width) for the data, checked on a batch
+    shaped like it."""
+    factory = model_factory(spec)
     shape = dict(in_channels=splits.in_channels, image_size=splits.image_size,
                  num_classes=splits.num_classes, width=width)
     try:
         model = factory(**shape)
-    except ValueError as e:
-        if spec in MODELS:  # a width or image size the built-in model cannot take
-            raise UsageError(f"--model {spec}: {e}") from None
-        raise UsageError(f"--model {spec}: {factory.__name__}({', '.join(f'{k}={v}' for k, v in shape.items())}) "
-                         f"raised {first_line(e)}") from None
     except Exception as e:
-        raise UsageError(f"--model {spec}: {factory.__name__}({', '.join(f'{k}={v}' for k, v in shape.items())}) "
-                         f"raised {first_line(e)}") from None
+        if spec in MODELS and isinstance(e, ValueError):  # a width the built-in model cannot take
+            raise UsageError(f"--model {spec}: {e}") from None
+        call = f"{factory.__name__}({', '.join(f'{k}={v}' for k, v in shape.items())})"
+        raise UsageError(f"--model {spec}: {call} raised {first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     batch = torch.zeros(2, splits.in_channels, splits.image_size, splits.image_size)

@@ -119,18 +119,13 @@ def test_bad_model_changes_nothing(quick_run, tmp_path, monkeypatch, capsys, n, 
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_missing_device_changes_nothing(quick_run, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "cuda"], "--device cuda is not available here; choose from auto, cpu"),
+    (["--precision", "fp16"], "--precision fp16 is not available on cpu here; choose from fp32"),
+])
+def test_what_this_machine_cannot_do_changes_nothing(quick_run, capsys, flags, message):
     before = files(quick_run["out"])
-    message = fails(["--out", str(quick_run["out"]), "--device", "cuda"], capsys)
-    assert "--device cuda is not available here; choose from auto, cpu" in message
-    assert files(quick_run["out"]) == before
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_precision_the_device_cannot_do_changes_nothing(quick_run, capsys):
-    before = files(quick_run["out"])
-    message = fails(["--out", str(quick_run["out"]), "--precision", "fp16"], capsys)
-    assert "--precision fp16 is not available on cpu here; choose from fp32" in message
+    assert message in fails(["--out", str(quick_run["out"]), *flags], capsys)
     assert files(quick_run["out"]) == before
 
 
