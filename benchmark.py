@@ -2,28 +2,34 @@
 
 For every width and seed it trains the dendritic CNN with train_phase2's own main(), then
 the plain CNN (--no-dendrites: early stopping with the same patience, and never fewer
-epochs than the dendritic run at that width and seed used), on the same splits. Each run
-is stored as soon as it finishes, so an interrupted sweep continues where it stopped (an
-interrupted run is resumed) and a finished one is re-reported without training.
+epochs than the dendritic run at that width and seed used), on the same splits. The sweep
+is an Optuna study (sweep.py): start the same command in several processes, or on several
+machines with one --storage, and they share the work, each run trained once. A stopped or
+killed worker loses nothing: start it again and it continues.
 
     python benchmark.py                                   # digits, a few minutes on 2 CPU cores
     python benchmark.py --dataset fashion-mnist --widths 0.25 0.125 0.0625 0.03125 \\
         --patience 3 --max-dendrites 2                    # the Fashion-MNIST reference sweep
     python benchmark.py --report-only                     # tables and plot from stored runs
 
-Outputs in results/<dataset>/: runs.json (one record per run), results.md (the tables),
-neuroshrink.png (our plot of test accuracy against parameters) and PAI.png (the library's
-graph of one representative dendritic run).
+Outputs in results/<dataset>/: sweep.db (the Optuna storage: every run's record), runs.csv
+(the same records, readable without code), results.md (the tables), neuroshrink.png (our
+plot of test accuracy against parameters) and PAI.png (the library's graph of one
+representative dendritic run).
 """
 
 import argparse
+import csv
 import json
+import os
 import shutil
 import statistics
+import subprocess
 from pathlib import Path
 
+import sweep
 import train_phase2
-from run_folder import read_run, write_json
+from run_folder import read_run
 
 METHODS = ("dendritic", "plain")
 SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  # every stored run must share these
@@ -41,6 +47,13 @@ def get_args_parser():
     p.add_argument("--results", default="results", help="tables, plot and records go to <results>/<dataset>/")
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")
     p.add_argument("--report-only", action="store_true", help="no training: report the stored runs")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by the workers (default: sqlite:///<results>/<dataset>/sweep.db; "
+                        "postgresql://user@host/db for several machines)")
+    p.add_argument("--study", default=None, help="study name in the storage (default: neuroshrink-<dataset>)")
+    p.add_argument("--heartbeat", type=train_phase2.positive(int), default=30,
+                   help="seconds between a worker's heartbeats; a run 3 beats late is retried by another worker")
+    p.add_argument("--threads", type=train_phase2.positive(int), default=None, help="CPU threads per worker (train_phase2 --threads)")
     p.add_argument("--precision", default="fp32", choices=train_phase2.precision.PRECISIONS,
                    help="training precision of every run (train_phase2 --precision)")
     p.add_argument("--wandb", action="store_true", help="log every run to Weights & Biases (train_phase2 --wandb)")
@@ -172,7 +185,21 @@ def plot(dataset, rows, path):
 
 # ---------------------------------------------------------------- the sweep
 
-def time_left(records, remaining):
+def cells_for(args, records):
+    """The sweep's runs: a dendritic run per width and seed, and once it is done, its plain
+    pair, which trains for at least as many epochs (so the plain pair is enqueued only then)."""
+    seeds = range(1, args.seeds + 1)
+    dendritic_epochs = {(r["width"], r["seed"]): r["epochs"] for r in records if r["method"] == "dendritic"}
+    return ([{"width": w, "method": "dendritic", "seed": s, "min_epochs": 1} for s in seeds for w in args.widths]
+            + [{"width": w, "method": "plain", "seed": s, "min_epochs": dendritic_epochs[(w, s)]}
+               for s in seeds for w in args.widths if (w, s) in dendritic_epochs])
+
+
+def cell_of(record):
+    return {key: record[key] for key in ("width", "method", "seed", "min_epochs")}
+
+
+def time_left(records, remaining, workers):
     """Estimate from the stored runs of the same width and method (else the same method)."""
     def mean_wall(width, method):
         for same in (lambda r: r["width"] == width and r["method"] == method, lambda r: r["method"] == method):
@@ -180,72 +207,129 @@ def time_left(records, remaining):
             if walls:
                 return statistics.fmean(walls)
         return None
-    estimates = [mean_wall(w, m) for w, m, _ in remaining]
-    if None in estimates:
+    estimates = [mean_wall(w, m) for w, m in remaining]
+    if not remaining or None in estimates:
         return ""
-    return f" ({len(remaining) - 1} after this; about {sum(estimates) / 60:.1f} min left)"
+    return f"; about {sum(estimates) / 60 / max(workers, 1):.1f} min left with {workers} worker(s)"
 
 
-def run_cell(args, width, method, seed, run_dir, min_epochs):
-    flags = ["--dataset", args.dataset, "--width", str(width), "--seed", str(seed), "--precision", args.precision,
-             "--patience", str(args.patience), "--max-dendrites", str(args.max_dendrites),
-             "--epochs", str(args.epochs), "--out", str(run_dir)]
-    if args.data_dir:
-        flags += ["--data-dir", args.data_dir]
-    if args.quick:
-        flags.append("--quick")
-    if args.wandb:
-        flags.append("--wandb")
-    if method == "plain":
-        flags += ["--no-dendrites", "--min-epochs", str(min_epochs)]
+def announce(args, study, cell):
+    """One line per run: what it is, and where the whole sweep stands."""
+    done = {(r["width"], r["method"], r["seed"]) for r in sweep.records(study)}
+    grid = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
+    now = [(c["width"], c["method"], c["seed"]) for c in sweep.running(study)]
+    remaining = [(w, m) for w, m, s in grid if (w, m, s) not in done]
+    print(f"\n=== {args.dataset} width {cell['width']:g} {cell['method']} seed {cell['seed']}: sweep "
+          f"{len(grid) - len(remaining)} done, {len(now)} running, {len(remaining) - len(now)} waiting"
+          f"{time_left(sweep.records(study), remaining, len(now))}", flush=True)
+
+
+def run_cell(args, cell, run_dir):
+    """Train one cell with train_phase2's main(); an interrupted run in its folder is
+    continued, and a finished one made with the same settings is recorded, not trained again."""
+    flags = ["--dataset", args.dataset, "--width", str(cell["width"]), "--seed", str(cell["seed"]),
+             "--precision", args.precision, "--patience", str(args.patience),
+             "--max-dendrites", str(args.max_dendrites), "--epochs", str(args.epochs), "--out", str(run_dir)]
+    flags += ["--data-dir", args.data_dir] if args.data_dir else []
+    flags += ["--threads", str(args.threads)] if args.threads else []
+    flags += ["--quick"] if args.quick else []
+    flags += ["--wandb"] if args.wandb else []
+    if cell["method"] == "plain":
+        flags += ["--no-dendrites", "--min-epochs", str(cell["min_epochs"])]
+    run_args = train_phase2.parse_args(flags)
     previous = read_run(run_dir)
-    if previous is not None and previous["status"] != "complete":  # interrupted: continue it
-        flags = ["--resume", "--out", str(run_dir)]
-    elif previous is not None:
-        shutil.rmtree(run_dir)  # finished but never recorded: run it again, whole
-    result = train_phase2.main(train_phase2.parse_args(flags))
+    if previous is not None and previous["status"] != "complete":  # a worker stopped or vanished
+        result = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(run_dir)]))
+    elif previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
+                                      for key in train_phase2.RUN_SETTINGS if key != "threads"):
+        print(f"{run_dir} holds this run, finished: recording it")
+        result = previous
+    else:
+        if previous is not None:
+            shutil.rmtree(run_dir)  # a finished run of other settings
+        result = train_phase2.main(run_args)
     final = result["final"]
-    return {"dataset": args.dataset, "width": width, "method": method, "seed": seed,
+    return {"dataset": args.dataset, "width": cell["width"], "method": cell["method"], "seed": cell["seed"],
             "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
-            "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": min_epochs,
+            "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": cell["min_epochs"],
             "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
 
 
+def import_runs_json(study, path, parser):
+    """Move the records of a sweep from before the Optuna storage (runs.json) into the
+    study once, without retraining, each marked with the file (and git commit) it came from."""
+    if not path.exists() or "imported" in study.user_attrs:
+        return
+    old = json.loads(path.read_text())
+    commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", path.name], cwd=path.parent,
+                            capture_output=True, text=True).stdout.strip()
+    source = os.path.relpath(path) + (f" at git {commit}" if commit else "")
+    for record in old:
+        sweep.add_record(study, cell_of(record), record, record["val_acc"], imported_from=source)
+    if old:  # records older than a setting were made with its default
+        study.set_user_attr("sweep", {key: old[0]["sweep"].get(key, parser.get_default(key))
+                                      for key in SWEEP_SETTINGS})
+    study.set_user_attr("imported", source)
+    print(f"imported {len(old)} records from {source} into the sweep's storage")
+
+
+def check_settings(study, args):
+    """Every run of a study shares the sweep settings: the first worker sets them."""
+    stored = study.user_attrs.get("sweep")
+    if stored is None:
+        study.set_user_attr("sweep", {key: getattr(args, key) for key in SWEEP_SETTINGS})
+        return
+    for key in SWEEP_SETTINGS:
+        if stored[key] != getattr(args, key):
+            raise SystemExit(f"error: the sweep {study.study_name} holds runs made with "
+                             f"--{key.replace('_', '-')} {stored[key]}, not {getattr(args, key)}; "
+                             "use another --results folder (or --study)")
+
+
+def write_csv(records, path):
+    """The records, readable without this code."""
+    fields = ("dataset", "width", "method", "seed", "params", "test_acc", "val_acc", "best_epoch", "epochs",
+              "min_epochs", "dendrite_sets", "wall_seconds", "run")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields + ("precision",))
+        for r in records:
+            writer.writerow([r[key] for key in fields] + [r["settings"].get("precision", "fp32")])
+
+
 def main(args):
-    results_dir = Path(args.results) / args.dataset
+    results_dir = (Path(args.results) / args.dataset).resolve()
     runs_dir = Path(args.runs) / args.dataset
+    store = results_dir / "sweep.db"
+    if args.report_only and args.storage is None and not store.exists() and not (results_dir / "runs.json").exists():
+        print(f"no stored runs to report in {store}")
+        return None
     results_dir.mkdir(parents=True, exist_ok=True)
-    records_path = results_dir / "runs.json"
-    records = json.loads(records_path.read_text()) if records_path.exists() else []
-    done = {(r["width"], r["method"], r["seed"]): r for r in records}
-    if records and not args.report_only:
-        parser = get_args_parser()  # records older than a setting were made with its default
-        stored = {key: records[0]["sweep"].get(key, parser.get_default(key)) for key in SWEEP_SETTINGS}
-        for key in SWEEP_SETTINGS:
-            if stored[key] != getattr(args, key):
-                raise SystemExit(f"error: {records_path} holds runs made with --{key.replace('_', '-')} "
-                                 f"{stored[key]}, not {getattr(args, key)}; use another --results folder")
+    study = sweep.open_study(args.storage or f"sqlite:///{store}", args.study or f"neuroshrink-{args.dataset}",
+                             args.heartbeat)
+    import_runs_json(study, results_dir / "runs.json", get_args_parser())
 
-    cells = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
-    todo = [] if args.report_only else [c for c in cells if c not in done]
     if args.report_only:
-        print(f"report of the {len(records)} stored runs")
+        print(f"report of the {len(sweep.records(study))} stored runs")
     else:
-        print(f"{len(cells)} runs: {len(cells) - len(todo)} stored, {len(todo)} to train")
-        if not todo:
-            print(f"all stored in {records_path}; to retrain, pass new --results and --runs folders")
-    for i, (width, method, seed) in enumerate(todo, 1):
-        print(f"\n=== run {i}/{len(todo)}: {args.dataset} width {width:g} {method} seed {seed}"
-              f"{time_left(records, todo[i - 1:])}", flush=True)
-        min_epochs = done[(width, "dendritic", seed)]["epochs"] if method == "plain" else 1
-        name = f"w{width:g}_{method}_s{seed}".replace(".", "p")
-        record = run_cell(args, width, method, seed, runs_dir / name, min_epochs)
-        records.append(record)
-        done[(width, method, seed)] = record
-        write_json(records_path, records)
+        check_settings(study, args)
+        grid = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
+        stored = {(r["width"], r["method"], r["seed"]) for r in sweep.records(study)} & set(grid)
+        print(f"{len(grid)} runs: {len(stored)} stored, {len(grid) - len(stored)} to train "
+              "(by this worker and any other on the same storage)")
+        if len(stored) == len(grid):
+            print("all stored; to retrain, pass new --results and --runs folders")
 
+        def train(cell):
+            announce(args, study, cell)
+            name = f"w{cell['width']:g}_{cell['method']}_s{cell['seed']}".replace(".", "p")
+            record = run_cell(args, cell, runs_dir / name)
+            return record["val_acc"], record  # what the study records as the trial's value: never test
+        sweep.work(study, lambda records: cells_for(args, records), train, poll=min(5, args.heartbeat))
+
+    records = sweep.records(study)
     rows = summarise(records)
     if not rows:
         print("no stored runs to report")
@@ -257,6 +341,7 @@ def main(args):
                 "early-stop with the same patience but never before the dendritic run's epoch count.")
     report = tables(args.dataset, rows, settings)
     (results_dir / "results.md").write_text(report)
+    write_csv(records, results_dir / "runs.csv")
     plot(args.dataset, rows, results_dir / "neuroshrink.png")
     representative = compression(rows)["smallest_matching_dendritic_width"] or min(w for w, _ in rows)
     pick = next((r for r in records if r["width"] == representative and r["method"] == "dendritic"), None)
@@ -264,7 +349,7 @@ def main(args):
     if graph and graph.exists():
         shutil.copyfile(graph, results_dir / "PAI.png")
     print("\n" + report)
-    print(f"wrote {results_dir}/results.md, neuroshrink.png, runs.json"
+    print(f"wrote {results_dir}/results.md, runs.csv, neuroshrink.png"
           + (f", PAI.png (from {pick['run']})" if graph and graph.exists() else ""))
     return rows
 

@@ -405,6 +405,8 @@ def main(args):
     if args.resume:
         folder.read_settings_for_resume(args, RUN_SETTINGS)
     resolve_settings(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     amp = resolve_precision(args.precision, device)
     with clock("data"):  # data and model before touching --out: bad input leaves it as it was
         splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,67 @@ def bf16_run(tmp_path_factory):
     if "bf16" not in precision.available(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
     return captured_run(tmp_path_factory.mktemp("bf16"), "--precision", "bf16")
+
+
+# ---------------------------------------------------------------- sweeps
+
+SWEEP = ["--quick", "--threads", "1", "--seeds", "1", "--heartbeat", "1"]  # one thread: the same numbers in every worker
+
+
+def sweep_flags(tmp, *flags):
+    return [*SWEEP, "--results", str(tmp / "results"), "--runs", str(tmp / "runs"), *flags]
+
+
+def sweep_worker(tmp, *flags):
+    """A benchmark.py process: one worker of the tiny sweep stored under tmp (unless --storage).
+    Its output goes to a file (a full pipe would stall it while this process works); the
+    process's .log is that file."""
+    log = tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen([sys.executable, "-u", str(ROOT / "benchmark.py"), *sweep_flags(tmp, *flags)],
+                                  cwd=tmp, text=True, stdout=out, stderr=subprocess.STDOUT)
+    worker.log = log
+    return worker
+
+
+def finish(worker):
+    """Wait for a worker process, which must succeed; returns what it printed."""
+    worker.wait(timeout=300)
+    output = worker.log.read_text()
+    assert worker.returncode == 0, output
+    return output
+
+
+def sweep_here(tmp, *flags):
+    """A worker in this process (no start-up cost); returns what it printed."""
+    import contextlib
+    import io
+
+    import torch
+
+    import benchmark
+
+    threads, printed = torch.get_num_threads(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            benchmark.main(benchmark.get_args_parser().parse_args(sweep_flags(tmp, *flags)))
+    finally:
+        torch.set_num_threads(threads)  # --threads 1 must not slow the other tests
+    return printed.getvalue()
+
+
+def study_of(tmp, url=None):
+    import sweep
+
+    return sweep.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """The tiny grid (widths 0.25 and 0.125, seed 1, both methods) swept by a single worker."""
+    import sweep
+
+    tmp = tmp_path_factory.mktemp("tiny_sweep")
+    output = sweep_here(tmp, "--widths", "0.25", "0.125")
+    return {"tmp": tmp, "results": tmp / "results" / "digits", "output": output,
+            "records": sweep.records(study_of(tmp))}

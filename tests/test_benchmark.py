@@ -1,9 +1,13 @@
 """A tiny real sweep, and the report's arithmetic on known inputs."""
+import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 import benchmark
+import sweep
 
 
 def test_remaining_error_reduction_and_parameter_reduction():
@@ -15,6 +19,14 @@ def test_remaining_error_reduction_and_parameter_reduction():
 def record(width, method, seed, acc, params):
     return {"width": width, "method": method, "seed": seed, "test_acc": acc, "params": params,
             "dendrite_sets": 1 if method == "dendritic" else 0, "epochs": 10, "wall_seconds": 1.0}
+
+
+def stored_run(width, method, seed, acc, params, **sweep_settings):
+    """A record as the sweeps before the Optuna storage wrote it to runs.json."""
+    return dict(record(width, method, seed, acc, params), dataset="digits", val_acc=acc + 1, best_epoch=8,
+                min_epochs=10 if method == "plain" else 1, run=f"runs/digits/{method}{seed}",
+                settings={"patience": 5, "max_dendrites": 3, "batch_size": 64, "lr": 0.001, "epochs": 200},
+                sweep={"patience": 5, "max_dendrites": 3, "epochs": 200, "quick": False, **sweep_settings})
 
 
 def test_summary_and_the_smallest_matching_dendritic_model():
@@ -32,19 +44,18 @@ def test_summary_and_the_smallest_matching_dendritic_model():
     assert summary["smallest_matching_plain_width"] == 1.0       # no narrower plain model gets there
 
 
-def test_tiny_sweep_reports_and_then_reuses_its_runs(tmp_path, monkeypatch, capsys):
-    argv = ["--widths", "0.25", "0.125", "--seeds", "1", "--quick",
-            "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
-    rows = benchmark.main(benchmark.get_args_parser().parse_args(argv))
-    out = tmp_path / "results" / "digits"
-    records = json.loads((out / "runs.json").read_text())
+def test_tiny_sweep_reports_and_then_reuses_its_runs(tiny_sweep, tmp_path, monkeypatch, capsys):
+    records, out = tiny_sweep["records"], tiny_sweep["results"]
     assert sorted((r["width"], r["method"]) for r in records) == [
         (0.125, "dendritic"), (0.125, "plain"), (0.25, "dendritic"), (0.25, "plain")]
+    assert {r["settings"]["threads"] for r in records} == {1}  # --threads reaches every run
+    with open(out / "runs.csv") as f:  # the records, readable without the code
+        assert [(float(r["width"]), r["method"], float(r["test_acc"])) for r in csv.DictReader(f)] == [
+            (r["width"], r["method"], r["test_acc"]) for r in records]
     for width in (0.25, 0.125):
         plain, dendritic = (next(r for r in records if r["width"] == width and r["method"] == m)
                             for m in ("plain", "dendritic"))
         assert plain["epochs"] >= dendritic["epochs"] == plain["min_epochs"]  # equal or larger budget
-        assert plain["params"] == rows[(width, "plain")]["params"][0]
     table = (out / "results.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| width"))
     assert header.count("|") == 12 and "RER %" in header and "dendrite sets kept" in header
@@ -55,20 +66,40 @@ def test_tiny_sweep_reports_and_then_reuses_its_runs(tmp_path, monkeypatch, caps
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run was trained again")
     monkeypatch.setattr(benchmark.train_phase2, "main", no_training)
-    capsys.readouterr()
-    benchmark.main(benchmark.get_args_parser().parse_args(argv))
+    shutil.copytree(tiny_sweep["tmp"] / "results", tmp_path / "results")
+    benchmark.main(benchmark.get_args_parser().parse_args(
+        ["--widths", "0.25", "0.125", "--seeds", "1", "--quick", "--results", str(tmp_path / "results")]))
     reuse_output = capsys.readouterr().out
     assert "4 runs: 4 stored, 0 to train" in reuse_output
     assert "to retrain, pass new --results and --runs folders" in reuse_output
-    assert (out / "results.md").read_text() == table
+    assert (tmp_path / "results" / "digits" / "results.md").read_text() == table
+
+
+def test_runs_json_moves_into_the_storage_and_reports_the_same_tables(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results" / "digits"
+    out.mkdir(parents=True)
+    old = [stored_run(0.5, "dendritic", 1, 90.0, 600), stored_run(0.5, "plain", 1, 88.0, 300),
+           stored_run(1.0, "dendritic", 1, 93.0, 2000), stored_run(1.0, "plain", 1, 91.0, 1000)]
+    (out / "runs.json").write_text(json.dumps(old))
+    monkeypatch.setattr(benchmark.train_phase2, "main", None)  # nothing may train
+    argv = ["--widths", "1", "0.5", "--seeds", "1", "--results", str(tmp_path / "results")]
+    benchmark.main(benchmark.get_args_parser().parse_args(argv))
+    assert "imported 4 records" in capsys.readouterr().out
+
+    study = sweep.open_study(f"sqlite:///{out / 'sweep.db'}", "neuroshrink-digits")
+    assert sweep.records(study) == old
+    sources = {t.user_attrs["imported_from"].split(" at git ")[0] for t in study.get_trials()}
+    assert [Path(source).resolve() for source in sources] == [out / "runs.json"]  # where each record came from
+    expected = benchmark.tables("digits", benchmark.summarise(old), "")
+    assert (out / "results.md").read_text().split("\n", 4)[4] == expected.split("\n", 4)[4]  # past the settings line
+    benchmark.main(benchmark.get_args_parser().parse_args(argv))  # moved once, not twice
+    assert len(sweep.records(study)) == 4
 
 
 def test_stored_runs_with_other_settings_are_refused(tmp_path):
     out = tmp_path / "results" / "digits"
     out.mkdir(parents=True)
-    stored = dict(record(0.5, "plain", 1, 90.0, 300), sweep={
-        "patience": 5, "max_dendrites": 3, "epochs": 200, "quick": False})
-    (out / "runs.json").write_text(json.dumps([stored]))
+    (out / "runs.json").write_text(json.dumps([stored_run(0.5, "plain", 1, 90.0, 300)]))
     argv = ["--patience", "3", "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
     with pytest.raises(SystemExit, match="--patience 5, not 3"):
         benchmark.main(benchmark.get_args_parser().parse_args(argv))

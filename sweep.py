@@ -1,0 +1,122 @@
+"""Sweeps as Optuna studies, so that one sweep can be shared by many worker processes.
+
+Every training run of a sweep is a trial. A *cell* (the run's fixed settings, a small dict
+such as {"width": 0.25, "method": "plain", "seed": 1}) is enqueued once and taken by exactly
+one worker; its outcome (a *record*) is stored with the trial. Workers record a heartbeat:
+the cell of a worker that vanished (SIGKILL, lost machine) is failed after the grace period
+and enqueued again, and whoever takes it continues from the run folder if it can see it.
+
+The storage is any database URL Optuna takes: by default a SQLite file next to the
+results (no server), or postgresql://... so that workers on several machines share a sweep.
+Optuna's journal file needs no server either, but it has no heartbeat, so a killed worker's
+cell would stay "running" for ever.
+"""
+
+import json
+import os
+import socket
+import time
+import warnings
+
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the workers print their own progress
+
+RETRIES = 3  # a cell whose worker vanished this many times is given up (it is failing for a reason)
+
+
+def quietly():
+    """Optuna marks its heartbeat "experimental" and warns at every use; we know."""
+    return warnings.catch_warnings(action="ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_study(url, name, heartbeat=30):
+    """The study `name` in the storage at `url`, created on first use. A running trial
+    whose heartbeat (every `heartbeat` seconds) is 3 beats late is failed and retried."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait on a busy file
+    for attempt in range(5):
+        try:
+            with quietly():
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES))
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:  # not a race with another worker creating the same new storage
+                raise
+            time.sleep(1 + attempt)
+    return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+
+
+def same(a, b):
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def records(study):
+    """The records of the finished cells, in the order they were trained (or imported)."""
+    return [t.user_attrs["record"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "record" in t.user_attrs]
+
+
+def running(study):
+    """The cells being trained now."""
+    return [t.user_attrs["cell"] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if "cell" in t.user_attrs]
+
+
+def add_record(study, cell, record, value, **attrs):
+    """Store a finished cell that was trained elsewhere (records from before this storage)."""
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value,
+                                              user_attrs={"cell": cell, "record": record, **attrs}))
+
+
+def enqueue_missing(study, cells):
+    """Enqueue each cell that no trial is waiting for, training, or has finished."""
+    taken = [t.user_attrs["cell"] for t in study.get_trials(deepcopy=False)
+             if "cell" in t.user_attrs and t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)]
+    for cell in cells:
+        if not any(same(cell, other) for other in taken):
+            study.enqueue_trial({}, user_attrs={"cell": cell})
+
+
+def owner(study, cell):
+    """The trial that trains `cell`: the finished one, else the first that took it."""
+    claims = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+              if same(t.user_attrs.get("cell"), cell)]
+    return min(claims, key=lambda t: (t.state != TrialState.COMPLETE, t.number)).number
+
+
+def work(study, cells_for, train, poll=5):
+    """Train cells until none is waiting or being trained by anyone.
+
+    cells_for(records) -> every cell the sweep needs, given the records finished so far (a
+    cell can depend on another's record); train(cell) -> (objective value, record).
+    An error in train() fails its trial and is raised: the worker stops, and the cell is
+    enqueued again by the next worker to start."""
+    def objective(trial):
+        cell = trial.user_attrs.get("cell")
+        if cell is None:  # another worker took the last waiting cell between our look and our ask
+            trial.set_user_attr("skipped", "no waiting cell")
+            raise optuna.TrialPruned()
+        first = owner(study, cell)
+        if first != trial.number:  # two workers enqueued the same cell at the same moment
+            trial.set_user_attr("skipped", f"trial {first} trains this cell")
+            raise optuna.TrialPruned()
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        value, record = train(cell)
+        trial.set_user_attr("record", record)
+        return value
+
+    while True:
+        enqueue_missing(study, cells_for(records(study)))
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        with quietly():
+            if TrialState.WAITING in states:
+                study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
+            elif TrialState.RUNNING in states:  # the rest is in other workers' hands (or follows from it)
+                time.sleep(poll)
+                optuna.storages.fail_stale_trials(study)
+            else:
+                return

@@ -1,0 +1,121 @@
+"""Sweeps shared by worker processes: real workers, real storages (SQLite; PostgreSQL when its
+server binaries are installed), killed for real."""
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+import benchmark
+import sweep
+from conftest import finish, study_of, sweep_here, sweep_worker
+
+
+def trained(outputs):
+    """The cells the workers announced (each announcement is one training run)."""
+    return [line.split(":")[0] for out in outputs for line in out.splitlines() if line.startswith("=== ")]
+
+
+def outcome(records):
+    """What a run's seed determines, by cell (not its wall time)."""
+    return {(r["width"], r["method"], r["seed"]): (r["test_acc"], r["val_acc"], r["params"], r["epochs"],
+                                                   r["dendrite_sets"]) for r in records}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server in a temporary folder on a loopback port."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if binaries[-1] is None:
+        if os.environ.get("NEUROSHRINK_REQUIRE_POSTGRES"):  # CI installs it: there, absence is a failure
+            pytest.fail("PostgreSQL's server binaries are not installed")
+        pytest.skip("PostgreSQL's server binaries are not installed (Debian: apt-get install postgresql)")
+    bin_dir = os.path.dirname(binaries[-1])
+    folder = tempfile.mkdtemp(prefix="neuroshrink-pg-")
+    as_server_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_server_user = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(folder, "data"), free_port()
+
+    def pg(tool, *args):
+        subprocess.run([*as_server_user, os.path.join(bin_dir, tool), *args], check=True, capture_output=True)
+    pg("initdb", "-D", data, "--auth=trust", "-U", "postgres")
+    pg("pg_ctl", "-D", data, "-l", os.path.join(folder, "log"), "-w", "start",
+       "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg("pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_share_the_sweep_and_train_each_cell_once(storage, tmp_path, tiny_sweep, request):
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
+    flags = ["--widths", "0.25", "0.125"] + (["--storage", url] if url else [])
+    other = sweep_worker(tmp_path, *flags)
+    deadline = time.time() + 120
+    while " runs: " not in other.log.read_text():  # start together: both find the two first cells waiting
+        assert time.time() < deadline and other.poll() is None, other.log.read_text()
+        time.sleep(0.05)
+    outputs = [sweep_here(tmp_path, *flags), finish(other)]
+
+    assert sorted(trained(outputs)) == sorted(trained([tiny_sweep["output"]]))  # 4 cells, each once
+    assert len(set(trained(outputs))) == 4
+    records = sweep.records(study_of(tmp_path, url))
+    assert outcome(records) == outcome(tiny_sweep["records"])  # the same numbers as one worker's
+    table = (tmp_path / "results" / "digits" / "results.md").read_text().splitlines()
+    assert [line for line in table if line.startswith("| 0.")] and len(table) == len(
+        (tiny_sweep["results"] / "results.md").read_text().splitlines())
+
+
+def test_a_killed_worker_loses_nothing_and_nothing_is_trained_twice(tmp_path, tiny_sweep):
+    first = sweep_worker(tmp_path, "--widths", "0.25")
+    run = tmp_path / "runs" / "digits" / "w0p25_dendritic_s1" / "results.json"
+    deadline = time.time() + 120
+    while not (run.exists() and len(json.loads(run.read_text())["history"]) >= 2):
+        assert time.time() < deadline and first.poll() is None, "the first worker never got to epoch 2"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    killed_after = len(json.loads(run.read_text())["history"])
+
+    output = sweep_here(tmp_path, "--widths", "0.25")  # the next worker
+    assert f"resuming after epoch {killed_after}" in output  # continued from its run folder
+    history = json.loads(run.read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))  # no epoch twice
+
+    trials = study_of(tmp_path).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["cell"]["method"] == "dendritic"  # the killed worker's
+    complete = [t.user_attrs["cell"] for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(c["method"] for c in complete) == ["dendritic", "plain"]  # each cell once
+    width = {key: value for key, value in outcome(tiny_sweep["records"]).items() if key[0] == 0.25}
+    assert outcome(sweep.records(study_of(tmp_path))) == width  # as if never killed
+
+
+def test_report_only_rebuilds_tables_and_plot_from_the_storage(tmp_path, tiny_sweep):
+    results = tmp_path / "results"
+    shutil.copytree(tiny_sweep["tmp"] / "results", results)
+    made = results / "digits"
+    table = (made / "results.md").read_text()
+    for name in ("results.md", "runs.csv", "neuroshrink.png"):
+        (made / name).unlink()
+    benchmark.main(benchmark.get_args_parser().parse_args(["--report-only", "--results", str(results)]))
+    assert (made / "results.md").read_text() == table
+    assert (made / "neuroshrink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((made / "runs.csv").read_text().splitlines()) == 1 + 4
