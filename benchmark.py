@@ -23,13 +23,15 @@ import csv
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 import sweep
 import train_phase2
-from run_folder import read_run
+from run_folder import Interrupted, UsageError, read_run
 
 METHODS = ("dendritic", "plain")
 SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  # every stored run must share these
@@ -224,9 +226,10 @@ def announce(args, study, cell):
           f"{time_left(sweep.records(study), remaining, len(now))}", flush=True)
 
 
-def run_cell(args, cell, run_dir):
-    """Train one cell with train_phase2's main(); an interrupted run in its folder is
-    continued, and a finished one made with the same settings is recorded, not trained again."""
+def run_cell(args, cell, run_dir, extra=()):
+    """Train one cell with train_phase2's main() (with `extra` flags); an interrupted run in
+    its folder is continued, and a finished one made with the same settings is recorded,
+    not trained again."""
     flags = ["--dataset", args.dataset, "--width", str(cell["width"]), "--seed", str(cell["seed"]),
              "--precision", args.precision, "--patience", str(args.patience),
              "--max-dendrites", str(args.max_dendrites), "--epochs", str(args.epochs), "--out", str(run_dir)]
@@ -236,12 +239,13 @@ def run_cell(args, cell, run_dir):
     flags += ["--wandb"] if args.wandb else []
     if cell["method"] == "plain":
         flags += ["--no-dendrites", "--min-epochs", str(cell["min_epochs"])]
+    flags += list(extra)
     run_args = train_phase2.parse_args(flags)
     previous = read_run(run_dir)
     if previous is not None and previous["status"] != "complete":  # a worker stopped or vanished
         result = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(run_dir)]))
     elif previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
-                                      for key in train_phase2.RUN_SETTINGS if key != "threads"):
+                                      for key in train_phase2.RUN_SETTINGS):
         print(f"{run_dir} holds this run, finished: recording it")
         result = previous
     else:
@@ -354,5 +358,18 @@ def main(args):
     return rows
 
 
+def cli(main=main, parser=get_args_parser):
+    """Run a worker; errors end it with one line and a non-zero status, and so does a stop
+    (its cell is continued by the next worker to start)."""
+    args = parser().parse_args()
+    try:
+        main(args)
+    except (UsageError, sweep.StorageError, train_phase2.data.DataError, train_phase2.dendrites.LibraryError) as e:
+        sys.exit(f"error: {e}")
+    except (Interrupted, KeyboardInterrupt) as stop:
+        print("stopped; start the same command again to continue the sweep", file=sys.stderr)
+        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
+
+
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli()

@@ -65,8 +65,15 @@ def _set(name, value):
 
 
 
-def configure(patience, max_dendrites, capacity_test=False):
-    """Fresh library settings for one run; they must all be set before conversion."""
+# --dendrite-activation: the library's pai_forward_function, applied to a dendrite's output
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+
+
+def configure(patience, max_dendrites, capacity_test=False, improvement_threshold=None, candidate_init=None,
+              activation="sigmoid"):
+    """Fresh library settings for one run; they must all be set before conversion.
+    None keeps the library's default (improvement_threshold [0.001, 0.0001, 0.0],
+    candidate_weight_initialization_multiplier 0.01)."""
     GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
     if _has_setting("configuration_confirmed"):  # 3.2+: skip its interactive picker
         _set("configuration_confirmed", True)
@@ -76,6 +83,11 @@ def configure(patience, max_dendrites, capacity_test=False):
     _set("max_dendrites", max_dendrites)
     _set("find_best_lr", False)                        # its LR search needs a scheduler
     _set("module_names_to_track", NORM_LAYERS)
+    _set("pai_forward_function", ACTIVATIONS[activation])
+    if improvement_threshold is not None:  # the score gain that counts as improvement, per set added
+        _set("improvement_threshold", list(improvement_threshold))
+    if candidate_init is not None:         # scale of a new dendrite's initial weights
+        _set("candidate_weight_initialization_multiplier", candidate_init)
     _set("silent", True)
     _set("verbose", False)
 
@@ -116,8 +128,9 @@ class Tracker:
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
-    def __init__(self, save_name, patience, max_dendrites, capacity_test=False, graph_every_epoch=False):
-        configure(patience, max_dendrites, capacity_test)
+    def __init__(self, save_name, patience, max_dendrites, capacity_test=False, graph_every_epoch=False,
+                 **library_settings):
+        configure(patience, max_dendrites, capacity_test, **library_settings)
         self.save_name = save_name
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s
         # here). Unless asked to, it is drawn only where it changes: in the call after a

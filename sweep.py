@@ -22,9 +22,17 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # the workers print their own progress
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # the workers print their own progress; errors are raised
 
 RETRIES = 3  # a cell whose worker vanished this many times is given up (it is failing for a reason)
+
+
+class StorageError(Exception):
+    """The storage cannot be opened; the message is one line."""
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def quietly():
@@ -32,7 +40,7 @@ def quietly():
     return warnings.catch_warnings(action="ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_study(url, name, heartbeat=30):
+def open_study(url, name, heartbeat=30, directions=("maximize",)):
     """The study `name` in the storage at `url`, created on first use. A running trial
     whose heartbeat (every `heartbeat` seconds) is 3 beats late is failed and retried."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait on a busy file
@@ -43,21 +51,28 @@ def open_study(url, name, heartbeat=30):
                     url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES))
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             if attempt == 4:  # not a race with another worker creating the same new storage
-                raise
+                raise StorageError(f"cannot open the storage {url}: {first_line(e)}") from None
             time.sleep(1 + attempt)
-    return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+        except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as e:  # a malformed URL, a missing driver
+            raise StorageError(f"cannot open the storage {url}: {first_line(e)}") from None
+    return optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
+
 
 
 def same(a, b):
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def finished(study):
+    """The trials that trained and stored a record, in the order they were made."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "record" in t.user_attrs]
+
+
 def records(study):
     """The records of the finished cells, in the order they were trained (or imported)."""
-    return [t.user_attrs["record"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "record" in t.user_attrs]
+    return [t.user_attrs["record"] for t in finished(study)]
 
 
 def running(study):
@@ -82,9 +97,11 @@ def enqueue_missing(study, cells):
 
 
 def owner(study, cell):
-    """The trial that trains `cell`: the finished one, else the first that took it."""
-    claims = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-              if same(t.user_attrs.get("cell"), cell)]
+    """The trial that trains `cell`: the finished one, else the earliest made of those waiting
+    or running. (Of two enqueued at the same moment by two workers, the later one made steps
+    aside, whichever of them a worker takes first.)"""
+    live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+    claims = [t for t in study.get_trials(deepcopy=False, states=live) if same(t.user_attrs.get("cell"), cell)]
     return min(claims, key=lambda t: (t.state != TrialState.COMPLETE, t.number)).number
 
 
@@ -116,6 +133,40 @@ def work(study, cells_for, train, poll=5):
             if TrialState.WAITING in states:
                 study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
             elif TrialState.RUNNING in states:  # the rest is in other workers' hands (or follows from it)
+                time.sleep(poll)
+                optuna.storages.fail_stale_trials(study)
+            else:
+                return
+
+
+def search(study, n_trials, train, poll=5):
+    """Let the study's sampler (TPE) choose and train trials until it holds n_trials
+    finished ones, whichever workers trained them.
+
+    train(trial, name) -> (objective value or values, record): `trial` suggests the
+    hyperparameters; `name` names the run folder, kept by the retry of a vanished
+    worker's trial so that it continues there."""
+    def objective(trial):
+        me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        first = me.system_attrs.get("failed_trial")  # set on the retry of a vanished worker's trial
+        if first is None:
+            ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                     if t.number < trial.number and (t.state == TrialState.RUNNING or "record" in t.user_attrs)]
+            if len(ahead) >= n_trials:  # another worker took the last one: the same count for every study
+                trial.set_user_attr("skipped", "the study has its trials")
+                raise optuna.TrialPruned()
+        values, record = train(trial, f"trial{trial.number if first is None else first}")
+        trial.set_user_attr("record", record)
+        return values
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        done = len(finished(study))
+        with quietly():
+            if TrialState.WAITING in states or done + states.count(TrialState.RUNNING) < n_trials:
+                study.optimize(objective, n_trials=1)
+            elif TrialState.RUNNING in states:
                 time.sleep(poll)
                 optuna.storages.fail_stale_trials(study)
             else:

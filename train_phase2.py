@@ -43,8 +43,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  # --quick
 # Settings that define a run: --resume takes them from the run folder.
 RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "precision", "seed", "patience",
-                "max_dendrites", "min_epochs", "no_dendrites", "capacity_test", "quick",
-                "graph_every_epoch", "wandb")
+                "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
+                "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb")
 
 
 # ---------------------------------------------------------------- settings
@@ -96,6 +96,16 @@ def get_args_parser():
                    help="epochs without validation improvement before the tracker adds dendrites "
                         "(plain runs: before early stopping)")
     p.add_argument("--max-dendrites", type=positive(int), default=3, help="most dendrite sets to add")
+    p.add_argument("--improvement-threshold", type=non_negative, nargs="+", default=None, metavar="GAIN",
+                   help="the library's improvement_threshold: the validation gain that counts as an "
+                        "improvement, one per dendrite set added (default: its own, 0.001 0.0001 0)")
+    p.add_argument("--candidate-init", type=positive(float), default=None,
+                   help="the library's candidate_weight_initialization_multiplier: scale of a new "
+                        "dendrite's weights (default: its own, 0.01)")
+    p.add_argument("--dendrite-activation", default="sigmoid", choices=dendrites.ACTIVATIONS,
+                   help="the library's pai_forward_function, applied to each dendrite's output")
+    p.add_argument("--dropout", type=probability, default=None,
+                   help="rate of every nn.Dropout in the model (default: the model's own; net: 0.25 and 0.5)")
     p.add_argument("--min-epochs", type=positive(int), default=1,
                    help="plain runs: train at least this many epochs (to match a dendritic run's budget)")
     mode = p.add_mutually_exclusive_group()
@@ -117,6 +127,23 @@ def get_args_parser():
                    help="smoke run: {n_train} train / {n_eval} val / {n_eval} test samples, patience "
                         "{patience}, {max_dendrites} dendrite set, at most {epochs} epochs".format(**QUICK))
     return p
+
+
+def non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def probability(text):
+    value = non_negative(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be below 1")
+    return value
 
 
 def parse_args(argv=None):
@@ -192,9 +219,9 @@ def model_factory(spec):
     return factory
 
 
-def build_model(spec, splits, width):
+def build_model(spec, splits, width, dropout=None):
     """factory(in_channels, image_size, num_classes, width) for the data, checked on a batch
-    shaped like it."""
+    shaped like it; `dropout` sets the rate of each of its nn.Dropout layers."""
     factory = model_factory(spec)
     shape = dict(in_channels=splits.in_channels, image_size=splits.image_size,
                  num_classes=splits.num_classes, width=width)
@@ -219,6 +246,12 @@ def build_model(spec, splits, width):
         got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise UsageError(f"--model {spec}: it maps a batch of shape {tuple(batch.shape)} to {got}; "
                          f"expected logits of shape {expected}")
+    if dropout is not None:
+        layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        if not layers:
+            raise UsageError(f"--dropout: the model {spec} has no nn.Dropout layer")
+        for layer in layers:
+            layer.p = dropout
     return model.train()
 
 
@@ -411,7 +444,7 @@ def main(args):
     with clock("data"):  # data and model before touching --out: bad input leaves it as it was
         splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, splits, args.width)
+    model = build_model(args.model, splits, args.width, args.dropout)
     folder.open(run_settings(args, device, splits, model))
     wandb = wandb_log.start(folder.result, folder.path) if args.wandb else None  # optional W&B logging
     generator = torch.Generator().manual_seed(args.seed)  # batch order
@@ -424,7 +457,10 @@ def main(args):
                 tracker = EarlyStopping(args.patience, args.min_epochs)
             else:  # Phase 1: dendritic capacity injection on every conv and linear layer
                 tracker = dendrites.Tracker(folder.name, args.patience, args.max_dendrites,
-                                            args.capacity_test, args.graph_every_epoch)
+                                            args.capacity_test, args.graph_every_epoch,
+                                            improvement_threshold=args.improvement_threshold,
+                                            candidate_init=args.candidate_init,
+                                            activation=args.dendrite_activation)
                 model = tracker.convert(model)
                 folder.result["phase1"] = phase1_report(tracker, model, args.capacity_test)
             state = folder.load_snapshot(tracker.files, device) if folder.resuming else None

@@ -108,19 +108,20 @@ def finish(worker):
     return output
 
 
-def sweep_here(tmp, *flags):
-    """A worker in this process (no start-up cost); returns what it printed."""
+def sweep_here(tmp, *flags, script="benchmark"):
+    """A worker of benchmark.py (or search.py) in this process (no start-up cost); returns
+    what it printed."""
     import contextlib
+    import importlib
     import io
 
     import torch
 
-    import benchmark
-
+    module = importlib.import_module(script)
     threads, printed = torch.get_num_threads(), io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
-            benchmark.main(benchmark.get_args_parser().parse_args(sweep_flags(tmp, *flags)))
+            module.main(module.get_args_parser().parse_args(sweep_flags(tmp, *flags)))
     finally:
         torch.set_num_threads(threads)  # --threads 1 must not slow the other tests
     return printed.getvalue()

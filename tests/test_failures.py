@@ -15,6 +15,7 @@ import torch.nn as nn
 import dendrites
 import run_folder
 import train_phase2
+from model import Net
 from conftest import ROOT, refuse_network, run
 from test_data import make_fashion
 
@@ -63,6 +64,10 @@ BAD_FLAGS = [
     (["--lr", "inf"], "must be a finite number > 0"),
     (["--patience", "0"], "must be a finite number > 0"),
     (["--max-dendrites", "x"], "'x' is not a number"),
+    (["--dropout", "1"], "'1' must be below 1"),
+    (["--improvement-threshold", "0.01", "-1"], "'-1' must be a finite number >= 0"),
+    (["--dendrite-activation", "gelu"], "choose from 'sigmoid', 'relu', 'tanh'"),
+    (["--model", "rescnn", "--dropout", "0.3"], "--dropout: the model rescnn has no nn.Dropout layer"),
 ]
 
 
@@ -318,6 +323,20 @@ def test_library_sys_exit_0_in_a_forward_pass_fails_the_run(tmp_path, monkeypatc
     monkeypatch.setattr(dendrites, "configure", configure_with_exit)
     message = fails(["--quick", "--out", str(tmp_path / "PAI")], capsys)
     assert "sys.exit(0)" in message
+
+
+def test_library_settings_reach_the_library(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the library writes into ./<save name>/
+    tracker = dendrites.Tracker("PAI", 4, 2, improvement_threshold=[0.01, 0.0], candidate_init=0.1,
+                                activation="tanh")
+    tracker.convert(Net(1, 8, 10, 0.125))
+    pc = dendrites.GPA.pc
+    assert pc.get_improvement_threshold() == 0.01  # the entry for no dendrite set added yet
+    assert pc.get_candidate_weight_initialization_multiplier() == 0.1
+    assert pc.get_pai_forward_function() is torch.tanh
+    dendrites.Tracker("PAI2", 4, 2).convert(Net(1, 8, 10, 0.125))  # the next run: the defaults again
+    assert dendrites.GPA.pc.get_improvement_threshold() == 0.001
+    assert dendrites.GPA.pc.get_pai_forward_function() is torch.sigmoid
 
 
 def test_misspelt_library_setting_raises():

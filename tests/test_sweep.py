@@ -7,13 +7,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from optuna.trial import TrialState
 
 import benchmark
+import search
 import sweep
 from conftest import finish, study_of, sweep_here, sweep_worker
 
@@ -119,3 +123,67 @@ def test_report_only_rebuilds_tables_and_plot_from_the_storage(tmp_path, tiny_sw
     assert (made / "results.md").read_text() == table
     assert (made / "neuroshrink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((made / "runs.csv").read_text().splitlines()) == 1 + 4
+
+
+# ---------------------------------------------------------------- search mode
+
+def test_search_tries_as_many_configurations_per_method_on_validation_then_retrains_the_best(tmp_path):
+    sweep_here(tmp_path, "--widths", "0.25", "--trials", "2", "--seeds", "2", script="search")
+    url = f"sqlite:///{tmp_path / 'results' / 'digits' / 'sweep.db'}"
+    for method in benchmark.METHODS:
+        trials = sweep.finished(sweep.open_study(url, f"search-digits-{method}-w0.25"))
+        assert len(trials) == 2  # the same number of configurations for every method
+        for t in trials:
+            record = t.user_attrs["record"]
+            run = json.loads((Path(record["run"]) / "results.json").read_text())
+            assert t.value == run["final"]["val_acc"]  # the objective is the validation score...
+            assert "test_acc" not in record  # ...and the test score is not stored with the search
+            assert run["settings"]["seed"] == search.SEARCH_SEED
+            assert run["settings"]["lr"] == record["hp"]["lr"] and run["settings"]["dropout"] == record["hp"]["dropout"]
+            if method == "dendritic":
+                assert run["settings"]["dendrite_activation"] == record["hp"]["dendrite_activation"]
+        best = max(trials, key=lambda t: t.value).user_attrs["record"]["hp"]
+        retrained = sweep.records(sweep.open_study(url, f"best-digits-{method}-w0.25"))
+        assert sorted(r["seed"] for r in retrained) == [1, 2] and all(r["hp"] == best for r in retrained)
+    table = (tmp_path / "results" / "digits" / "search.md").read_text()
+    assert sum(line.startswith("| 0.25 |") for line in table.splitlines()) == 2
+
+
+def test_pareto_front_keeps_only_the_unbeaten():
+    points = [(90, 100), (92, 200), (91, 300), (80, 50), (92, 250)]
+    trials = [SimpleNamespace(values=v) for v in points]
+    assert sorted(t.values for t in search.pareto_front(trials)) == [(80, 50), (90, 100), (92, 200)]
+
+
+def test_a_configuration_becomes_train_phase2_flags():
+    hp = {"lr": 0.003, "dropout": 0.3, "improvement_threshold": "0.01 0.001 0", "dendrite_activation": "tanh"}
+    args = benchmark.train_phase2.parse_args(search.flags(hp))
+    assert (args.lr, args.dropout, args.improvement_threshold, args.dendrite_activation) == (
+        0.003, 0.3, [0.01, 0.001, 0.0], "tanh")
+
+
+def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--storage", "nosuchdb://x", "--results", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.cli()
+    message = str(stopped.value.code)
+    assert message.startswith("error: cannot open the storage nosuchdb://x") and "\n" not in message
+
+
+def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
+    """Two workers starting together may both enqueue a cell: the later copy steps aside."""
+    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "race")
+    x, y = {"name": "x"}, {"name": "y"}
+    for cell in (x, x, y):
+        study.enqueue_trial({}, user_attrs={"cell": cell})
+    assert sweep.owner(study, x) == 0
+    trained = []
+
+    def train(cell):
+        assert sweep.owner(study, cell) == min(t.number for t in study.get_trials() if t.user_attrs["cell"] == cell)
+        trained.append(cell["name"])
+        return 1.0, {"cell": cell}
+    sweep.work(study, lambda records: [x, y], train, poll=0.1)
+    assert sorted(trained) == ["x", "y"]
+    skipped = [t.user_attrs.get("skipped") for t in study.get_trials() if t.state == TrialState.PRUNED]
+    assert skipped == ["trial 0 trains this cell"]

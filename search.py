@@ -1,0 +1,198 @@
+"""Equal tuning: the same hyperparameter search for every method, judged on validation only.
+
+For each width and method, Optuna's TPE sampler chooses N configurations (the same N for
+every method), each trained once with seed 0 and scored by its validation accuracy: the
+test split never reaches the search. The best configuration is then trained with seeds
+1..S and reported on test. With --pareto the width is searched too, and the objective is
+validation accuracy against parameters: the report is each method's Pareto front.
+
+    python search.py --widths 0.125 --trials 20              # digits: 2 methods x 20 trials, then 3 seeds each
+    python search.py --pareto --widths 0.0625 0.5 --trials 30
+    python search.py --report-only
+
+Like benchmark.py, it runs as one worker of a study that any number of workers share
+(--storage), and a stopped worker loses nothing. Outputs in results/<dataset>/: the trials
+in sweep.db (studies search-*), the tables in search.md, and with --pareto search-pareto.png.
+"""
+
+from pathlib import Path
+
+import benchmark
+import sweep
+
+SEARCH_SEED = 0  # every search trial: the seeds 1..S that report on test are not used to choose
+
+
+def get_args_parser():
+    p = benchmark.get_args_parser()
+    p.description = __doc__.split("\n\n")[0]
+    p.add_argument("--trials", type=benchmark.train_phase2.positive(int), default=20,
+                   help="configurations tried per method (and width), the same for every method")
+    p.add_argument("--pareto", action="store_true",
+                   help="search the width too (between the smallest and largest --widths) and report the "
+                        "front of validation accuracy against parameters")
+    return p
+
+
+def suggest(trial, method):
+    """A configuration of the method: its training settings, and for dendrites the library's
+    settings that its own W&B sweep template searches."""
+    hp = {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+          "dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5]),
+          "patience": trial.suggest_int("patience", 2, 6)}
+    if method == "dendritic":
+        hp |= {"max_dendrites": trial.suggest_int("max_dendrites", 1, 4),
+               "improvement_threshold": trial.suggest_categorical(
+                   "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
+               "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
+               "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
+    return hp
+
+
+def flags(hp):
+    """train_phase2 flags for a configuration (an improvement_threshold is a list of gains)."""
+    return [item for key, value in hp.items() if key != "width"
+            for item in ("--" + key.replace("_", "-"), *str(value).split())]
+
+
+def study_name(args, method, width=None, stage="search"):
+    return f"{stage}-{args.dataset}-{method}" + (f"-w{width:g}" if width is not None else "-pareto")
+
+
+def search_method(args, url, method, width, runs):
+    """N trials of the method at the width (or over widths, --pareto); returns the study."""
+    directions = ("maximize", "minimize") if args.pareto else ("maximize",)
+    study = sweep.open_study(url, study_name(args, method, width), args.heartbeat, directions)
+    if not args.report_only:
+        benchmark.check_settings(study, args)
+    low, high = min(args.widths), max(args.widths)
+
+    def train(trial, name):
+        hp = suggest(trial, method)
+        if args.pareto:
+            hp["width"] = trial.suggest_float("width", low, high, log=True)
+        cell = {"width": hp.get("width", width), "method": method, "seed": SEARCH_SEED, "min_epochs": 1}
+        print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
+        record = benchmark.run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
+        objective = (record["val_acc"], record["params"]) if args.pareto else record["val_acc"]
+        return objective, record
+    if not args.report_only:
+        sweep.search(study, args.trials, train, poll=min(5, args.heartbeat))
+    return study
+
+
+def best_of(study, n_trials):
+    """The best of the study's first n finished trials (later ones are surplus of a race)."""
+    return max(sweep.finished(study)[:n_trials], key=lambda t: t.value)
+
+
+def retrain_best(args, url, method, width, search_study, runs):
+    """The best configuration, trained with seeds 1..S; returns their records (with test)."""
+    hp = best_of(search_study, args.trials).user_attrs["record"]["hp"]
+    study = sweep.open_study(url, study_name(args, method, width, "best"), args.heartbeat)
+    if not args.report_only:
+        benchmark.check_settings(study, args)
+
+    def train(cell):
+        print(f"\n=== best {method} width {width:g} seed {cell['seed']}: {hp}", flush=True)
+        name = f"s{cell['seed']}"
+        record = benchmark.run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        return record["val_acc"], record | {"hp": hp}
+    cells = [{"width": width, "method": method, "seed": s, "min_epochs": 1} for s in range(1, args.seeds + 1)]
+    if not args.report_only:
+        sweep.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+    return sweep.records(study)
+
+
+def describe(hp):
+    return ", ".join(f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in hp.items())
+
+
+def best_table(args, results):
+    lines = [f"## Equal tuning on {args.dataset}", "",
+             f"{args.trials} TPE trials per method and width on the validation split (seed {SEARCH_SEED}); "
+             f"the best configuration then trained with seeds 1-{args.seeds} and tested. Mean ± std over seeds.", "",
+             "| width | method | best configuration | search val acc % | test acc % | params | epochs |",
+             "|---|---|---|---|---|---|---|"]
+    for (width, method), (best, records) in results.items():
+        if not records:  # its retraining has not run yet
+            continue
+        test = benchmark.mean_std([r["test_acc"] for r in records])
+        params = benchmark.mean_std([r["params"] for r in records])
+        epochs = benchmark.mean_std([r["epochs"] for r in records])
+        lines.append(f"| {width:g} | {method} | {describe(best.user_attrs['record']['hp'])} | {best.value:.2f} "
+                     f"| {benchmark.fmt(test)} | {benchmark.fmt(params, 0)} | {benchmark.fmt(epochs, 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_table(args, fronts):
+    lines = [f"## Validation accuracy against parameters on {args.dataset}", "",
+             f"{args.trials} trials per method (multi-objective TPE, width searched in "
+             f"[{min(args.widths):g}, {max(args.widths):g}], seed {SEARCH_SEED}); each method's Pareto front, "
+             "validation accuracy only.", "",
+             "| method | width | params | val acc % | configuration |", "|---|---|---|---|---|"]
+    for method, front in fronts.items():
+        for t in sorted(front, key=lambda t: t.values[1]):
+            hp = t.user_attrs["record"]["hp"]
+            lines.append(f"| {method} | {hp['width']:.3g} | {t.values[1]:,.0f} | {t.values[0]:.2f} "
+                         f"| {describe({k: v for k, v in hp.items() if k != 'width'})} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_fronts(args, studies, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, study in studies.items():
+        trials = sweep.finished(study)[:args.trials]
+        ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=12, alpha=0.35)
+        front = sorted(pareto_front(trials), key=lambda t: t.values[1])
+        ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", label=f"{method} (front)")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("validation accuracy % (seed 0)")
+    ax.set_title(f"Search on {args.dataset}: every trial, and each method's Pareto front")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pareto_front(trials):
+    """The trials no other trial beats in both accuracy (higher) and parameters (fewer)."""
+    return [t for t in trials if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1]
+                                         and o.values != t.values for o in trials)]
+
+
+def main(args):
+    results_dir = (Path(args.results) / args.dataset).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
+    runs = Path(args.runs) / args.dataset
+    if args.pareto:
+        studies = {m: search_method(args, url, m, None, runs) for m in benchmark.METHODS}
+        fronts = {m: pareto_front(sweep.finished(s)[:args.trials]) for m, s in studies.items()}
+        report = pareto_table(args, fronts)
+        plot_fronts(args, studies, results_dir / "search-pareto.png")
+    else:
+        results = {}
+        for width in args.widths:
+            for method in benchmark.METHODS:
+                study = search_method(args, url, method, width, runs)
+                if sweep.finished(study):
+                    results[(width, method)] = (best_of(study, args.trials),
+                                                retrain_best(args, url, method, width, study, runs))
+        report = best_table(args, results)
+    (results_dir / "search.md").write_text(report)
+    print("\n" + report)
+    print(f"wrote {results_dir}/search.md" + (", search-pareto.png" if args.pareto else ""))
+    return report
+
+
+if __name__ == "__main__":
+    benchmark.cli(main, get_args_parser)
