@@ -207,13 +207,20 @@ class Tracker:
         step.restructure = Restructure(epoch, kind, detail, params, count_params(model), now_sets, val_acc)
         return step
 
+    # The library saves its own state in `files` at every epoch, all but this: its reload
+    # resets the current architecture's best validation score to 0 and the epoch it last
+    # improved to a later one, so a resumed run would switch later than an unbroken one.
+    KEPT = ("current_best_validation_score", "epoch_last_improved")
+
     def state_dict(self, model):
-        return {}  # the library saves its own state in `files` at every epoch
+        return {"tracker": {key: GPA.pai_tracker.member_vars[key] for key in self.KEPT}}
 
     def resume(self, model, state):
         """The model, its dendrites and the tracker's state from <save_name>/latest.pt."""
         with guarded():
-            return UPA.load_system(model, self.save_name, "latest", load_from_restart=True)
+            model = UPA.load_system(model, self.save_name, "latest", load_from_restart=True)
+        GPA.pai_tracker.member_vars.update(state.get("tracker", {}))  # runs saved before it lack it
+        return model
 
     def draw_graph(self):
         """Have the library draw <save_name>/<save_name>.png now. Skipped right after a

@@ -94,6 +94,9 @@ class RunFolder:
         without losing anything the user still needs."""
         if self.resuming:
             self._elapsed_before = self.result.get("elapsed_seconds", 0.0)
+            kept = self.result.get("checkpoint_epoch", self.epochs_done)  # later epochs are trained again
+            self.result["history"] = self.result["history"][:kept]
+            self.result["restructures"] = [r for r in self.result["restructures"] if r["epoch"] <= kept]
         else:
             if self.result is not None:  # a resume of a run with no completed epoch
                 shutil.rmtree(self.path)
@@ -138,17 +141,26 @@ class RunFolder:
 
     def save_epoch(self, row, restructure, state, library_files):
         """Record an epoch and snapshot the run: a new folder, then results.json switched to
-        it, then older ones deleted. A kill at any moment leaves a snapshot to resume from."""
+        it, then older ones deleted. A kill at any moment leaves a snapshot to resume from.
+
+        An epoch in which the tracker restructured the model gets no snapshot: the library
+        wrote its latest.pt before restructuring, so its files and the rebuilt optimizer
+        would not fit together. The snapshot before it stays the resume point, and a resume
+        trains the restructure epoch again, to the same result."""
         self.result["history"].append(row)
         if restructure is not None:
             self.result["restructures"].append(restructure)
         self.result["elapsed_seconds"] = self.elapsed()
+        if restructure is not None:
+            write_json(self.path / "results.json", self.result)
+            return
         snapshot = self.path / "checkpoint" / f"epoch{self.epochs_done:04d}"
         snapshot.mkdir(parents=True, exist_ok=True)
         torch.save(state, snapshot / "state.pt")
         for name in library_files:
             shutil.copyfile(self.path / name, snapshot / name)
         self.result["checkpoint"] = str(snapshot.relative_to(self.path))
+        self.result["checkpoint_epoch"] = self.epochs_done
         write_json(self.path / "results.json", self.result)
         for old in (self.path / "checkpoint").iterdir():
             if old != snapshot:

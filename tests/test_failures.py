@@ -254,6 +254,24 @@ def test_killed_run_resumes_from_its_last_completed_epoch(rescnn_run, tmp_path):
     assert metrics(resumed) == metrics(uninterrupted)
 
 
+def test_a_run_stopped_at_its_restructure_epoch_resumes_to_the_same_result(quick_run, tmp_path, monkeypatch):
+    """Right after a restructure the library's latest.pt still holds the model before it, and
+    its reload forgets the current best score: the resume must replay that epoch exactly."""
+    first = quick_run["result"]["restructures"][0]["epoch"]
+    save_epoch = run_folder.RunFolder.save_epoch
+
+    def save_then_stop(self, row, *args):
+        save_epoch(self, row, *args)
+        if row["epoch"] == first:
+            signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
+    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
+    with pytest.raises(run_folder.Interrupted):
+        run(tmp_path, "--quick")
+    monkeypatch.undo()
+    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+    assert metrics(resumed) == metrics(quick_run["result"])
+
+
 def test_resume_rejects_a_conflicting_flag(tmp_path, capsys):
     out = tmp_path / "PAI"
     out.mkdir()
