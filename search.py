@@ -12,7 +12,7 @@ validation accuracy against parameters: the report is each method's Pareto front
 
 Like benchmark.py, it runs as one worker of a study that any number of workers share
 (--storage), and a stopped worker loses nothing. Outputs in results/<dataset>/: the trials
-in sweep.db (studies search-*), the tables in search.md, and with --pareto search-pareto.png.
+in sweep.db (studies search-*), the tables in search.md (with --pareto: search-pareto.md and search-pareto.png).
 """
 
 from pathlib import Path
@@ -147,14 +147,18 @@ def plot_fronts(args, studies, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, study in studies.items():
+    lowest = 100.0
+    for i, (method, study) in enumerate(studies.items()):
         trials = sweep.finished(study)[:args.trials]
-        ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=12, alpha=0.35)
+        ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=12, alpha=0.35, color=f"C{i}")
         front = sorted(pareto_front(trials), key=lambda t: t.values[1])
-        ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", label=f"{method} (front)")
+        ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", color=f"C{i}",
+                label=f"{method}: front of {len(trials)} trials")
+        lowest = min([lowest] + [t.values[0] for t in front])
+    ax.set_ylim(lowest - 5, 100)  # trials far below every front are cut off
     ax.set_xscale("log")
     ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("validation accuracy % (seed 0)")
+    ax.set_ylabel(f"validation accuracy % (seed {SEARCH_SEED})")
     ax.set_title(f"Search on {args.dataset}: every trial, and each method's Pareto front")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -188,9 +192,10 @@ def main(args):
                     results[(width, method)] = (best_of(study, args.trials),
                                                 retrain_best(args, url, method, width, study, runs))
         report = best_table(args, results)
-    (results_dir / "search.md").write_text(report)
+    name = "search-pareto" if args.pareto else "search"
+    (results_dir / f"{name}.md").write_text(report)
     print("\n" + report)
-    print(f"wrote {results_dir}/search.md" + (", search-pareto.png" if args.pareto else ""))
+    print(f"wrote {results_dir}/{name}.md" + (", search-pareto.png" if args.pareto else ""))
     return report
 
 
