@@ -62,9 +62,12 @@ def study_name(args, method, width=None, stage="search"):
 def search_method(args, url, method, width, runs):
     """N trials of the method at the width (or over widths, --pareto); returns the study."""
     directions = ("maximize", "minimize") if args.pareto else ("maximize",)
+    if args.report_only and not sweep.study_exists(url, study_name(args, method, width)):
+        return None  # nothing searched there: report, but leave the storage as it is
     study = sweep.open_study(url, study_name(args, method, width), args.heartbeat, directions)
     if not args.report_only:
         benchmark.check_settings(study, args)
+        study.set_user_attr("trials", args.trials)  # what a report of this study counts
     low, high = min(args.widths), max(args.widths)
 
     def train(trial, name):
@@ -82,14 +85,18 @@ def search_method(args, url, method, width, runs):
     return study
 
 
-def best_of(study, n_trials):
-    """The best of the study's first n finished trials (later ones are surplus of a race)."""
-    return max(sweep.finished(study)[:n_trials], key=lambda t: t.value)
+def searched(study):
+    """The study's trials that count: the first `trials` finished (later ones are surplus of a race)."""
+    return sweep.finished(study)[:study.user_attrs["trials"]]
+
+
+def best_of(study):
+    return max(searched(study), key=lambda t: t.value)
 
 
 def retrain_best(args, url, method, width, search_study, runs):
     """The best configuration, trained with seeds 1..S; returns their records (with test)."""
-    hp = best_of(search_study, args.trials).user_attrs["record"]["hp"]
+    hp = best_of(search_study).user_attrs["record"]["hp"]
     study = sweep.open_study(url, study_name(args, method, width, "best"), args.heartbeat)
     if not args.report_only:
         benchmark.check_settings(study, args)
@@ -112,26 +119,26 @@ def describe(hp):
 
 def best_table(args, results):
     lines = [f"## Equal tuning on {args.dataset}", "",
-             f"{args.trials} TPE trials per method and width on the validation split (seed {SEARCH_SEED}); "
-             f"the best configuration then trained with seeds 1-{args.seeds} and tested. Mean ± std over seeds.", "",
-             "| width | method | best configuration | search val acc % | test acc % | params | epochs |",
-             "|---|---|---|---|---|---|---|"]
-    for (width, method), (best, records) in results.items():
+             f"TPE trials per method and width on the validation split (seed {SEARCH_SEED}); the best "
+             "configuration then trained with seeds 1, 2, ... and tested. Mean ± std over those seeds.", "",
+             "| width | method | trials | best configuration | search val acc % | test acc % | seeds | params | epochs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (width, method), (best, trials, records) in results.items():
         if not records:  # its retraining has not run yet
             continue
         test = benchmark.mean_std([r["test_acc"] for r in records])
         params = benchmark.mean_std([r["params"] for r in records])
         epochs = benchmark.mean_std([r["epochs"] for r in records])
-        lines.append(f"| {width:g} | {method} | {describe(best.user_attrs['record']['hp'])} | {best.value:.2f} "
-                     f"| {benchmark.fmt(test)} | {benchmark.fmt(params, 0)} | {benchmark.fmt(epochs, 0)} |")
+        lines.append(f"| {width:g} | {method} | {trials} | {describe(best.user_attrs['record']['hp'])} "
+                     f"| {best.value:.2f} | {benchmark.fmt(test)} | {len(records)} | {benchmark.fmt(params, 0)} "
+                     f"| {benchmark.fmt(epochs, 0)} |")
     return "\n".join(lines) + "\n"
 
 
 def pareto_table(args, fronts):
     lines = [f"## Validation accuracy against parameters on {args.dataset}", "",
-             f"{args.trials} trials per method (multi-objective TPE, width searched in "
-             f"[{min(args.widths):g}, {max(args.widths):g}], seed {SEARCH_SEED}); each method's Pareto front, "
-             "validation accuracy only.", "",
+             f"Multi-objective TPE trials per method, the width searched too (seed {SEARCH_SEED}); each method's "
+             "Pareto front, validation accuracy only.", "",
              "| method | width | params | val acc % | configuration |", "|---|---|---|---|---|"]
     for method, front in fronts.items():
         for t in sorted(front, key=lambda t: t.values[1]):
@@ -149,7 +156,7 @@ def plot_fronts(args, studies, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     lowest = 100.0
     for i, (method, study) in enumerate(studies.items()):
-        trials = sweep.finished(study)[:args.trials]
+        trials = searched(study)
         ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=12, alpha=0.35, color=f"C{i}")
         front = sorted(pareto_front(trials), key=lambda t: t.values[1])
         ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", color=f"C{i}",
@@ -180,7 +187,8 @@ def main(args):
     runs = Path(args.runs) / args.dataset
     if args.pareto:
         studies = {m: search_method(args, url, m, None, runs) for m in benchmark.METHODS}
-        fronts = {m: pareto_front(sweep.finished(s)[:args.trials]) for m, s in studies.items()}
+        studies = {m: study for m, study in studies.items() if study is not None}
+        fronts = {m: pareto_front(searched(s)) for m, s in studies.items()}
         report = pareto_table(args, fronts)
         plot_fronts(args, studies, results_dir / "search-pareto.png")
     else:
@@ -188,8 +196,8 @@ def main(args):
         for width in args.widths:
             for method in benchmark.METHODS:
                 study = search_method(args, url, method, width, runs)
-                if sweep.finished(study):
-                    results[(width, method)] = (best_of(study, args.trials),
+                if study is not None and sweep.finished(study):
+                    results[(width, method)] = (best_of(study), len(searched(study)),
                                                 retrain_best(args, url, method, width, study, runs))
         report = best_table(args, results)
     name = "search-pareto" if args.pareto else "search"

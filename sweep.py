@@ -61,6 +61,11 @@ def open_study(url, name, heartbeat=30, directions=("maximize",)):
 
 
 
+def study_exists(url, name):
+    with quietly():
+        return name in optuna.get_all_study_names(url)
+
+
 def same(a, b):
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 

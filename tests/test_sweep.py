@@ -146,7 +146,11 @@ def test_search_tries_as_many_configurations_per_method_on_validation_then_retra
         retrained = sweep.records(sweep.open_study(url, f"best-digits-{method}-w0.25"))
         assert sorted(r["seed"] for r in retrained) == [1, 2] and all(r["hp"] == best for r in retrained)
     table = (tmp_path / "results" / "digits" / "search.md").read_text()
-    assert sum(line.startswith("| 0.25 |") for line in table.splitlines()) == 2
+    assert sum(line.startswith("| 0.25 | ") and " | 2 | " in line for line in table.splitlines()) == 2
+    store = tmp_path / "results" / "digits" / "sweep.db"
+    before = store.read_bytes()
+    sweep_here(tmp_path, "--report-only", script="search")  # default widths, never searched here
+    assert store.read_bytes() == before and (tmp_path / "results" / "digits" / "search.md").read_text() == table
 
 
 def test_pareto_front_keeps_only_the_unbeaten():
