@@ -44,6 +44,7 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  
 # Settings that define a run: --resume takes them from the run folder.
 RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "precision", "seed", "patience",
                 "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
+                "teacher", "distill_weight", "temperature",
                 "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb")
 
 
@@ -106,6 +107,12 @@ def get_args_parser():
                    help="the library's pai_forward_function, applied to each dendrite's output")
     p.add_argument("--dropout", type=probability, default=None,
                    help="rate of every nn.Dropout in the model (default: the model's own; net: 0.25 and 0.5)")
+    p.add_argument("--teacher", default=None, metavar="MODEL_TS",
+                   help="distil from this TorchScript model (a run's model.ts, e.g. a wider plain CNN's)")
+    p.add_argument("--distill-weight", type=probability, default=0.5,
+                   help="with --teacher: the soft targets' share of the loss (0: labels only)")
+    p.add_argument("--temperature", type=positive(float), default=4.0,
+                   help="with --teacher: the softmax temperature of the soft targets")
     p.add_argument("--min-epochs", type=positive(int), default=1,
                    help="plain runs: train at least this many epochs (to match a dendritic run's budget)")
     mode = p.add_mutually_exclusive_group()
@@ -257,8 +264,45 @@ def build_model(spec, splits, width, dropout=None):
 
 # ---------------------------------------------------------------- one epoch
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp):
-    """One pass over shuffled in-memory batches, in `amp`'s precision. Returns (mean loss, accuracy %)."""
+def cross_entropy(logits, images, labels):
+    return F.cross_entropy(logits, labels)
+
+
+class Distillation:
+    """Knowledge distillation (Hinton et al., 2015): the labels' cross-entropy mixed with the
+    KL divergence from the teacher's outputs, both softened by the temperature (the T^2
+    factor keeps the soft term's gradients the size of the hard term's)."""
+
+    def __init__(self, teacher, weight, temperature):
+        self.teacher, self.weight, self.temperature = teacher, weight, temperature
+
+    def __call__(self, logits, images, labels):
+        t = self.temperature
+        with torch.no_grad():
+            soft_targets = F.softmax(self.teacher(images).float() / t, dim=1)
+        soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), soft_targets, reduction="batchmean") * t * t
+        return (1 - self.weight) * F.cross_entropy(logits, labels) + self.weight * soft
+
+
+def load_teacher(path, splits, device):
+    """A TorchScript model (a run's model.ts) that maps the data's images to its classes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            teacher = torch.jit.load(path, map_location=device).eval()
+        with torch.no_grad():
+            out = teacher(torch.zeros(2, splits.in_channels, splits.image_size, splits.image_size, device=device))
+    except Exception as e:
+        raise UsageError(f"--teacher {path}: cannot use it as a model of this data ({first_line(e)})") from None
+    if tuple(out.shape) != (2, splits.num_classes):
+        raise UsageError(f"--teacher {path}: it gives outputs of shape {tuple(out.shape)}, "
+                         f"not (2, {splits.num_classes}) for this data")
+    return teacher
+
+
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp, loss_fn=cross_entropy):
+    """One pass over shuffled in-memory batches, in `amp`'s precision, minimising
+    loss_fn(logits, images, labels). Returns (mean loss, accuracy %)."""
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
     total_loss = torch.zeros((), device=labels.device)
@@ -269,7 +313,7 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp
         optimizer.zero_grad(set_to_none=True)
         with amp.autocast():
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = loss_fn(logits, x, y)
         amp.step(loss, optimizer)
         total_loss += loss.detach() * len(y)  # summed on the device: no sync per batch
         correct += (logits.argmax(1) == y).sum()
@@ -445,6 +489,8 @@ def main(args):
         splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)
     torch.manual_seed(args.seed)
     model = build_model(args.model, splits, args.width, args.dropout)
+    loss_fn = (Distillation(load_teacher(args.teacher, splits, device), args.distill_weight, args.temperature)
+               if args.teacher else cross_entropy)
     folder.open(run_settings(args, device, splits, model))
     wandb = wandb_log.start(folder.result, folder.path) if args.wandb else None  # optional W&B logging
     generator = torch.Generator().manual_seed(args.seed)  # batch order
@@ -475,7 +521,7 @@ def main(args):
                 t0 = time.perf_counter()
                 with clock("train"):
                     train_loss, train_acc = train_one_epoch(model, optimizer, *splits.train,
-                                                            args.batch_size, generator, amp)
+                                                            args.batch_size, generator, amp, loss_fn)
                 row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                            train_seconds=time.perf_counter() - t0, params=params,
                            dendrite_sets=tracker.dendrite_sets())

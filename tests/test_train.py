@@ -242,3 +242,24 @@ def test_command_line_failure_from_a_real_process(tmp_path):
                            "--out", str(tmp_path / "PAI")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith("error: argument --dataset: invalid choice") and "Traceback" not in done.stderr
+
+
+def test_distillation_loss_is_the_labels_cross_entropy_when_its_weight_is_zero():
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(5, 3)
+    images, labels, logits = torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.randn(8, 3)
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(train_phase2.Distillation(teacher, 0.0, 4.0)(logits, images, labels), plain)
+    copying = train_phase2.Distillation(teacher, 1.0, 4.0)(teacher(images).detach(), images, labels)
+    assert copying.item() == pytest.approx(0.0, abs=1e-6)  # a student that matches its teacher: no soft loss
+
+
+def test_a_narrow_cnn_distils_from_a_runs_exported_model(quick_run, tmp_path):
+    teacher = quick_run["out"] / "model.ts"
+    result, args = run(tmp_path, "--quick", "--no-dendrites", "--teacher", str(teacher), "--distill-weight", "0.7")
+    assert result["status"] == "complete" and result["settings"]["teacher"] == str(teacher)
+    assert result["final"]["params"] == quick_run["result"]["settings"]["plain_params"]  # the student's size
+    without = run(tmp_path, "--quick", "--no-dendrites", out="plain")[0]
+    assert [r["train_loss"] for r in result["history"]] != [r["train_loss"] for r in without["history"]]
+    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")]))
+    assert evaluated["test_acc"] == result["final"]["test_acc"]  # the exported student reproduces it
