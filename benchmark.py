@@ -159,12 +159,32 @@ def tables(dataset, rows, settings):
     return "\n".join(lines) + "\n"
 
 
-def plot(dataset, rows, path):
+def new_figure():
+    """A figure drawn off-screen (no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    return plt.subplots(figsize=(7, 4.5))
+
+
+def save_figure(fig, ax, path, xlabel, ylabel, title):
+    """Accuracy against parameters on a log scale, labelled, saved and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot(dataset, rows, path):
+    fig, ax = new_figure()
     for method, style in (("plain", "o-"), ("dendritic", "s-")):
         pts = sorted((row["params"][0], row["test_acc"][0], row["test_acc"][1], w)
                      for (w, m), row in rows.items() if m == method)
@@ -174,15 +194,8 @@ def plot(dataset, rows, path):
         ax.errorbar(params, acc, yerr=std, fmt=style, capsize=3, label=method)
         for x, y, w in zip(params, acc, widths):
             ax.annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (log scale; labels: width)")
-    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
-    ax.set_title(f"NeuroShrink on {dataset}: plain CNN vs CNN + dendrites")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, "parameters (log scale; labels: width)", "test accuracy % (mean ± std over seeds)",
+                f"NeuroShrink on {dataset}: plain CNN vs CNN + dendrites")
 
 
 # ---------------------------------------------------------------- the sweep
@@ -217,13 +230,14 @@ def time_left(records, remaining, workers):
 
 def announce(args, study, cell):
     """One line per run: what it is, and where the whole sweep stands."""
-    done = {(r["width"], r["method"], r["seed"]) for r in sweep.records(study)}
+    records = sweep.records(study)
+    done = {(r["width"], r["method"], r["seed"]) for r in records}
     grid = [(w, m, s) for s in range(1, args.seeds + 1) for w in args.widths for m in METHODS]
     now = [(c["width"], c["method"], c["seed"]) for c in sweep.running(study)]
     remaining = [(w, m) for w, m, s in grid if (w, m, s) not in done]
     print(f"\n=== {args.dataset} width {cell['width']:g} {cell['method']} seed {cell['seed']}: sweep "
           f"{len(grid) - len(remaining)} done, {len(now)} running, {len(remaining) - len(now)} waiting"
-          f"{time_left(sweep.records(study), remaining, len(now))}", flush=True)
+          f"{time_left(records, remaining, len(now))}", flush=True)
 
 
 def run_cell(args, cell, run_dir, extra=()):

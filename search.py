@@ -149,11 +149,7 @@ def pareto_table(args, fronts):
 
 
 def plot_fronts(args, studies, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = benchmark.new_figure()
     lowest = 100.0
     for i, (method, study) in enumerate(studies.items()):
         trials = searched(study)
@@ -163,15 +159,8 @@ def plot_fronts(args, studies, path):
                 label=f"{method}: front of {len(trials)} trials")
         lowest = min([lowest] + [t.values[0] for t in front])
     ax.set_ylim(lowest - 5, 100)  # trials far below every front are cut off
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel(f"validation accuracy % (seed {SEARCH_SEED})")
-    ax.set_title(f"Search on {args.dataset}: every trial, and each method's Pareto front")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    benchmark.save_figure(fig, ax, path, "parameters (log scale)", f"validation accuracy % (seed {SEARCH_SEED})",
+                          f"Search on {args.dataset}: every trial, and each method's Pareto front")
 
 
 def pareto_front(trials):

@@ -131,18 +131,10 @@ def work(study, cells_for, train, poll=5):
         trial.set_user_attr("record", record)
         return value
 
-    while True:
+    more = True
+    while more:
         enqueue_missing(study, cells_for(records(study)))
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        with quietly():
-            if TrialState.WAITING in states:
-                study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
-            elif TrialState.RUNNING in states:  # the rest is in other workers' hands (or follows from it)
-                time.sleep(poll)
-                optuna.storages.fail_stale_trials(study)
-            else:
-                return
-
+        more = step(study, objective, poll)
 
 def search(study, n_trials, train, poll=5):
     """Let the study's sampler (TPE) choose and train trials until it holds n_trials
@@ -164,15 +156,24 @@ def search(study, n_trials, train, poll=5):
         trial.set_user_attr("record", record)
         return values
 
-    while True:
-        trials = study.get_trials(deepcopy=False)
-        states = [t.state for t in trials]
-        done = len(finished(study))
-        with quietly():
-            if TrialState.WAITING in states or done + states.count(TrialState.RUNNING) < n_trials:
-                study.optimize(objective, n_trials=1)
-            elif TrialState.RUNNING in states:
-                time.sleep(poll)
-                optuna.storages.fail_stale_trials(study)
-            else:
-                return
+    def start_another(states):
+        return len(finished(study)) + states.count(TrialState.RUNNING) < n_trials
+
+    while step(study, objective, poll, start_another):
+        pass
+
+
+def step(study, objective, poll, start_another=lambda states: False):
+    """One turn of a worker: run a trial if one is waiting (or `start_another` says so),
+    else wait while other workers run theirs, failing any whose worker vanished (which
+    enqueues it again). False once there is nothing left to run or wait for."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    with quietly():
+        if TrialState.WAITING in states or start_another(states):
+            study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
+        elif TrialState.RUNNING in states:
+            time.sleep(poll)
+            optuna.storages.fail_stale_trials(study)
+        else:
+            return False
+    return True

@@ -50,16 +50,27 @@ RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size",
 
 # ---------------------------------------------------------------- settings
 
-def positive(kind):
+def number(kind, low=0, low_allowed=False, below=math.inf):
+    """An argparse type: a finite `kind` above `low` (or equal, if `low_allowed`) and below `below`."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+        if not (math.isfinite(value) and (value > low or (low_allowed and value == low))):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {'>=' if low_allowed else '>'} {low}")
+        if value >= below:
+            raise argparse.ArgumentTypeError(f"{text!r} must be below {below:g}")
         return value
     return parse
+
+
+def positive(kind):
+    return number(kind)
+
+
+non_negative = number(float, low_allowed=True)
+probability = number(float, low_allowed=True, below=1)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,23 +147,6 @@ def get_args_parser():
     return p
 
 
-def non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
-
-
-def probability(text):
-    value = non_negative(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be below 1")
-    return value
-
-
 def parse_args(argv=None):
     """Parsed arguments, plus `given`: the settings named on the command line."""
     parser = get_args_parser()
@@ -226,6 +220,23 @@ def model_factory(spec):
     return factory
 
 
+def check_on_a_batch(model, splits, name, device="cpu"):
+    """The model must map a batch of the data's images to one logit per class. It is left in
+    eval mode (no dropout draw, no BatchNorm update)."""
+    batch = torch.zeros(2, splits.in_channels, splits.image_size, splits.image_size, device=device)
+    try:
+        with torch.no_grad():
+            output = model.eval()(batch)
+    except Exception as e:
+        raise UsageError(f"{name}: its forward pass on a batch of shape {tuple(batch.shape)} "
+                         f"raised {first_line(e)}") from None
+    expected = (2, splits.num_classes)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise UsageError(f"{name}: it maps a batch of shape {tuple(batch.shape)} to {got}; "
+                         f"expected logits of shape {expected}")
+
+
 def build_model(spec, splits, width, dropout=None):
     """factory(in_channels, image_size, num_classes, width) for the data, checked on a batch
     shaped like it; `dropout` sets the rate of each of its nn.Dropout layers."""
@@ -241,18 +252,7 @@ def build_model(spec, splits, width, dropout=None):
         raise UsageError(f"--model {spec}: {call} raised {first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
-    batch = torch.zeros(2, splits.in_channels, splits.image_size, splits.image_size)
-    try:
-        with torch.no_grad():
-            output = model.eval()(batch)  # eval: no dropout draw, no BatchNorm update
-    except Exception as e:
-        raise UsageError(f"--model {spec}: its forward pass on a batch of shape {tuple(batch.shape)} "
-                         f"raised {first_line(e)}") from None
-    expected = (2, splits.num_classes)
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise UsageError(f"--model {spec}: it maps a batch of shape {tuple(batch.shape)} to {got}; "
-                         f"expected logits of shape {expected}")
+    check_on_a_batch(model, splits, f"--model {spec}")
     if dropout is not None:
         layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         if not layers:
@@ -289,14 +289,10 @@ def load_teacher(path, splits, device):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-            teacher = torch.jit.load(path, map_location=device).eval()
-        with torch.no_grad():
-            out = teacher(torch.zeros(2, splits.in_channels, splits.image_size, splits.image_size, device=device))
+            teacher = torch.jit.load(path, map_location=device)
     except Exception as e:
-        raise UsageError(f"--teacher {path}: cannot use it as a model of this data ({first_line(e)})") from None
-    if tuple(out.shape) != (2, splits.num_classes):
-        raise UsageError(f"--teacher {path}: it gives outputs of shape {tuple(out.shape)}, "
-                         f"not (2, {splits.num_classes}) for this data")
+        raise UsageError(f"--teacher {path}: cannot load it as a TorchScript model ({first_line(e)})") from None
+    check_on_a_batch(teacher, splits, f"--teacher {path}", device)
     return teacher
 
 

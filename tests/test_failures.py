@@ -68,7 +68,7 @@ BAD_FLAGS = [
     (["--improvement-threshold", "0.01", "-1"], "'-1' must be a finite number >= 0"),
     (["--dendrite-activation", "gelu"], "choose from 'sigmoid', 'relu', 'tanh'"),
     (["--model", "rescnn", "--dropout", "0.3"], "--dropout: the model rescnn has no nn.Dropout layer"),
-    (["--teacher", "no/such/model.ts"], "--teacher no/such/model.ts: cannot use it as a model of this data"),
+    (["--teacher", "no/such/model.ts"], "--teacher no/such/model.ts: cannot load it as a TorchScript model"),
     (["--distill-weight", "1.5"], "'1.5' must be below 1"),
 ]
 
