@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn as nn
@@ -64,3 +66,13 @@ def test_rescnn_is_residual_with_batchnorm_and_a_strided_conv():
 
 def test_built_in_models_by_name():
     assert MODELS == {"net": Net, "rescnn": ResCNN}
+
+
+def test_dropout_flag_sets_every_dropout_layer():
+    import train_phase2
+
+    digits = SimpleNamespace(in_channels=1, image_size=8, num_classes=10)
+    model = train_phase2.build_model("net", digits, 0.125, dropout=0.3)
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+    default = train_phase2.build_model("net", digits, 0.125)
+    assert [m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.5]
