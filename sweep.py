@@ -136,6 +136,12 @@ def work(study, cells_for, train, poll=5):
         enqueue_missing(study, cells_for(records(study)))
         more = step(study, objective, poll)
 
+def trials_before(study, number):
+    """How many trials made before trial `number` are running or finished with a record."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+               if t.number < number and (t.state == TrialState.RUNNING or "record" in t.user_attrs))
+
+
 def search(study, n_trials, train, poll=5):
     """Let the study's sampler (TPE) choose and train trials until it holds n_trials
     finished ones, whichever workers trained them.
@@ -146,12 +152,10 @@ def search(study, n_trials, train, poll=5):
     def objective(trial):
         me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         first = me.system_attrs.get("failed_trial")  # set on the retry of a vanished worker's trial
-        if first is None:
-            ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                     if t.number < trial.number and (t.state == TrialState.RUNNING or "record" in t.user_attrs)]
-            if len(ahead) >= n_trials:  # another worker took the last one: the same count for every study
-                trial.set_user_attr("skipped", "the study has its trials")
-                raise optuna.TrialPruned()
+        if first is None and trials_before(study, trial.number) >= n_trials:
+            # another worker started the last one between our look and our ask: the same count for every study
+            trial.set_user_attr("skipped", "the study has its trials")
+            raise optuna.TrialPruned()
         values, record = train(trial, f"trial{trial.number if first is None else first}")
         trial.set_user_attr("record", record)
         return values

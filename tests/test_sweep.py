@@ -191,3 +191,15 @@ def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
     assert sorted(trained) == ["x", "y"]
     skipped = [t.user_attrs.get("skipped") for t in study.get_trials() if t.state == TrialState.PRUNED]
     assert skipped == ["trial 0 trains this cell"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for another worker here
+def test_a_search_counts_the_trials_made_before_a_new_one(tmp_path):
+    """What keeps the trial count exact when two workers start trials at the same moment."""
+    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "count")
+    sweep.add_record(study, {"n": 0}, {"val_acc": 1.0}, 1.0)        # trial 0: finished
+    running = study.ask()                                            # trial 1: another worker's, running
+    study.tell(study.ask(), state=TrialState.PRUNED)                  # trial 2: skipped, does not count
+    sweep.add_record(study, {"n": 3}, {"val_acc": 1.0}, 1.0)        # trial 3: finished
+    assert running.number == 1
+    assert [sweep.trials_before(study, n) for n in (0, 1, 2, 3, 4)] == [0, 1, 2, 2, 3]
