@@ -8,8 +8,10 @@ a 2800x1400 graph redrawn on every epoch.
 """
 
 import contextlib
+import copy
 import io
 import pdb
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -70,10 +72,12 @@ ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
 
 def configure(patience, max_dendrites, capacity_test=False, improvement_threshold=None, candidate_init=None,
-              activation="sigmoid"):
+              activation="sigmoid", scheduled=False):
     """Fresh library settings for one run; they must all be set before conversion.
     None keeps the library's default (improvement_threshold [0.001, 0.0001, 0.0],
-    candidate_weight_initialization_multiplier 0.01)."""
+    candidate_weight_initialization_multiplier 0.01). With a learning-rate schedule
+    (`scheduled`) its learning-rate search and dont_give_up_unless_learning_rate_lowered
+    keep their defaults (on); without one they cannot work, and the search is turned off."""
     GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
     if _has_setting("configuration_confirmed"):  # 3.2+: skip its interactive picker
         _set("configuration_confirmed", True)
@@ -81,7 +85,8 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     _set("switch_mode", GPA.pc.DOING_HISTORY)         # add dendrites when val stalls...
     _set("n_epochs_to_switch", patience)               # ...for this many epochs
     _set("max_dendrites", max_dendrites)
-    _set("find_best_lr", False)                        # its LR search needs a scheduler
+    if not scheduled:
+        _set("find_best_lr", False)                    # its LR search needs a scheduler
     _set("module_names_to_track", NORM_LAYERS)
     _set("pai_forward_function", ACTIVATIONS[activation])
     if improvement_threshold is not None:  # the score gain that counts as improvement, per set added
@@ -128,10 +133,10 @@ class Tracker:
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
-    def __init__(self, save_name, patience, max_dendrites, capacity_test=False, graph_every_epoch=False,
+    def __init__(self, save_name, patience, max_dendrites, recipe, capacity_test=False, graph_every_epoch=False,
                  **library_settings):
-        configure(patience, max_dendrites, capacity_test, **library_settings)
-        self.save_name = save_name
+        configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none", **library_settings)
+        self.save_name, self.recipe = save_name, recipe
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s
         # here). Unless asked to, it is drawn only where it changes: in the call after a
         # restructure (right after one, its plotting fails on its own state) and at the end.
@@ -157,13 +162,26 @@ class Tracker:
     def dendrite_sets(self):
         return GPA.pai_tracker.member_vars["num_dendrites_added"]
 
-    def new_optimizer(self, model, lr):
-        """The tracker's optimizer; rebuild after every restructure (it drops the old one)."""
-        GPA.pai_tracker.set_optimizer(torch.optim.Adam)
+    def new_optimizer(self, model):
+        """The recipe's optimizer and schedule, made by the tracker, which steps the schedule
+        itself; rebuild after every restructure (it drops both)."""
+        tracker = GPA.pai_tracker
+        tracker.set_optimizer(self.recipe.optimizer_class())
+        scheduler, scheduler_args = self.recipe.scheduler()
+        if scheduler:
+            tracker.set_scheduler(scheduler)
         params = [p for p in model.parameters() if p.requires_grad]
-        with guarded():
-            made = GPA.pai_tracker.setup_optimizer(model, {"params": params, "lr": lr})
-        return made[0] if isinstance(made, tuple) else made  # 3.2: (optimizer, scheduler); 3.1: optimizer
+        with guarded(), warnings.catch_warnings():
+            # It steps a new schedule to its place before the optimizer's first step; torch warns.
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+            optimizer, _ = tracker.setup_optimizer(model, {"params": params, "lr": self.recipe.lr}, scheduler_args)
+        return optimizer
+
+    @property
+    def scheduler(self):
+        """The schedule the tracker made and steps, or None."""
+        mv = GPA.pai_tracker.member_vars
+        return mv.get("scheduler_instance") if mv.get("scheduler") is not None else None
 
     @property
     def drawing_graph(self):
@@ -209,11 +227,15 @@ class Tracker:
 
     # The library saves its own state in `files` at every epoch, all but this: its reload
     # resets the current architecture's best validation score to 0 and the epoch it last
-    # improved to a later one, so a resumed run would switch later than an unbroken one.
-    KEPT = ("current_best_validation_score", "epoch_last_improved")
+    # improved to a later one, and with a schedule its learning-rate search's state, so a
+    # resumed run would switch (or finish) later than an unbroken one.
+    KEPT = ("current_best_validation_score", "epoch_last_improved", "committed_to_initial_rate",
+            "current_step_count", "last_max_learning_rate_steps", "last_max_learning_rate_value",
+            "current_n_learning_rate_initial_skip_steps", "initial_lr_test_epoch_count",
+            "current_cycle_lr_max_scores")
 
     def state_dict(self, model):
-        return {"tracker": {key: GPA.pai_tracker.member_vars[key] for key in self.KEPT}}
+        return {"tracker": {key: copy.deepcopy(GPA.pai_tracker.member_vars[key]) for key in self.KEPT}}
 
     def resume(self, model, state):
         """The model, its dendrites and the tracker's state from <save_name>/latest.pt."""

@@ -109,3 +109,28 @@ MODELS = {"net": Net, "rescnn": ResCNN}  # --model names
 def count_parameters(model):
     """Trainable parameters of a plain (unconverted) model."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def width_for_params(factory, budget, step=1 / 256, tolerance=0.1, **shape):
+    """The width (a multiple of `step`) whose model has the parameter count nearest `budget`;
+    ValueError if even that is more than `tolerance` away. Counts grow with the width, so
+    the search stops once it has passed the budget."""
+    nearest = None  # (distance, width, count)
+    k = 1
+    while True:
+        width = k * step
+        try:
+            count = count_parameters(factory(width=width, **shape))
+        except ValueError:  # too narrow: a layer would have no units
+            count = None
+        if count is not None:
+            if nearest is None or abs(count - budget) < nearest[0]:
+                nearest = (abs(count - budget), width, count)
+            if count > budget:
+                break
+        k += 1
+    distance, width, count = nearest
+    if distance > tolerance * budget:
+        raise ValueError(f"the nearest width, {width:g}, gives {count:,} parameters, more than "
+                         f"{tolerance:.0%} from {budget:,}")
+    return width

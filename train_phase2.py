@@ -35,16 +35,19 @@ from tqdm import tqdm
 import data
 import dendrites
 import precision
+import pruning
 import wandb_log
-from model import MODELS, count_parameters
+from model import MODELS, count_parameters, width_for_params
+from recipes import OPTIMIZERS, SCHEDULES, Recipe, step_schedule
 from run_folder import Interrupted, RunFolder, UsageError, read_run
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  # --quick
 # Settings that define a run: --resume takes them from the run folder.
-RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "epochs", "batch_size", "lr", "precision", "seed", "patience",
+RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
+                "optimizer", "schedule", "precision", "seed", "patience",
                 "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
-                "teacher", "distill_weight", "temperature",
+                "teacher", "distill_weight", "temperature", "restart_at",
                 "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb")
 
 
@@ -90,10 +93,22 @@ def get_args_parser():
     p.add_argument("--width", type=positive(float), default=0.125,
                    help="multiplier on the model's widths (net: 32, 64 channels and 128 hidden units "
                         "of the PyTorch MNIST example)")
+    p.add_argument("--params", type=positive(int), default=None, metavar="BUDGET",
+                   help="plain runs: instead of --width, the width whose model has the parameter count "
+                        "nearest BUDGET (within 10%%); with --prune-from, the count to prune down to")
+    p.add_argument("--prune-from", default=None, metavar="RUN",
+                   help="plain runs: start from the trained model of the finished plain run in RUN, pruned in "
+                        "channels and units (torch-pruning, global magnitude) down to --params, then fine-tuned")
     p.add_argument("--epochs", type=positive(int), default=200,
                    help="cap on epochs; the tracker (or early stopping) normally ends the run first")
     p.add_argument("--batch-size", type=positive(int), default=64)
-    p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=positive(float), default=1e-3, help="learning rate (at the start of each schedule)")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                   help="adam; adadelta (with --lr 1 --schedule step: the library's MNIST example)")
+    p.add_argument("--schedule", default="none", choices=SCHEDULES,
+                   help="learning-rate schedule, stepped once per epoch (by the library's tracker in dendritic runs, "
+                        "which also rebuilds it at every restructure): cosine over --epochs, step (StepLR step 1, "
+                        "gamma 0.7), plateau (ReduceLROnPlateau on validation, patience half of --patience)")
     p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
                    help="training precision: autocast with fp32 master weights (bf16 on CPUs with AVX512-BF16 "
                         "and on CUDA, fp16 with loss scaling on CUDA); evaluation and export stay fp32")
@@ -126,6 +141,9 @@ def get_args_parser():
                    help="with --teacher: the softmax temperature of the soft targets")
     p.add_argument("--min-epochs", type=positive(int), default=1,
                    help="plain runs: train at least this many epochs (to match a dendritic run's budget)")
+    p.add_argument("--restart-at", type=positive(int), nargs="+", default=[], metavar="EPOCH",
+                   help="plain runs: rebuild the optimizer and schedule after these epochs, as the library does "
+                        "at each restructure of the dendritic run this one is a control for")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-dendrites", action="store_true",
                       help="plain baseline: the same loop without the library, early stopping on validation")
@@ -162,6 +180,12 @@ def resolve_settings(args):
     if args.quick:
         args.epochs = min(args.epochs, QUICK["epochs"])
         args.patience, args.max_dendrites = QUICK["patience"], QUICK["max_dendrites"]
+    plain_only = [flag for flag, value in (("--params", args.params), ("--prune-from", args.prune_from),
+                                            ("--restart-at", args.restart_at)) if value]
+    if plain_only and not args.no_dendrites:
+        raise UsageError(f"{' and '.join(plain_only)} belong to plain runs: add --no-dendrites")
+    if args.prune_from and not args.params:
+        raise UsageError("--prune-from needs --params: the parameter count to prune down to")
     if args.wandb:
         try:
             import wandb  # noqa: F401  (checked here, before the output folder is touched)
@@ -237,12 +261,15 @@ def check_on_a_batch(model, splits, name, device="cpu"):
                          f"expected logits of shape {expected}")
 
 
+def data_shape(splits):
+    return dict(in_channels=splits.in_channels, image_size=splits.image_size, num_classes=splits.num_classes)
+
+
 def build_model(spec, splits, width, dropout=None):
     """factory(in_channels, image_size, num_classes, width) for the data, checked on a batch
     shaped like it; `dropout` sets the rate of each of its nn.Dropout layers."""
     factory = model_factory(spec)
-    shape = dict(in_channels=splits.in_channels, image_size=splits.image_size,
-                 num_classes=splits.num_classes, width=width)
+    shape = dict(**data_shape(splits), width=width)
     try:
         model = factory(**shape)
     except Exception as e:
@@ -253,13 +280,51 @@ def build_model(spec, splits, width, dropout=None):
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     check_on_a_batch(model, splits, f"--model {spec}")
-    if dropout is not None:
+    return set_dropout(model, dropout, spec).train()
+
+
+def set_dropout(model, rate, name):
+    if rate is not None:
         layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
         if not layers:
-            raise UsageError(f"--dropout: the model {spec} has no nn.Dropout layer")
+            raise UsageError(f"--dropout: the model {name} has no nn.Dropout layer")
         for layer in layers:
-            layer.p = dropout
-    return model.train()
+            layer.p = rate
+    return model
+
+
+def make_model(args, splits):
+    """The model to train: built at --width, or at the width --params asks for (recorded in
+    args.width), or with --prune-from a finished plain run's model pruned to --params."""
+    if args.prune_from:
+        return set_dropout(pruned_model(args, splits), args.dropout, args.prune_from).train()
+    if args.params:
+        try:
+            args.width = width_for_params(model_factory(args.model), args.params, **data_shape(splits))
+        except ValueError as e:
+            raise UsageError(f"--params {args.params}: {e}") from None
+    return build_model(args.model, splits, args.width, args.dropout)
+
+
+def pruned_model(args, splits):
+    """The trained model of the finished plain run in --prune-from, rebuilt as an nn.Module
+    from its model.ts weights, then pruned in channels and units to about --params parameters."""
+    run_dir = args.prune_from
+    run = read_run(run_dir)
+    if run is None or run["status"] != "complete" or not run["settings"]["no_dendrites"]:
+        raise UsageError(f"--prune-from {run_dir}: not a finished plain run (--no-dendrites) folder")
+    settings = run["settings"]
+    if (settings["dataset"], settings["quick"]) != (args.dataset, args.quick):
+        raise UsageError(f"--prune-from {run_dir}: trained on {settings['dataset']}"
+                         + (" --quick" if settings["quick"] else "") + ", not on this data")
+    model = build_model(settings["model"], splits, settings["width"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model.load_state_dict(torch.jit.load(os.path.join(run_dir, "model.ts"), map_location="cpu").state_dict())
+    try:
+        return pruning.prune_to(model, args.params, splits.train[0][:2].cpu())
+    except ValueError as e:
+        raise UsageError(f"--prune-from {run_dir}: {e}") from None
 
 
 # ---------------------------------------------------------------- one epoch
@@ -334,24 +399,34 @@ def evaluate(model, images, labels, batch_size=4096):
 class EarlyStopping:
     """The plain run's counterpart of dendrites.Tracker, with the same methods: keep the
     best-validation weights; stop after `patience` epochs without a strictly better
-    validation accuracy, but not before `min_epochs`."""
+    validation accuracy, but not before `min_epochs`. Steps the recipe's schedule once per
+    epoch, as the library does; after each epoch in `restarts` it has the optimizer and
+    schedule rebuilt, as the library does at a restructure (the restart control)."""
 
     files = ()  # nothing on disk besides the checkpoint's state
 
-    def __init__(self, patience, min_epochs):
-        self.patience, self.min_epochs = patience, min_epochs
+    def __init__(self, patience, min_epochs, recipe, restarts=()):
+        self.patience, self.min_epochs, self.recipe, self.restarts = patience, min_epochs, recipe, set(restarts)
         self.best_acc, self.best_epoch, self.best_state = -1.0, 0, None
-        self.drawing_graph = False
+        self.drawing_graph, self.scheduler = False, None
 
-    def new_optimizer(self, model, lr):
-        return torch.optim.Adam(model.parameters(), lr=lr)
+    def new_optimizer(self, model):
+        optimizer, self.scheduler = self.recipe.build(model.parameters())
+        return optimizer
 
     def add_scores(self, model, epoch, train_acc, val_acc, test_acc):
+        step_schedule(self.scheduler, val_acc)
         if val_acc > self.best_acc:
             self.best_acc, self.best_epoch = val_acc, epoch
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         complete = epoch - self.best_epoch >= self.patience and epoch >= self.min_epochs
-        return dendrites.Step(model, None, complete, self.best_epoch == epoch)
+        restart = None
+        if epoch in self.restarts and not complete:
+            params = count_parameters(model)
+            restart = dendrites.Restructure(epoch, "optimizer restarted", "restart control: optimizer and "
+                                            "schedule rebuilt, as at the paired dendritic run's restructure",
+                                            params, params, 0, val_acc)
+        return dendrites.Step(model, restart, complete, self.best_epoch == epoch)
 
     def count_params(self, model):
         return count_parameters(model)
@@ -391,6 +466,27 @@ def log(row, restructure):
         e = restructure
         print(f">>> MODEL RESTRUCTURED (Phase 2 triggered) epoch {e.epoch}: {e.kind}: {e.detail} | "
               f"params {e.params_before:,} -> {e.params_after:,} | val_acc {e.val_acc:.2f}", flush=True)
+
+
+def inference_ms(path, images, batch_sizes=(1, 256), min_seconds=0.3):
+    """Median milliseconds per forward pass of the exported model on the CPU, per batch size
+    (batches from `images`), after a warm-up; repeated for at least `min_seconds`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(path), map_location="cpu").eval()
+    times = {}
+    with torch.no_grad():
+        for size in batch_sizes:
+            batch = images[:size].cpu()
+            for _ in range(3):
+                model(batch)
+            samples, start = [], time.perf_counter()
+            while time.perf_counter() - start < min_seconds or len(samples) < 5:
+                t0 = time.perf_counter()
+                model(batch)
+                samples.append(time.perf_counter() - t0)
+            times[str(size)] = 1000 * sorted(samples)[len(samples) // 2]
+    return times
 
 
 class Clock(defaultdict):
@@ -437,23 +533,26 @@ def phase1_report(tracker, model, capacity_test):
 def checkpoint_state(tracker, model, optimizer, generator, amp):
     """What --resume needs besides the library's own files."""
     return {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "scheduler": tracker.scheduler.state_dict() if tracker.scheduler else None,
             "generator": generator.get_state(), **tracker.state_dict(model), **amp.state_dict()}
 
 
-def restore(state, optimizer, generator, amp):
+def restore(state, optimizer, scheduler, generator, amp):
     optimizer.load_state_dict(state["optimizer"])
+    if scheduler:
+        scheduler.load_state_dict(state["scheduler"])
     amp.load_state_dict(state)
     torch.set_rng_state(state["rng"])
     generator.set_state(state["generator"])
 
 
-def summary(folder, final, params, tracker, complete, clean_difference, clock):
+def summary(folder, final, params, tracker, complete, clean_difference, inference, clock):
     """The final metrics results.json records; `final` holds the final model's accuracies."""
     history, library = folder.result["history"], isinstance(tracker, dendrites.Tracker)
     return {**final, "best_epoch": max(r["epoch"] for r in history if r["best"]),
             "epochs": len(history), "params": params, "dendrite_sets": tracker.dendrite_sets(),
             "tracker_complete": complete if library else None,
-            "clean_model_max_logit_difference": clean_difference,
+            "clean_model_max_logit_difference": clean_difference, "inference_ms": inference,
             "wall_seconds": folder.elapsed(), "timing_seconds": dict(clock),
             "graph": f"{folder.name}/{folder.name}.png" if library else None}
 
@@ -484,7 +583,8 @@ def main(args):
     with clock("data"):  # data and model before touching --out: bad input leaves it as it was
         splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, splits, args.width, args.dropout)
+    model = make_model(args, splits)
+    recipe = Recipe(args.optimizer, args.lr, args.schedule, args.epochs, args.patience)
     loss_fn = (Distillation(load_teacher(args.teacher, splits, device), args.distill_weight, args.temperature)
                if args.teacher else cross_entropy)
     folder.open(run_settings(args, device, splits, model))
@@ -496,9 +596,9 @@ def main(args):
     with chdir(folder.path.parent), dendrites.guarded():
         with clock("setup"):
             if args.no_dendrites:
-                tracker = EarlyStopping(args.patience, args.min_epochs)
+                tracker = EarlyStopping(args.patience, args.min_epochs, recipe, args.restart_at)
             else:  # Phase 1: dendritic capacity injection on every conv and linear layer
-                tracker = dendrites.Tracker(folder.name, args.patience, args.max_dendrites,
+                tracker = dendrites.Tracker(folder.name, args.patience, args.max_dendrites, recipe,
                                             args.capacity_test, args.graph_every_epoch,
                                             improvement_threshold=args.improvement_threshold,
                                             candidate_init=args.candidate_init,
@@ -507,9 +607,9 @@ def main(args):
                 folder.result["phase1"] = phase1_report(tracker, model, args.capacity_test)
             state = folder.load_snapshot(tracker.files, device) if folder.resuming else None
             model = (tracker.resume(model, state) if state else model).to(device)
-            optimizer = tracker.new_optimizer(model, args.lr)
+            optimizer = tracker.new_optimizer(model)
             if state:
-                restore(state, optimizer, generator, amp)
+                restore(state, optimizer, tracker.scheduler, generator, amp)
             params, complete = tracker.count_params(model), False
 
         with folder.stopping_safely(before_stop=tracker.draw_graph):
@@ -529,8 +629,8 @@ def main(args):
                     model, complete = step.model, step.complete
                     if step.restructure:
                         params = tracker.count_params(model)
-                        if not complete:  # the tracker dropped the old optimizer
-                            optimizer = tracker.new_optimizer(model, args.lr)
+                        if not complete:  # the tracker dropped the old optimizer and schedule
+                            optimizer = tracker.new_optimizer(model)
                     row.update(best=step.new_best, graph_drawn=step.drew_graph, seconds=time.perf_counter() - t0)
                     with clock("checkpoint"):
                         folder.save_epoch(row, step.restructure and vars(step.restructure),
@@ -546,10 +646,12 @@ def main(args):
         with clock("export"):
             model = tracker.final_model(model)  # the best model over all architectures and epochs
             clean_difference = folder.export(model, tracker.clean_copy(model), splits.val[0])
+        with clock("inference timing"):  # of model.ts on the CPU, batch 1 and 256
+            inference = inference_ms(folder.path / "model.ts", splits.test[0])
 
     with clock("evaluate"):
         final = dict(test_acc=evaluate(model, *splits.test), val_acc=evaluate(model, *splits.val))
-    folder.finish(summary(folder, final, params, tracker, complete, clean_difference, clock))
+    folder.finish(summary(folder, final, params, tracker, complete, clean_difference, inference, clock))
     report(folder, args.capacity_test)
     if wandb:
         graph = folder.result["final"]["graph"]

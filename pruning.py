@@ -1,0 +1,45 @@
+"""Structured pruning of a trained plain CNN down to a parameter budget, with torch-pruning.
+
+Global magnitude pruning (the L2 norm of each channel's or unit's weights, compared across
+layers, so the pruning chooses the shape) removes whole channels and units: the pruned model
+is a physically smaller dense network, and a plain parameter sum is its true count. The
+classifier's outputs are never pruned. torch-pruning has no "prune to N parameters" target,
+so the pruner takes many small steps and we keep whichever model is nearest the budget.
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from model import count_parameters
+
+STEPS = 400  # each step removes 1/STEPS of the channels: small enough to land near the budget
+
+
+def classifier(model):
+    """The last linear layer: its outputs are the classes."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no nn.Linear classifier to keep")
+    return linears[-1]
+
+
+def prune_to(model, budget, example_inputs):
+    """`model` pruned to the parameter count nearest `budget` that the pruner's steps reach."""
+    if budget >= count_parameters(model):
+        raise ValueError(f"the model has {count_parameters(model):,} parameters, not more than the budget {budget:,}")
+    with torch.enable_grad():  # the dependency graph is traced with autograd
+        pruner = tp.pruner.BasePruner(model, example_inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=0.99,
+                                      iterative_steps=STEPS, ignored_layers=[classifier(model)])
+        before = model
+        for _ in range(STEPS):
+            before = copy.deepcopy(model)
+            pruner.step()
+            if count_parameters(model) <= budget:
+                break
+        else:
+            raise ValueError(f"pruning stopped at {count_parameters(model):,} parameters, above the budget {budget:,}")
+    return min((before, model), key=lambda m: abs(count_parameters(m) - budget))
