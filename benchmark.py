@@ -251,8 +251,8 @@ def run_cell(args, cell, run_dir, extra=()):
     flags += ["--threads", str(args.threads)] if args.threads else []
     flags += ["--quick"] if args.quick else []
     flags += ["--wandb"] if args.wandb else []
-    if cell["method"] == "plain":
-        flags += ["--no-dendrites", "--min-epochs", str(cell["min_epochs"])]
+    flags += ["--min-epochs", str(cell["min_epochs"])]  # used by plain runs only
+    flags += ["--no-dendrites"] if cell["method"] == "plain" else []
     flags += list(extra)
     run_args = train_phase2.parse_args(flags)
     previous = read_run(run_dir)
@@ -271,6 +271,8 @@ def run_cell(args, cell, run_dir, extra=()):
             "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
             "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": cell["min_epochs"],
             "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
+            "inference_ms": final.get("inference_ms"),  # runs from before it was measured have none
+            "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
 

@@ -123,6 +123,18 @@ def count_params(model):
     return UPA.count_params(model)
 
 
+def count_with_one_set(model):
+    """The library's parameter count of the plain `model` once it has one dendrite set: each
+    conv and linear layer gains a copy of its weights and bias, plus one weight per output
+    (the dendrite's connection to its neuron); other layers (normalisation) stay as they are."""
+    extra = 0
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            own = sum(p.numel() for p in layer.parameters(recurse=False))
+            extra += own + (layer.out_channels if hasattr(layer, "out_channels") else layer.out_features)
+    return sum(p.numel() for p in model.parameters()) + extra
+
+
 class Tracker:
     """The library's tracker, driven by validation scores (train_phase2.EarlyStopping is
     the plain loop's counterpart with the same methods).

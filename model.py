@@ -111,8 +111,8 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def width_for_params(factory, budget, step=1 / 256, tolerance=0.1, **shape):
-    """The width (a multiple of `step`) whose model has the parameter count nearest `budget`;
+def width_for_params(factory, budget, count=count_parameters, step=1 / 256, tolerance=0.1, **shape):
+    """The width (a multiple of `step`) whose model has the `count` nearest `budget`;
     ValueError if even that is more than `tolerance` away. Counts grow with the width, so
     the search stops once it has passed the budget."""
     nearest = None  # (distance, width, count)
@@ -120,17 +120,17 @@ def width_for_params(factory, budget, step=1 / 256, tolerance=0.1, **shape):
     while True:
         width = k * step
         try:
-            count = count_parameters(factory(width=width, **shape))
+            size = count(factory(width=width, **shape))
         except ValueError:  # too narrow: a layer would have no units
-            count = None
-        if count is not None:
-            if nearest is None or abs(count - budget) < nearest[0]:
-                nearest = (abs(count - budget), width, count)
-            if count > budget:
+            size = None
+        if size is not None:
+            if nearest is None or abs(size - budget) < nearest[0]:
+                nearest = (abs(size - budget), width, size)
+            if size > budget:
                 break
         k += 1
-    distance, width, count = nearest
+    distance, width, size = nearest
     if distance > tolerance * budget:
-        raise ValueError(f"the nearest width, {width:g}, gives {count:,} parameters, more than "
+        raise ValueError(f"the nearest width, {width:g}, gives {size:,} parameters, more than "
                          f"{tolerance:.0%} from {budget:,}")
     return width

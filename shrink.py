@@ -1,0 +1,360 @@
+"""Which method shrinks a CNN best? Every method at the same parameter budgets, tuned alike.
+
+At each budget (parameters), each method makes a model of that size:
+
+    plain              the narrow CNN whose width gives the budget
+    dendritic          the CNN plus one dendrite set (the library), its width chosen so that
+                       with the set the model has the budget; a run that keeps no set ends
+                       at about half of it
+    pruned             a wide plain CNN, trained, pruned in channels and units down to the
+                       budget (torch-pruning, global magnitude), then fine-tuned
+    distilled          the narrow CNN trained on the labels and the same wide CNN's soft outputs
+    *-mnist            the library's MNIST example recipe: Adadelta lr 1, StepLR(1, 0.7)
+    *-api              its API README's recipe: Adam with ReduceLROnPlateau
+                       (both switching after the library's default 10 epochs without improvement)
+    restarts-*         the control for a recipe: the plain CNN with the recipe and its optimizer
+                       and schedule rebuilt at exactly the epochs where the paired dendritic run
+                       restructured (a rebuilt schedule restarts the learning rate)
+
+Equal tuning: every method but the controls gets the same number of TPE trials (seed 0,
+validation only); a control takes its plain recipe's choice. Then seeds 1..S of the chosen
+configuration, tested. Equal budgets: each seed of a plain method trains at least as many
+epochs as the same seed of the dendritic run it is compared with. The wide model's
+training (seeds 0..S) is a cost of pruning and distillation, reported with them.
+
+    python shrink.py                                      # digits, net
+    python shrink.py --model rescnn
+    python shrink.py --dataset fashion-mnist --budgets 4802 18954 --wide 0.25 --epochs 40
+    python shrink.py --report-only
+
+Like benchmark.py it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
+by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
+shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
+"""
+
+import csv
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import benchmark
+import dendrites
+import search
+import sweep
+import train_phase2
+from model import count_parameters, width_for_params
+
+MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
+API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    plain: bool                   # trained without the library (--no-dendrites)
+    recipe: tuple = ()            # fixed training flags; () is this project's, searched (lr, patience, schedule)
+    paired: str | None = None     # the dendritic method whose seed runs set this one's epochs (and restarts)
+    control: str | None = None    # a control takes this method's configuration and the paired restarts
+    wide: str | None = None       # "--prune-from" or "--teacher": starts from the wide plain model
+
+
+METHODS = (
+    Method("dendritic", plain=False),
+    Method("plain", plain=True, paired="dendritic"),
+    Method("pruned", plain=True, paired="dendritic", wide="--prune-from"),
+    Method("distilled", plain=True, paired="dendritic", wide="--teacher"),
+    Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
+    Method("plain-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist"),
+    Method("restarts-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist", control="plain-mnist"),
+    Method("dendritic-api", plain=False, recipe=API_RECIPE),
+    Method("plain-api", plain=True, recipe=API_RECIPE, paired="dendritic-api"),
+    Method("restarts-api", plain=True, recipe=API_RECIPE, paired="dendritic-api", control="plain-api"),
+)
+BY_NAME = {m.name: m for m in METHODS}
+DEFAULT_BUDGETS = {"digits": [1000, 3658, 13706, 300, 50000], "fashion-mnist": [4802, 18954]}
+DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25}  # wider than the largest budget
+
+
+def get_args_parser():
+    p = benchmark.get_args_parser()
+    p.description = __doc__.split("\n\n")[0]
+    p.set_defaults(epochs=100, max_dendrites=1)
+    p.add_argument("--model", default="net", choices=train_phase2.MODELS)
+    p.add_argument("--budgets", type=train_phase2.positive(int), nargs="+", default=None,
+                   help="parameter budgets (default: digits 1000 3658 13706 300 50000, fashion-mnist 4802 18954), trained in this order")
+    p.add_argument("--wide", type=train_phase2.positive(float), default=None,
+                   help="width of the wide plain model that is pruned and distilled from "
+                        "(default: digits 2, fashion-mnist 0.25)")
+    p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
+                   metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
+    p.add_argument("--trials", type=train_phase2.positive(int), default=8,
+                   help="TPE trials per method and budget, the same for every method")
+    return p
+
+
+# ---------------------------------------------------------------- what each method trains
+
+def suggest(trial, method):
+    """A configuration from the method's search space. Every method: dropout. This project's
+    recipe: also the learning rate, patience and schedule (none or cosine). Dendritic: what
+    the library's W&B sweep template searches. Distilled: the soft targets' weight and temperature."""
+    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])}
+    if not method.recipe:
+        hp |= {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+               "patience": trial.suggest_int("patience", 2, 6),
+               "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
+    if not method.plain:
+        hp |= {"improvement_threshold": trial.suggest_categorical(
+                   "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
+               "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
+               "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
+    if method.wide == "--teacher":
+        hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
+               "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
+    return hp
+
+
+def width_for(args, method, budget, shape):
+    """The width of the method's model at the budget (pruned: the wide model it starts from)."""
+    if method.wide == "--prune-from":
+        return args.wide
+    count = count_parameters if method.plain else dendrites.count_with_one_set  # with --max-dendrites 1
+    return width_for_params(train_phase2.MODELS[args.model], budget, count=count, **shape)
+
+
+def flags(args, method, budget, hp, seed, wide_runs):
+    """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
+    budget's size, the recipe, the wide model it starts from, the configuration."""
+    extra = ["--model", args.model, *method.recipe]
+    extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
+    if method.wide:
+        wide = wide_runs[seed]
+        extra += [method.wide, str(wide / "model.ts") if method.wide == "--teacher" else str(wide)]
+    return extra + search.flags(hp)
+
+
+# ---------------------------------------------------------------- the studies
+
+def study_name(args, stage, method=None, budget=None):
+    name = f"shrink-{args.dataset}-{args.model}"
+    return f"{name}-wide" if stage == "wide" else f"{name}-b{budget}-{method.name}-{stage}"
+
+
+def open_study(args, url, name):
+    if args.report_only and not sweep.study_exists(url, name):
+        return None  # nothing there: report, but leave the storage as it is
+    study = sweep.open_study(url, name, args.heartbeat)
+    if not args.report_only:
+        benchmark.check_settings(study, args)
+    return study
+
+
+def train_wide(args, url, runs):
+    """The wide plain model, seeds 0..S: what pruning starts from and distillation learns from."""
+    study = open_study(args, url, study_name(args, "wide"))
+    if study is None:
+        return {}, []
+
+    def train(cell):
+        print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
+        record = benchmark.run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}",
+                                    ["--model", args.model, "--no-dendrites"])
+        return record["val_acc"], record
+    cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": 1} for s in range(args.seeds + 1)]
+    if not args.report_only:
+        sweep.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+    records = sweep.records(study)
+    return {r["seed"]: Path(r["run"]) for r in records}, records
+
+
+def search_method(args, url, method, budget, shape, wide_runs, runs):
+    """The method's TPE trials at the budget (seed 0, validation only); returns the study."""
+    study = open_study(args, url, study_name(args, "search", method, budget))
+    if study is None or args.report_only:
+        return study
+    study.set_user_attr("trials", args.trials)
+
+    def train(trial, name):
+        hp = suggest(trial, method)
+        print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
+        cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0, "min_epochs": 1}
+        record = benchmark.run_cell(args, cell, runs / study.study_name / name,
+                                    flags(args, method, budget, hp, 0, wide_runs))
+        record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
+        return record["val_acc"], record
+    sweep.search(study, args.trials, train, poll=min(5, args.heartbeat))
+    return study
+
+
+def chosen(study):
+    """The best of the study's first `trials` finished trials (later ones are surplus of a race)."""
+    counted = sweep.finished(study)[:study.user_attrs["trials"]]
+    return max(counted, key=lambda t: t.value).user_attrs["record"]["hp"] if counted else None
+
+
+def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
+    """Seeds 1..S of the chosen configuration; a paired method's seed s waits for the paired
+    dendritic run of seed s, and trains at least its epochs (a control: with its restarts)."""
+    study = open_study(args, url, study_name(args, "seeds", method, budget))
+    if study is None or args.report_only:
+        return study
+    seeds, width = range(1, args.seeds + 1), width_for(args, method, budget, shape)
+
+    def cells_for(records):
+        if method.paired is None:
+            return [{"width": width, "method": method.name, "seed": s, "min_epochs": 1} for s in seeds]
+        by_seed = {r["seed"]: r for r in paired}
+        return [{"width": width, "method": method.name, "seed": s, "min_epochs": by_seed[s]["epochs"],
+                 "restart_at": by_seed[s]["restarts"] if method.control else []} for s in seeds if s in by_seed]
+
+    def train(cell):
+        print(f"\n=== {study.study_name} seed {cell['seed']}: {hp}", flush=True)
+        extra = flags(args, method, budget, hp, cell["seed"], wide_runs)
+        if cell.get("restart_at"):
+            extra += ["--restart-at", *map(str, cell["restart_at"])]
+        record = benchmark.run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
+        return record["val_acc"], record | {"hp": hp}
+    sweep.work(study, cells_for, train, poll=min(5, args.heartbeat))
+    return study
+
+
+def run_budget(args, url, budget, shape, wide_runs, runs):
+    """Every method at one budget, dendritic methods first (the others pair with their seeds).
+    Returns {method name: its seed records}."""
+    results, chosen_hp = {}, {}
+    for method in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain):
+        if method.wide and not wide_runs:
+            continue
+        if method.control is None:
+            found = search_method(args, url, method, budget, shape, wide_runs, runs)
+            chosen_hp[method.name] = chosen(found) if found is not None else None
+        hp = chosen_hp.get(method.control or method.name)
+        if hp is None:  # its search has not run (or, for a control, its plain recipe's)
+            continue
+        paired = results.get(method.paired, [])
+        study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
+        if study is not None:
+            results[method.name] = sweep.records(study)
+    return results
+
+
+# ---------------------------------------------------------------- the report
+
+def fmt(values, digits=2):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def verdict_rows(args, results, wide_records):
+    """Per budget and method: the numbers of its seed runs."""
+    wide_minutes = sum(r["wall_seconds"] for r in wide_records if r["seed"] > 0) / 60 / max(args.seeds, 1)
+    rows = []
+    for budget, by_method in results.items():
+        for name, records in by_method.items():
+            if not records:
+                continue
+            method = BY_NAME[name]
+            timed = [r for r in records if r.get("inference_ms")]
+            rows.append({
+                "budget": budget, "method": name, "n": len(records),
+                "test_acc": [r["test_acc"] for r in records], "params": [r["params"] for r in records],
+                "epochs": [r["epochs"] for r in records], "minutes": [r["wall_seconds"] / 60 for r in records],
+                "ms1": [r["inference_ms"]["1"] for r in timed], "ms256": [r["inference_ms"]["256"] for r in timed],
+                "wide_minutes": wide_minutes if method.wide else 0.0,
+                "hp": records[0]["hp"]})
+    return rows
+
+
+def table(args, rows, wide_records):
+    lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
+             f"Each method tuned with {args.trials} TPE trials on validation (seed 0), then seeds 1-{args.seeds} of "
+             "its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
+             "models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
+             "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
+    if wide_records:
+        wide = [r for r in wide_records if r["seed"] > 0]
+        if wide:
+            lines += [f"The wide model (plain, width {args.wide:g}): {fmt([r['params'] for r in wide], 0)} parameters, "
+                      f"test {fmt([r['test_acc'] for r in wide])} %, {fmt([r['wall_seconds'] / 60 for r in wide])} "
+                      "training minutes.", ""]
+    lines += ["| budget | method | test acc % | params | inference ms, batch 1 | batch 256 | training min | epochs "
+              "| seeds | configuration |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: r["budget"]):
+        minutes = fmt(row["minutes"]) + (f" + {row['wide_minutes']:.2f}" if row["wide_minutes"] else "")
+        ms = (fmt(row["ms1"], 3), fmt(row["ms256"], 2)) if row["ms1"] else ("", "")
+        lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
+                     f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
+                     f"| {describe(row['hp'])} |")
+    lines += ["", "Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
+    for budget in sorted({r["budget"] for r in rows}):
+        at = [r for r in rows if r["budget"] == budget]
+        best = max(at, key=lambda r: statistics.fmean(r["test_acc"]))
+        spread = statistics.stdev(best["test_acc"]) if len(best["test_acc"]) > 1 else 0.0
+        near = [r["method"] for r in at if r is not best
+                and statistics.fmean(r["test_acc"]) >= statistics.fmean(best["test_acc"]) - spread]
+        lines.append(f"- {budget:,}: **{best['method']}** {fmt(best['test_acc'])} %"
+                     + (f"; within its spread: {', '.join(near)}" if near else "; no other method within its spread"))
+    return "\n".join(lines) + "\n"
+
+
+def describe(hp):
+    return ", ".join(f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in hp.items())
+
+
+def plot(args, rows, path):
+    fig, ax = benchmark.new_figure()
+    styles = {m.name: (f"C{i % 10}", "osd^v<>ph*"[i]) for i, m in enumerate(METHODS)}
+    for name in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((statistics.fmean(r["params"]), statistics.fmean(r["test_acc"]),
+                      statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0) for r in rows if r["method"] == name)
+        color, marker = styles[name]
+        ax.errorbar(*zip(*pts), fmt=marker + "-", color=color, capsize=3, label=name, alpha=0.85)
+    benchmark.save_figure(fig, ax, path, "parameters (log scale)", "test accuracy % (mean ± std over seeds)",
+                          f"Shrinking a CNN on {args.dataset} ({args.model}): every method at each budget")
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["budget", "method", "seed_runs", "test_acc_mean", "test_acc_std", "params_mean",
+                         "inference_ms_batch1", "inference_ms_batch256", "training_minutes", "wide_minutes"])
+        for r in rows:
+            writer.writerow([r["budget"], r["method"], r["n"], round(statistics.fmean(r["test_acc"]), 3),
+                             round(statistics.stdev(r["test_acc"]), 3) if r["n"] > 1 else 0.0,
+                             round(statistics.fmean(r["params"])),
+                             round(statistics.median(r["ms1"]), 4) if r["ms1"] else "",
+                             round(statistics.median(r["ms256"]), 3) if r["ms256"] else "",
+                             round(statistics.fmean(r["minutes"]), 3), round(r["wide_minutes"], 3)])
+
+
+def main(args):
+    args.budgets = args.budgets or DEFAULT_BUDGETS.get(args.dataset, [1000, 5000])
+    args.wide = args.wide or DEFAULT_WIDE.get(args.dataset, 0.25)
+    results_dir = (Path(args.results) / args.dataset).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
+    runs = Path(args.runs) / args.dataset
+    splits = train_phase2.load_splits(args.dataset, args.data_dir, args.quick)
+    shape = train_phase2.data_shape(splits)
+
+    needs_wide = any(BY_NAME[n].wide for n in args.methods)
+    wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])
+    results = {budget: run_budget(args, url, budget, shape, wide_runs, runs) for budget in args.budgets}
+    rows = verdict_rows(args, results, wide_records)
+    if not rows:
+        print("nothing stored to report yet")
+        return None
+    name = f"shrink-{args.model}"
+    report = table(args, rows, wide_records)
+    (results_dir / f"{name}.md").write_text(report)
+    write_csv(rows, results_dir / f"{name}.csv")
+    plot(args, rows, results_dir / f"{name}.png")
+    print("\n" + report)
+    print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png")
+    return rows
+
+
+if __name__ == "__main__":
+    benchmark.cli(main, get_args_parser)
