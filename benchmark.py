@@ -273,6 +273,7 @@ def run_cell(args, cell, run_dir, extra=()):
             "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
             "inference_ms": final.get("inference_ms"),  # runs from before it was measured have none
             "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
+            "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
 

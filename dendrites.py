@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 import pdb
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -185,7 +186,7 @@ class Tracker:
         params = [p for p in model.parameters() if p.requires_grad]
         with guarded(), warnings.catch_warnings():
             # It steps a new schedule to its place before the optimizer's first step; torch warns.
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
             optimizer, _ = tracker.setup_optimizer(model, {"params": params, "lr": self.recipe.lr}, scheduler_args)
         return optimizer
 

@@ -12,9 +12,10 @@ At each budget (parameters), each method makes a model of that size:
     *-mnist            the library's MNIST example recipe: Adadelta lr 1, StepLR(1, 0.7)
     *-api              its API README's recipe: Adam with ReduceLROnPlateau
                        (both switching after the library's default 10 epochs without improvement)
-    restarts-*         the control for a recipe: the plain CNN with the recipe and its optimizer
+    restarts-*         the control for a recipe: the plain CNN with the recipe, its optimizer
                        and schedule rebuilt at exactly the epochs where the paired dendritic run
-                       restructured (a rebuilt schedule restarts the learning rate)
+                       restructured, and each epoch at that run's learning rate (the library
+                       restarts a rebuilt schedule, then advances it by steps of its own)
 
 Equal tuning: every method but the controls gets the same number of TPE trials (seed 0,
 validation only); a control takes its plain recipe's choice. Then seeds 1..S of the chosen
@@ -205,13 +206,15 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
             return [{"width": width, "method": method.name, "seed": s, "min_epochs": 1} for s in seeds]
         by_seed = {r["seed"]: r for r in paired}
         return [{"width": width, "method": method.name, "seed": s, "min_epochs": by_seed[s]["epochs"],
-                 "restart_at": by_seed[s]["restarts"] if method.control else []} for s in seeds if s in by_seed]
+                 **({"restart_at": by_seed[s]["restarts"], "lr_trace": by_seed[s]["lrs"]} if method.control else {})}
+                for s in seeds if s in by_seed]
 
     def train(cell):
         print(f"\n=== {study.study_name} seed {cell['seed']}: {hp}", flush=True)
         extra = flags(args, method, budget, hp, cell["seed"], wide_runs)
-        if cell.get("restart_at"):
-            extra += ["--restart-at", *map(str, cell["restart_at"])]
+        if method.control:  # the paired dendritic run's restarts and learning rates
+            extra += ["--lr-trace", *map(str, cell["lr_trace"])]
+            extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
         record = benchmark.run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
         return record["val_acc"], record | {"hp": hp}
     sweep.work(study, cells_for, train, poll=min(5, args.heartbeat))

@@ -47,7 +47,7 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1)  
 RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
                 "optimizer", "schedule", "precision", "seed", "patience",
                 "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
-                "teacher", "distill_weight", "temperature", "restart_at",
+                "teacher", "distill_weight", "temperature", "restart_at", "lr_trace",
                 "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb")
 
 
@@ -144,6 +144,9 @@ def get_args_parser():
     p.add_argument("--restart-at", type=positive(int), nargs="+", default=[], metavar="EPOCH",
                    help="plain runs: rebuild the optimizer and schedule after these epochs, as the library does "
                         "at each restructure of the dendritic run this one is a control for")
+    p.add_argument("--lr-trace", type=positive(float), nargs="+", default=[], metavar="LR",
+                   help="plain runs: the learning rate of epochs 1, 2, ... (the dendritic run's, whose rebuilt "
+                        "schedules the library advances); after the last, the schedule goes on from there")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-dendrites", action="store_true",
                       help="plain baseline: the same loop without the library, early stopping on validation")
@@ -181,9 +184,9 @@ def resolve_settings(args):
         args.epochs = min(args.epochs, QUICK["epochs"])
         args.patience, args.max_dendrites = QUICK["patience"], QUICK["max_dendrites"]
     plain_only = [flag for flag, value in (("--params", args.params), ("--prune-from", args.prune_from),
-                                            ("--restart-at", args.restart_at)) if value]
+                                            ("--restart-at", args.restart_at), ("--lr-trace", args.lr_trace)) if value]
     if plain_only and not args.no_dendrites:
-        raise UsageError(f"{' and '.join(plain_only)} belong to plain runs: add --no-dendrites")
+        raise UsageError(f"{', '.join(plain_only)}: only for plain runs (add --no-dendrites)")
     if args.prune_from and not args.params:
         raise UsageError("--prune-from needs --params: the parameter count to prune down to")
     if args.wandb:
@@ -400,22 +403,34 @@ class EarlyStopping:
     """The plain run's counterpart of dendrites.Tracker, with the same methods: keep the
     best-validation weights; stop after `patience` epochs without a strictly better
     validation accuracy, but not before `min_epochs`. Steps the recipe's schedule once per
-    epoch, as the library does; after each epoch in `restarts` it has the optimizer and
-    schedule rebuilt, as the library does at a restructure (the restart control)."""
+    epoch, as the library does. The restart control of a dendritic run: after each epoch in
+    `restarts` it has the optimizer and schedule rebuilt, as the library does at a
+    restructure, and epoch e trains at the learning rate lr_trace[e - 1], as the dendritic
+    run's did (the library advances a rebuilt schedule by steps of its own)."""
 
     files = ()  # nothing on disk besides the checkpoint's state
 
-    def __init__(self, patience, min_epochs, recipe, restarts=()):
+    def __init__(self, patience, min_epochs, recipe, restarts=(), lr_trace=()):
         self.patience, self.min_epochs, self.recipe, self.restarts = patience, min_epochs, recipe, set(restarts)
+        self.lr_trace = list(lr_trace)
         self.best_acc, self.best_epoch, self.best_state = -1.0, 0, None
-        self.drawing_graph, self.scheduler = False, None
+        self.drawing_graph, self.scheduler, self.optimizer, self.epochs_scored = False, None, None, 0
 
     def new_optimizer(self, model):
-        optimizer, self.scheduler = self.recipe.build(model.parameters())
-        return optimizer
+        self.optimizer, self.scheduler = self.recipe.build(model.parameters())
+        self._follow_trace()
+        return self.optimizer
+
+    def _follow_trace(self):
+        """The next epoch's learning rate from lr_trace, where it has one."""
+        if self.epochs_scored < len(self.lr_trace):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_trace[self.epochs_scored]
 
     def add_scores(self, model, epoch, train_acc, val_acc, test_acc):
+        self.epochs_scored = epoch
         step_schedule(self.scheduler, val_acc)
+        self._follow_trace()
         if val_acc > self.best_acc:
             self.best_acc, self.best_epoch = val_acc, epoch
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -596,7 +611,7 @@ def main(args):
     with chdir(folder.path.parent), dendrites.guarded():
         with clock("setup"):
             if args.no_dendrites:
-                tracker = EarlyStopping(args.patience, args.min_epochs, recipe, args.restart_at)
+                tracker = EarlyStopping(args.patience, args.min_epochs, recipe, args.restart_at, args.lr_trace)
             else:  # Phase 1: dendritic capacity injection on every conv and linear layer
                 tracker = dendrites.Tracker(folder.name, args.patience, args.max_dendrites, recipe,
                                             args.capacity_test, args.graph_every_epoch,
@@ -618,7 +633,7 @@ def main(args):
                 with clock("train"):
                     train_loss, train_acc = train_one_epoch(model, optimizer, *splits.train,
                                                             args.batch_size, generator, amp, loss_fn)
-                row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
+                row = dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"], train_loss=train_loss, train_acc=train_acc,
                            train_seconds=time.perf_counter() - t0, params=params,
                            dendrite_sets=tracker.dendrite_sets())
                 with clock("evaluate"):

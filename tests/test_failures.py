@@ -70,6 +70,16 @@ BAD_FLAGS = [
     (["--model", "rescnn", "--dropout", "0.3"], "--dropout: the model rescnn has no nn.Dropout layer"),
     (["--teacher", "no/such/model.ts"], "--teacher no/such/model.ts: cannot load it as a TorchScript model"),
     (["--distill-weight", "1.5"], "'1.5' must be below 1"),
+    (["--optimizer", "sgd"], "choose from 'adam', 'adadelta'"),
+    (["--schedule", "onecycle"], "choose from 'none', 'cosine', 'step', 'plateau'"),
+    (["--params", "1000"], "--params: only for plain runs (add --no-dendrites)"),
+    (["--restart-at", "3"], "--restart-at: only for plain runs (add --no-dendrites)"),
+    (["--no-dendrites", "--prune-from", "x"], "--prune-from needs --params"),
+    (["--no-dendrites", "--params", "0"], "must be a finite number > 0"),
+    (["--no-dendrites", "--params", "1000", "--model", "rescnn"],
+     "--params 1000: the nearest width, 0.0820312, gives 882 parameters, more than 10% from 1,000"),
+    (["--no-dendrites", "--params", "1000", "--prune-from", "no/such/run"],
+     "--prune-from no/such/run: not a finished plain run (--no-dendrites) folder"),
 ]
 
 

@@ -1,0 +1,177 @@
+"""The ways of shrinking a CNN that shrink.py compares, each trained for real on tiny data:
+a plain CNN at a parameter budget, a pruned wide CNN, the library's recipes with their
+restart control, and the sweep that pairs them."""
+import json
+import signal
+
+import pytest
+import torch
+
+import dendrites
+import pruning
+import run_folder
+import shrink
+import sweep
+import train_phase2
+from conftest import run, sweep_here
+from model import MODELS, Net, count_parameters, width_for_params
+
+DIGITS = dict(in_channels=1, image_size=8, num_classes=10)
+
+
+def within_budget(params, budget):
+    return abs(params - budget) <= 0.1 * budget
+
+
+@pytest.mark.parametrize("name, budget", [("net", 300), ("net", 3658), ("net", 50000), ("rescnn", 300),
+                                          ("rescnn", 5000)])
+def test_params_gives_the_width_of_the_budget(name, budget):
+    width = width_for_params(MODELS[name], budget, **DIGITS)
+    assert within_budget(count_parameters(MODELS[name](width=width, **DIGITS)), budget)
+
+
+@pytest.mark.parametrize("fixture, model", [("quick_run", Net), ("rescnn_run", MODELS["rescnn"])])
+def test_one_dendrite_set_count_is_the_librarys(fixture, model, request):
+    """shrink.py sizes a dendritic model by its count with one set, before training it."""
+    result = request.getfixturevalue(fixture)["result"]
+    added = next(r for r in result["restructures"] if r["kind"] == "dendrites added")
+    assert added["dendrite_sets"] == 1
+    assert added["params_after"] == dendrites.count_with_one_set(model(width=0.125, **DIGITS))
+
+
+@pytest.mark.parametrize("budget", [300, 5000])
+def test_pruning_reaches_the_budget_and_keeps_the_classes(budget):
+    torch.manual_seed(0)
+    model = Net(width=1.0, **DIGITS)
+    pruned = pruning.prune_to(model, budget, torch.zeros(2, 1, 8, 8))
+    assert within_budget(count_parameters(pruned), budget)
+    assert pruning.classifier(pruned).out_features == 10
+    assert pruned(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+    """A finished plain --quick run at width 0.5 (13,706 parameters): what gets pruned."""
+    return run(tmp_path_factory.mktemp("wide"), "--quick", "--no-dendrites", "--width", "0.5", out="wide")[0]
+
+
+def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wide_run, tmp_path):
+    source = wide_run["settings"]["out"]
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--prune-from", source, "--params", "1000")
+    assert result["status"] == "complete" and within_budget(result["final"]["params"], 1000)
+    # Pruned, not rebuilt: before its first fine-tuning epoch it already classifies far above chance.
+    model = train_phase2.pruned_model(train_phase2.parse_args(
+        ["--quick", "--no-dendrites", "--prune-from", source, "--params", "1000"]), train_phase2.load_splits(
+        "digits", None, True))
+    splits = train_phase2.load_splits("digits", None, True)
+    assert train_phase2.evaluate(model, *splits.val) > 30
+    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")]))
+    assert evaluated["test_acc"] == result["final"]["test_acc"]
+    inference = result["final"]["inference_ms"]
+    assert set(inference) == {"1", "256"} and 0 < inference["1"] < inference["256"]
+
+
+def test_prune_from_refuses_a_dendritic_run(quick_run, tmp_path):
+    with pytest.raises(run_folder.UsageError, match="not a finished plain run"):
+        run(tmp_path, "--quick", "--no-dendrites", "--prune-from", str(quick_run["out"]), "--params", "300")
+
+
+def test_a_schedule_is_stepped_every_epoch_and_restarted_by_the_control(tmp_path):
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--optimizer", "adadelta", "--lr", "1",
+                    "--schedule", "step", "--min-epochs", "8", "--restart-at", "3", "5")
+    lrs = [r["lr"] for r in result["history"]]
+    assert lrs[:8] == pytest.approx([1, 0.7, 0.49, 1, 0.7, 1, 0.7, 0.49])  # StepLR(1, 0.7), rebuilt after 3 and 5
+    assert [r["epoch"] for r in result["restructures"]] == [3, 5]
+
+
+def test_the_control_trains_each_epoch_at_the_traced_learning_rate(tmp_path):
+    trace = [1, 1, 0.7, 0.5, 1, 0.7]
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--optimizer", "adadelta", "--lr", "1",
+                    "--schedule", "step", "--min-epochs", "8", "--restart-at", "4", "--lr-trace", *map(str, trace))
+    lrs = [r["lr"] for r in result["history"]]
+    assert lrs[:8] == pytest.approx(trace + [0.49, 0.343])  # then the schedule goes on from the last
+
+
+# ---------------------------------------------------------------- the sweep
+
+@pytest.fixture(scope="module")
+def recipe_sweep(tmp_path_factory):
+    """shrink.py on the library's MNIST recipe: the dendritic run, its plain baseline and the
+    restart control, one trial each (the control takes the baseline's), seed 1."""
+    tmp = tmp_path_factory.mktemp("shrink")
+    output = sweep_here(tmp, "--budgets", "1000", "--trials", "1", "--methods", "dendritic-mnist", "plain-mnist",
+                        "restarts-mnist", script="shrink")
+    url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
+
+    def records(method, stage="seeds"):
+        return sweep.records(sweep.open_study(url, f"shrink-digits-net-b1000-{method}-{stage}"))
+    return {"tmp": tmp, "output": output, "records": records}
+
+
+def history(record):
+    return json.loads((run_folder.Path(record["run"]) / "results.json").read_text())
+
+
+def test_the_restart_control_restarts_at_its_dendritic_runs_epochs(recipe_sweep):
+    dendritic, = recipe_sweep["records"]("dendritic-mnist")
+    control, = recipe_sweep["records"]("restarts-mnist")
+    assert dendritic["restarts"], "the dendritic run never restructured: nothing to control for"
+    control_run = history(control)
+    assert [r["epoch"] for r in control_run["restructures"]] == dendritic["restarts"]
+    assert control_run["settings"]["restart_at"] == dendritic["restarts"]
+    assert control["min_epochs"] == dendritic["epochs"] <= control["epochs"]
+    # Every epoch the dendritic run trained, the control trained at its learning rate.
+    lrs = [r["lr"] for r in control_run["history"]]
+    assert lrs[:len(dendritic["lrs"])] == dendritic["lrs"] and 1.0 in dendritic["lrs"][1:]
+
+
+def test_every_method_has_the_budget_and_the_recipe(recipe_sweep):
+    for method in ("dendritic-mnist", "plain-mnist", "restarts-mnist"):
+        record, = recipe_sweep["records"](method)
+        settings = history(record)["settings"]
+        assert (settings["optimizer"], settings["lr"], settings["schedule"]) == ("adadelta", 1.0, "step")
+        if record["dendrite_sets"] or method != "dendritic-mnist":  # a dendritic run that kept no set has half
+            assert within_budget(record["params"], 1000)
+    plain, = recipe_sweep["records"]("plain-mnist")
+    control, = recipe_sweep["records"]("restarts-mnist")
+    assert plain["hp"] == control["hp"]  # the control takes its baseline's configuration
+
+
+def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
+    for method in ("dendritic-mnist", "plain-mnist"):
+        trials = recipe_sweep["records"](method, "search")
+        assert len(trials) == 1 and all("test_acc" not in r for r in trials)
+    report = (recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md").read_text()
+    assert all(f"| 1,000 | {m} |" in report for m in ("dendritic-mnist", "plain-mnist", "restarts-mnist"))
+
+
+def test_report_only_reproduces_the_report(recipe_sweep):
+    path = recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md"
+    before = path.read_text()
+    output = sweep_here(recipe_sweep["tmp"], "--report-only", "--budgets", "1000", "--trials", "1", script="shrink")
+    assert "=== " not in output  # nothing trained
+    assert path.read_text() == before
+
+
+# ---------------------------------------------------------------- resume with a schedule
+
+def test_a_scheduled_run_stopped_before_its_end_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """The library's reload also forgets its learning-rate search's state: with a schedule, a
+    run stopped the epoch before the tracker ends it would run on past that end."""
+    flags = ["--quick", "--schedule", "plateau"]
+    whole, _ = run(tmp_path, *flags, out="whole")
+    last = whole["final"]["epochs"] - 1
+    save_epoch = run_folder.RunFolder.save_epoch
+
+    def save_then_stop(self, row, *args):
+        save_epoch(self, row, *args)
+        if row["epoch"] == last:
+            signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
+    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
+    with pytest.raises(run_folder.Interrupted):
+        run(tmp_path, *flags)
+    monkeypatch.undo()
+    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+    assert [(r["epoch"], r["val_acc"]) for r in resumed["history"]] == [
+        (r["epoch"], r["val_acc"]) for r in whole["history"]]
+    assert resumed["final"]["test_acc"] == whole["final"]["test_acc"]
