@@ -18,7 +18,8 @@ At each budget (parameters), each method makes a model of that size:
                        restarts a rebuilt schedule, then advances it by steps of its own)
 
 Equal tuning: every method but the controls gets the same number of TPE trials (seed 0,
-validation only); a control takes its plain recipe's choice. Then seeds 1..S of the chosen
+validation only; a recipe's plain CNN without dropout has nothing to tune, and one trial);
+a control takes its plain recipe's choice. Then seeds 1..S of the chosen
 configuration, tested. Equal budgets: each seed of a plain method trains at least as many
 epochs as the same seed of the dendritic run it is compared with. The wide model's
 training (seeds 0..S) is a cost of pruning and distillation, reported with them.
@@ -37,6 +38,8 @@ import csv
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch.nn as nn
 
 import benchmark
 import dendrites
@@ -72,7 +75,9 @@ METHODS = (
     Method("restarts-api", plain=True, recipe=API_RECIPE, paired="dendritic-api", control="plain-api"),
 )
 BY_NAME = {m.name: m for m in METHODS}
-DEFAULT_BUDGETS = {"digits": [1000, 3658, 13706, 300, 50000], "fashion-mnist": [4802, 18954]}
+# No rescnn width gives 1,000 parameters on digits (within 10 %).
+DEFAULT_BUDGETS = {("digits", "net"): [1000, 3658, 13706, 300, 50000], ("digits", "rescnn"): [3658, 13706, 300, 50000],
+                   ("fashion-mnist", "net"): [4802, 18954]}
 DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25}  # wider than the largest budget
 
 
@@ -82,7 +87,8 @@ def get_args_parser():
     p.set_defaults(epochs=100, max_dendrites=1)
     p.add_argument("--model", default="net", choices=train_phase2.MODELS)
     p.add_argument("--budgets", type=train_phase2.positive(int), nargs="+", default=None,
-                   help="parameter budgets (default: digits 1000 3658 13706 300 50000, fashion-mnist 4802 18954), trained in this order")
+                   help="parameter budgets, trained in this order (default: digits 1000 3658 13706 300 50000, "
+                        "with rescnn 3658 13706 300 50000; fashion-mnist 4802 18954)")
     p.add_argument("--wide", type=train_phase2.positive(float), default=None,
                    help="width of the wide plain model that is pruned and distilled from "
                         "(default: digits 2, fashion-mnist 0.25)")
@@ -95,11 +101,12 @@ def get_args_parser():
 
 # ---------------------------------------------------------------- what each method trains
 
-def suggest(trial, method):
-    """A configuration from the method's search space. Every method: dropout. This project's
-    recipe: also the learning rate, patience and schedule (none or cosine). Dendritic: what
-    the library's W&B sweep template searches. Distilled: the soft targets' weight and temperature."""
-    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])}
+def suggest(trial, method, dropout=True):
+    """A configuration from the method's search space. Every method: dropout, if the model has
+    any. This project's recipe: also the learning rate, patience and schedule (none or
+    cosine). Dendritic: what the library's W&B sweep template searches. Distilled: the soft
+    targets' weight and temperature."""
+    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} if dropout else {}
     if not method.recipe:
         hp |= {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
                "patience": trial.suggest_int("patience", 2, 6),
@@ -173,17 +180,19 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     study = open_study(args, url, study_name(args, "search", method, budget))
     if study is None or args.report_only:
         return study
-    study.set_user_attr("trials", args.trials)
+    # A recipe's plain CNN without dropout has nothing to tune: one configuration, one trial.
+    trials = 1 if method.recipe and method.plain and not args.model_has_dropout else args.trials
+    study.set_user_attr("trials", trials)
 
     def train(trial, name):
-        hp = suggest(trial, method)
+        hp = suggest(trial, method, args.model_has_dropout)
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
         cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0, "min_epochs": 1}
         record = benchmark.run_cell(args, cell, runs / study.study_name / name,
                                     flags(args, method, budget, hp, 0, wide_runs))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
-    sweep.search(study, args.trials, train, poll=min(5, args.heartbeat))
+    sweep.search(study, trials, train, poll=min(5, args.heartbeat))
     return study
 
 
@@ -288,7 +297,7 @@ def table(args, rows, wide_records):
         ms = (fmt(row["ms1"], 3), fmt(row["ms256"], 2)) if row["ms1"] else ("", "")
         lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
                      f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
-                     f"| {describe(row['hp'])} |")
+                     f"| {search.describe(row['hp'])} |")
     lines += ["", "Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
     for budget in sorted({r["budget"] for r in rows}):
         at = [r for r in rows if r["budget"] == budget]
@@ -299,11 +308,6 @@ def table(args, rows, wide_records):
         lines.append(f"- {budget:,}: **{best['method']}** {fmt(best['test_acc'])} %"
                      + (f"; within its spread: {', '.join(near)}" if near else "; no other method within its spread"))
     return "\n".join(lines) + "\n"
-
-
-def describe(hp):
-    return ", ".join(f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
-                     for key, value in hp.items())
 
 
 def plot(args, rows, path):
@@ -333,7 +337,7 @@ def write_csv(rows, path):
 
 
 def main(args):
-    args.budgets = args.budgets or DEFAULT_BUDGETS.get(args.dataset, [1000, 5000])
+    args.budgets = args.budgets or DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
     args.wide = args.wide or DEFAULT_WIDE.get(args.dataset, 0.25)
     results_dir = (Path(args.results) / args.dataset).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +345,7 @@ def main(args):
     runs = Path(args.runs) / args.dataset
     splits = train_phase2.load_splits(args.dataset, args.data_dir, args.quick)
     shape = train_phase2.data_shape(splits)
+    args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in train_phase2.MODELS[args.model](**shape).modules())
 
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
     wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])
