@@ -135,6 +135,8 @@ def test_every_method_has_the_budget_and_the_recipe(recipe_sweep):
     plain, = recipe_sweep["records"]("plain-mnist")
     control, = recipe_sweep["records"]("restarts-mnist")
     assert plain["hp"] == control["hp"]  # the control takes its baseline's configuration
+    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", control["run"]]))
+    assert evaluated["test_acc"] == control["test_acc"]  # its exported model reproduces it
 
 
 def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
