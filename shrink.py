@@ -298,6 +298,14 @@ def table(args, rows, wide_records):
         lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
                      f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
                      f"| {search.describe(row['hp'])} |")
+    budgets = sorted({r["budget"] for r in rows})
+    cell = {(r["method"], r["budget"]): r for r in rows}
+    lines += ["", "Test accuracy % by budget (mean ± std over seeds):", "",
+              "| method | " + " | ".join(f"{b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name in dict.fromkeys(m.name for m in METHODS):
+        if any((name, b) in cell for b in budgets):
+            lines.append(f"| {name} | " + " | ".join(fmt(cell[(name, b)]["test_acc"]) if (name, b) in cell else ""
+                                                    for b in budgets) + " |")
     lines += ["", "Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
     for budget in sorted({r["budget"] for r in rows}):
         at = [r for r in rows if r["budget"] == budget]
@@ -311,15 +319,35 @@ def table(args, rows, wide_records):
 
 
 def plot(args, rows, path):
-    fig, ax = benchmark.new_figure()
-    styles = {m.name: (f"C{i % 10}", "osd^v<>ph*"[i]) for i, m in enumerate(METHODS)}
-    for name in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((statistics.fmean(r["params"]), statistics.fmean(r["test_acc"]),
-                      statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0) for r in rows if r["method"] == name)
-        color, marker = styles[name]
-        ax.errorbar(*zip(*pts), fmt=marker + "-", color=color, capsize=3, label=name, alpha=0.85)
-    benchmark.save_figure(fig, ax, path, "parameters (log scale)", "test accuracy % (mean ± std over seeds)",
-                          f"Shrinking a CNN on {args.dataset} ({args.model}): every method at each budget")
+    """Test accuracy against parameters, every method with error bars: all budgets on the
+    left, the budgets where every method is above chance on the right, zoomed in."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    budgets = sorted({r["budget"] for r in rows})
+    zoomed = [b for b in budgets if b > budgets[0]] or budgets
+    for ax, shown in zip(axes, (budgets, zoomed)):
+        for i, name in enumerate(dict.fromkeys(m.name for m in METHODS)):
+            pts = sorted((statistics.fmean(r["params"]), statistics.fmean(r["test_acc"]),
+                          statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0)
+                         for r in rows if r["method"] == name and r["budget"] in shown)
+            if pts:
+                style = "--" if name.startswith("dendritic") else ":" if name.startswith("restarts") else "-"
+                ax.errorbar(*zip(*pts), fmt="o" + style, color=f"C{i}", capsize=3, label=name, alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("test accuracy % (mean ± std over seeds)")
+    axes[0].set_title("every budget")
+    axes[1].set_title(f"budgets from {zoomed[0]:,} (zoomed)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Shrinking a CNN on {args.dataset} ({args.model}): each method at each budget "
+                 "(dashed: dendrites; dotted: restart controls)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_csv(rows, path):
