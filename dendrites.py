@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from recipes import Recipe
+
 with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
     from perforatedai import globals_perforatedai as GPA
     from perforatedai import utils_perforatedai as UPA
@@ -146,8 +148,8 @@ class Tracker:
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
-    def __init__(self, save_name, patience, max_dendrites, recipe, capacity_test=False, graph_every_epoch=False,
-                 **library_settings):
+    def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
+                 graph_every_epoch=False, **library_settings):
         configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none", **library_settings)
         self.save_name, self.recipe = save_name, recipe
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s

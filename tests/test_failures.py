@@ -16,6 +16,7 @@ import dendrites
 import run_folder
 import train_phase2
 from model import Net
+from recipes import Recipe
 from conftest import ROOT, refuse_network, run
 from test_data import make_fashion
 
@@ -30,7 +31,7 @@ def files(folder):
 
 def metrics(result):
     """What must be identical between two runs of the same seed: everything but the clock."""
-    final = {k: v for k, v in result["final"].items() if k not in ("wall_seconds", "timing_seconds")}
+    final = {k: v for k, v in result["final"].items() if k not in ("wall_seconds", "timing_seconds", "inference_ms")}
     return [{k: row[k] for k in METRICS} for row in result["history"]], result["restructures"], final
 
 
@@ -314,7 +315,7 @@ def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path,
     tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=1)
     model = tracker.convert(BatchNormCNN())
     assert tracker.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
-    optimizer = tracker.new_optimizer(model, 1e-3)
+    optimizer = tracker.new_optimizer(model)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     kinds = []
     for epoch in range(1, 5):  # a flat validation score makes the tracker switch
@@ -327,7 +328,7 @@ def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path,
         if step.restructure:
             kinds.append(step.restructure.kind)
             if not step.complete:
-                optimizer = tracker.new_optimizer(model, 1e-3)
+                optimizer = tracker.new_optimizer(model)
         if step.complete:
             break
     assert kinds[0] == "dendrites added" and tracker.dendrite_sets() >= 1
@@ -363,10 +364,21 @@ def test_library_settings_reach_the_library(tmp_path, monkeypatch):
     pc = dendrites.GPA.pc
     assert pc.get_improvement_threshold() == 0.01  # the entry for no dendrite set added yet
     assert pc.get_candidate_weight_initialization_multiplier() == 0.1
+    assert pc.get_find_best_lr() is False  # no schedule: its learning-rate search cannot work
     assert pc.get_pai_forward_function() is torch.tanh
     dendrites.Tracker("PAI2", 4, 2).convert(Net(1, 8, 10, 0.125))  # the next run: the defaults again
     assert dendrites.GPA.pc.get_improvement_threshold() == 0.001
     assert dendrites.GPA.pc.get_pai_forward_function() is torch.sigmoid
+
+
+def test_a_schedule_reaches_the_library_with_its_learning_rate_search_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracker = dendrites.Tracker("PAI", 4, 1, Recipe("adadelta", 1.0, "step"))
+    model = tracker.convert(Net(1, 8, 10, 0.125))
+    optimizer = tracker.new_optimizer(model)
+    assert isinstance(optimizer, torch.optim.Adadelta) and optimizer.param_groups[0]["lr"] == 1.0
+    assert isinstance(tracker.scheduler, torch.optim.lr_scheduler.StepLR)
+    assert dendrites.GPA.pc.get_find_best_lr() is True  # the library's default, where a schedule allows
 
 
 def test_misspelt_library_setting_raises():
