@@ -157,12 +157,16 @@ def test_report_only_reproduces_the_report(recipe_sweep):
 
 # ---------------------------------------------------------------- resume with a schedule
 
-def test_a_scheduled_run_stopped_before_its_end_resumes_to_the_same_result(tmp_path, monkeypatch):
-    """The library's reload also forgets its learning-rate search's state: with a schedule, a
-    run stopped the epoch before the tracker ends it would run on past that end."""
-    flags = ["--quick", "--schedule", "plateau"]
+@pytest.mark.parametrize("flags, stop", [
+    # The library's reload also forgets its learning-rate search's state: a dendritic run
+    # stopped the epoch before the tracker ends it would run on past that end.
+    (["--schedule", "plateau"], -1),
+    # A plain run's schedule is part of its checkpoint: cosine would start over.
+    (["--no-dendrites", "--schedule", "cosine", "--epochs", "12", "--min-epochs", "12"], 4)])
+def test_a_scheduled_run_stopped_then_resumed_gives_the_same_result(tmp_path, monkeypatch, flags, stop):
+    flags = ["--quick", *flags]
     whole, _ = run(tmp_path, *flags, out="whole")
-    last = whole["final"]["epochs"] - 1
+    last = stop if stop > 0 else whole["final"]["epochs"] + stop
     save_epoch = run_folder.RunFolder.save_epoch
 
     def save_then_stop(self, row, *args):
@@ -174,6 +178,6 @@ def test_a_scheduled_run_stopped_before_its_end_resumes_to_the_same_result(tmp_p
         run(tmp_path, *flags)
     monkeypatch.undo()
     resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
-    assert [(r["epoch"], r["val_acc"]) for r in resumed["history"]] == [
-        (r["epoch"], r["val_acc"]) for r in whole["history"]]
+    assert [(r["epoch"], r["lr"], r["val_acc"]) for r in resumed["history"]] == [
+        (r["epoch"], r["lr"], r["val_acc"]) for r in whole["history"]]
     assert resumed["final"]["test_acc"] == whole["final"]["test_acc"]
