@@ -47,6 +47,7 @@ import search
 import sweep
 import train_phase2
 from model import count_parameters, width_for_params
+from run_folder import UsageError
 
 MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
 API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
@@ -364,7 +365,17 @@ def write_csv(rows, path):
                              round(statistics.fmean(r["minutes"]), 3), round(r["wide_minutes"], 3)])
 
 
+def check_methods(names):
+    """A paired method needs its dendritic run (its epochs), a control its plain recipe too."""
+    for name in names:
+        needed = [other for other in (BY_NAME[name].paired, BY_NAME[name].control) if other and other not in names]
+        if needed:
+            raise UsageError(f"--methods {name} needs {' and '.join(needed)} as well: "
+                             f"{name}'s runs are paired with theirs")
+
+
 def main(args):
+    check_methods(args.methods)
     args.budgets = args.budgets or DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
     args.wide = args.wide or DEFAULT_WIDE.get(args.dataset, 0.25)
     results_dir = (Path(args.results) / args.dataset).resolve()

@@ -147,6 +147,12 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
     assert all(f"| 1,000 | {m} |" in report for m in ("dendritic-mnist", "plain-mnist", "restarts-mnist"))
 
 
+def test_a_method_without_the_runs_it_pairs_with_is_refused():
+    with pytest.raises(run_folder.UsageError, match="restarts-api needs dendritic-api and plain-api as well"):
+        shrink.check_methods(["restarts-api"])
+    shrink.check_methods([m.name for m in shrink.METHODS])  # every method: nothing missing
+
+
 def test_report_only_reproduces_the_report(recipe_sweep):
     path = recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md"
     before = path.read_text()
