@@ -310,6 +310,11 @@ def table(args, rows, wide_records):
     lines += ["", "Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
     for budget in sorted({r["budget"] for r in rows}):
         at = [r for r in rows if r["budget"] == budget]
+        complete = [r for r in at if r["n"] == args.seeds]
+        if len(complete) < len(args.methods):  # a sweep still running: no verdict from part of it
+            lines.append(f"- {budget:,}: not all in yet ({len(complete)} of {len(args.methods)} methods with "
+                         f"all {args.seeds} seeds); no verdict")
+            continue
         best = max(at, key=lambda r: statistics.fmean(r["test_acc"]))
         spread = statistics.stdev(best["test_acc"]) if len(best["test_acc"]) > 1 else 0.0
         near = [r["method"] for r in at if r is not best
