@@ -153,6 +153,12 @@ def test_a_method_without_the_runs_it_pairs_with_is_refused():
     shrink.check_methods([m.name for m in shrink.METHODS])  # every method: nothing missing
 
 
+def test_a_budget_a_method_cannot_meet_is_refused_before_training(tmp_path):
+    with pytest.raises(run_folder.UsageError, match="--budgets 300: dendritic cannot have 300 parameters with rescnn"):
+        sweep_here(tmp_path, "--model", "rescnn", "--budgets", "300", script="shrink")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_report_only_reproduces_the_report(recipe_sweep):
     path = recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md"
     before = path.read_text()
