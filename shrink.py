@@ -313,7 +313,7 @@ def table(args, rows, wide_records):
         complete = [r for r in at if r["n"] == args.seeds]
         if len(complete) < len(args.methods):  # a sweep still running: no verdict from part of it
             lines.append(f"- {budget:,}: not all in yet ({len(complete)} of {len(args.methods)} methods with "
-                         f"all {args.seeds} seeds); no verdict")
+                         "every seed); no verdict")
             continue
         best = max(at, key=lambda r: statistics.fmean(r["test_acc"]))
         spread = statistics.stdev(best["test_acc"]) if len(best["test_acc"]) > 1 else 0.0

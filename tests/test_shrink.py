@@ -17,6 +17,7 @@ from conftest import run, sweep_here
 from model import MODELS, Net, count_parameters, width_for_params
 
 DIGITS = dict(in_channels=1, image_size=8, num_classes=10)
+RECIPE_METHODS = ("dendritic-mnist", "plain-mnist", "restarts-mnist")
 
 
 def within_budget(params, budget):
@@ -99,8 +100,7 @@ def recipe_sweep(tmp_path_factory):
     """shrink.py on the library's MNIST recipe: the dendritic run, its plain baseline and the
     restart control, one trial each (the control takes the baseline's), seed 1."""
     tmp = tmp_path_factory.mktemp("shrink")
-    output = sweep_here(tmp, "--budgets", "1000", "--trials", "1", "--methods", "dendritic-mnist", "plain-mnist",
-                        "restarts-mnist", script="shrink")
+    output = sweep_here(tmp, "--budgets", "1000", "--trials", "1", "--methods", *RECIPE_METHODS, script="shrink")
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
 
     def records(method, stage="seeds"):
@@ -162,7 +162,8 @@ def test_a_budget_a_method_cannot_meet_is_refused_before_training(tmp_path):
 def test_report_only_reproduces_the_report(recipe_sweep):
     path = recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md"
     before = path.read_text()
-    output = sweep_here(recipe_sweep["tmp"], "--report-only", "--budgets", "1000", "--trials", "1", script="shrink")
+    output = sweep_here(recipe_sweep["tmp"], "--report-only", "--budgets", "1000", "--trials", "1", "--methods",
+                        *RECIPE_METHODS, script="shrink")
     assert "=== " not in output  # nothing trained
     assert path.read_text() == before
 
