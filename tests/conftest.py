@@ -30,6 +30,26 @@ def captured_run(tmp, *flags):
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
 
 
+def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
+    """A run of `flags` stopped by SIGINT right after `epoch` is saved, then --resume'd;
+    returns the resumed run's result."""
+    import signal
+
+    import run_folder
+
+    save_epoch = run_folder.RunFolder.save_epoch
+
+    def save_then_stop(self, row, *args):
+        save_epoch(self, row, *args)
+        if row["epoch"] == epoch:
+            signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
+    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
+    with pytest.raises(run_folder.Interrupted):
+        run(tmp_path, *flags)
+    monkeypatch.undo()
+    return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """One real dendritic --quick run on digits, shared by the tests that only read it."""

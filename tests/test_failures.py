@@ -17,7 +17,7 @@ import run_folder
 import train_phase2
 from model import Net
 from recipes import Recipe
-from conftest import ROOT, refuse_network, run
+from conftest import ROOT, refuse_network, run, stopped_then_resumed
 from test_data import make_fashion
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "params", "dendrite_sets", "best")
@@ -271,17 +271,7 @@ def test_a_run_stopped_at_its_restructure_epoch_resumes_to_the_same_result(quick
     """Right after a restructure the library's latest.pt still holds the model before it, and
     its reload forgets the current best score: the resume must replay that epoch exactly."""
     first = quick_run["result"]["restructures"][0]["epoch"]
-    save_epoch = run_folder.RunFolder.save_epoch
-
-    def save_then_stop(self, row, *args):
-        save_epoch(self, row, *args)
-        if row["epoch"] == first:
-            signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
-    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
-    with pytest.raises(run_folder.Interrupted):
-        run(tmp_path, "--quick")
-    monkeypatch.undo()
-    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+    resumed = stopped_then_resumed(tmp_path, monkeypatch, first, "--quick")
     assert metrics(resumed) == metrics(quick_run["result"])
 
 

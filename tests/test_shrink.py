@@ -2,7 +2,6 @@
 a plain CNN at a parameter budget, a pruned wide CNN, the library's recipes with their
 restart control, and the sweep that pairs them."""
 import json
-import signal
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import run_folder
 import shrink
 import sweep
 import train_phase2
-from conftest import run, sweep_here
+from conftest import run, stopped_then_resumed, sweep_here
 from model import MODELS, Net, count_parameters, width_for_params
 
 DIGITS = dict(in_channels=1, image_size=8, num_classes=10)
@@ -180,17 +179,7 @@ def test_a_scheduled_run_stopped_then_resumed_gives_the_same_result(tmp_path, mo
     flags = ["--quick", *flags]
     whole, _ = run(tmp_path, *flags, out="whole")
     last = stop if stop > 0 else whole["final"]["epochs"] + stop
-    save_epoch = run_folder.RunFolder.save_epoch
-
-    def save_then_stop(self, row, *args):
-        save_epoch(self, row, *args)
-        if row["epoch"] == last:
-            signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
-    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
-    with pytest.raises(run_folder.Interrupted):
-        run(tmp_path, *flags)
-    monkeypatch.undo()
-    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+    resumed = stopped_then_resumed(tmp_path, monkeypatch, last, *flags)
     assert [(r["epoch"], r["lr"], r["val_acc"]) for r in resumed["history"]] == [
         (r["epoch"], r["lr"], r["val_acc"]) for r in whole["history"]]
     assert resumed["final"]["test_acc"] == whole["final"]["test_acc"]
