@@ -22,6 +22,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from run_folder import Interrupted
+
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # the workers print their own progress; errors are raised
 
 RETRIES = 3  # a cell whose worker vanished this many times is given up (it is failing for a reason)
@@ -147,16 +149,22 @@ def search(study, n_trials, train, poll=5):
     finished ones, whichever workers trained them.
 
     train(trial, name) -> (objective value or values, record): `trial` suggests the
-    hyperparameters; `name` names the run folder, kept by the retry of a vanished
-    worker's trial so that it continues there."""
+    hyperparameters; `name` names the run folder, kept by the retry of a stopped or vanished
+    worker's trial so that it continues there with the same hyperparameters."""
     def objective(trial):
         me = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-        first = me.system_attrs.get("failed_trial")  # set on the retry of a vanished worker's trial
+        # set on the retry of a vanished worker's trial (by Optuna) or of a stopped one (below)
+        first = me.system_attrs.get("failed_trial", me.user_attrs.get("continues"))
         if first is None and trials_before(study, trial.number) >= n_trials:
             # another worker started the last one between our look and our ask: the same count for every study
             trial.set_user_attr("skipped", "the study has its trials")
             raise optuna.TrialPruned()
-        values, record = train(trial, f"trial{trial.number if first is None else first}")
+        first = trial.number if first is None else first
+        try:
+            values, record = train(trial, f"trial{first}")
+        except (Interrupted, KeyboardInterrupt):  # stopped: the next worker continues it, not a new one
+            study.enqueue_trial(trial.params, user_attrs={"continues": first})
+            raise
         trial.set_user_attr("record", record)
         return values
 

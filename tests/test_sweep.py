@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 import benchmark
 import search
 import sweep
+from run_folder import Interrupted
 from conftest import finish, study_of, sweep_here, sweep_worker
 
 
@@ -203,3 +204,27 @@ def test_a_search_counts_the_trials_made_before_a_new_one(tmp_path):
     sweep.add_record(study, {"n": 3}, {"val_acc": 1.0}, 1.0)        # trial 3: finished
     assert running.number == 1
     assert [sweep.trials_before(study, n) for n in (0, 1, 2, 3, 4)] == [0, 1, 2, 2, 3]
+
+
+def test_a_stopped_search_trial_is_continued_with_its_hyperparameters_in_its_folder(tmp_path):
+    """A stop (Ctrl-C, SIGTERM) mid-trial: the next worker continues that trial rather than
+    drawing a new configuration, so the stopped epochs are kept and the trial count stays exact."""
+    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "stopped")
+    trained = []
+
+    def train(trial, name, stop_at=None):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if name == stop_at:
+            raise Interrupted(signal.SIGTERM)
+        trained.append((name, x))
+        return x, {"x": x}
+
+    with pytest.raises(Interrupted):
+        sweep.search(study, 3, lambda trial, name: train(trial, name, stop_at="trial1"), poll=0.1)
+    stopped = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
+    sweep.search(study, 3, train, poll=0.1)  # the next worker
+
+    # trial 2 continued trial 1 in its folder; trial 3 is the third configuration
+    assert [name for name, _ in trained] == ["trial0", "trial1", "trial3"]
+    assert trained[1][1] == stopped.params["x"]  # the stopped trial's configuration, not a new draw
+    assert len(sweep.records(study)) == 3
