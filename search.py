@@ -8,6 +8,7 @@ validation accuracy against parameters: the report is each method's Pareto front
 
     python search.py --widths 0.125 --trials 20              # digits: 2 methods x 20 trials, then 3 seeds each
     python search.py --pareto --widths 0.0625 0.5 --trials 30
+    python search.py --dataset fashion-mnist --methods plain --widths 0.25 --trials 4 --epochs 60
     python search.py --report-only
 
 Like benchmark.py, it runs as one worker of a study that any number of workers share
@@ -31,22 +32,32 @@ def get_args_parser():
     p.add_argument("--pareto", action="store_true",
                    help="search the width too (between the smallest and largest --widths) and report the "
                         "front of validation accuracy against parameters")
+    p.add_argument("--methods", nargs="+", default=list(benchmark.METHODS), choices=benchmark.METHODS,
+                   metavar="METHOD", help=f"which methods to search ({', '.join(benchmark.METHODS)})")
     return p
 
 
 def suggest(trial, method):
-    """A configuration of the method: its training settings, and for dendrites the library's
-    settings that its own W&B sweep template searches."""
-    hp = {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-          "dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5]),
-          "patience": trial.suggest_int("patience", 2, 6)}
+    """A configuration of the method: its training settings, and for dendrites how many sets."""
+    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} | suggest_recipe(trial)
     if method == "dendritic":
-        hp |= {"max_dendrites": trial.suggest_int("max_dendrites", 1, 4),
-               "improvement_threshold": trial.suggest_categorical(
-                   "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
-               "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
-               "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
+        hp |= {"max_dendrites": trial.suggest_int("max_dendrites", 1, 4)} | suggest_dendrites(trial)
     return hp
+
+
+def suggest_recipe(trial):
+    """This project's training recipe: Adam's learning rate, the patience, the schedule."""
+    return {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+            "patience": trial.suggest_int("patience", 2, 6),
+            "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
+
+
+def suggest_dendrites(trial):
+    """The library's settings that its own W&B sweep template searches."""
+    return {"improvement_threshold": trial.suggest_categorical(
+                "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
+            "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
+            "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
 
 
 def flags(hp):
@@ -175,7 +186,7 @@ def main(args):
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     runs = Path(args.runs) / args.dataset
     if args.pareto:
-        studies = {m: search_method(args, url, m, None, runs) for m in benchmark.METHODS}
+        studies = {m: search_method(args, url, m, None, runs) for m in args.methods}
         studies = {m: study for m, study in studies.items() if study is not None}
         fronts = {m: pareto_front(searched(s)) for m, s in studies.items()}
         report = pareto_table(args, fronts)
@@ -183,7 +194,7 @@ def main(args):
     else:
         results = {}
         for width in args.widths:
-            for method in benchmark.METHODS:
+            for method in args.methods:
                 study = search_method(args, url, method, width, runs)
                 if study is not None and sweep.finished(study):
                     results[(width, method)] = (best_of(study), len(searched(study)),

@@ -108,15 +108,8 @@ def suggest(trial, method, dropout=True):
     cosine). Dendritic: what the library's W&B sweep template searches. Distilled: the soft
     targets' weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} if dropout else {}
-    if not method.recipe:
-        hp |= {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-               "patience": trial.suggest_int("patience", 2, 6),
-               "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
-    if not method.plain:
-        hp |= {"improvement_threshold": trial.suggest_categorical(
-                   "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
-               "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
-               "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
+    hp |= {} if method.recipe else search.suggest_recipe(trial)
+    hp |= {} if method.plain else search.suggest_dendrites(trial)
     if method.wide == "--teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
                "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
