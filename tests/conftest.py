@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# One torch thread per test process, and the processes it starts: the tests' tiny models gain
+# nothing from a second thread, and pytest-xdist (-n auto, in pytest.ini) runs one process per core.
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 import train_phase2  # noqa: E402
 
@@ -153,12 +161,32 @@ def study_of(tmp, url=None):
     return sweep.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
 
 
+def built_once(tmp_path_factory, name, build):
+    """The folder `name`, made by build(folder) once for the whole test session: pytest-xdist
+    runs the tests in several processes, and each would otherwise train its own copy of a
+    session fixture. The tests only read it (or copy it to change it)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, shared by its worker processes
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (root / f"{name}.built").exists():
+            if folder.exists():
+                shutil.rmtree(folder)  # left by a process whose build failed
+            folder.mkdir()
+            (folder / "output.txt").write_text(build(folder))
+            (root / f"{name}.built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory):
     """The tiny grid (widths 0.25 and 0.125, seed 1, both methods) swept by a single worker."""
     import sweep
 
-    tmp = tmp_path_factory.mktemp("tiny_sweep")
-    output = sweep_here(tmp, "--widths", "0.25", "0.125")
-    return {"tmp": tmp, "results": tmp / "results" / "digits", "output": output,
+    tmp = built_once(tmp_path_factory, "tiny_sweep", lambda folder: sweep_here(folder, "--widths", "0.25", "0.125"))
+    return {"tmp": tmp, "results": tmp / "results" / "digits", "output": (tmp / "output.txt").read_text(),
             "records": sweep.records(study_of(tmp))}
+

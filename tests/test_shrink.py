@@ -12,7 +12,7 @@ import run_folder
 import shrink
 import sweep
 import train_phase2
-from conftest import run, stopped_then_resumed, sweep_here
+from conftest import built_once, run, stopped_then_resumed, sweep_here
 from model import MODELS, Net, count_parameters, width_for_params
 
 DIGITS = dict(in_channels=1, image_size=8, num_classes=10)
@@ -94,12 +94,13 @@ def test_the_control_trains_each_epoch_at_the_traced_learning_rate(tmp_path):
 
 # ---------------------------------------------------------------- the sweep
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def recipe_sweep(tmp_path_factory):
     """shrink.py on the library's MNIST recipe: the dendritic run, its plain baseline and the
     restart control, one trial each (the control takes the baseline's), seed 1."""
-    tmp = tmp_path_factory.mktemp("shrink")
-    output = sweep_here(tmp, "--budgets", "1000", "--trials", "1", "--methods", *RECIPE_METHODS, script="shrink")
+    tmp = built_once(tmp_path_factory, "recipe_sweep", lambda folder: sweep_here(
+        folder, "--budgets", "1000", "--trials", "1", "--methods", *RECIPE_METHODS, script="shrink"))
+    output = (tmp / "output.txt").read_text()
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
 
     def records(method, stage="seeds"):
