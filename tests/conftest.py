@@ -189,4 +189,3 @@ def tiny_sweep(tmp_path_factory):
     tmp = built_once(tmp_path_factory, "tiny_sweep", lambda folder: sweep_here(folder, "--widths", "0.25", "0.125"))
     return {"tmp": tmp, "results": tmp / "results" / "digits", "output": (tmp / "output.txt").read_text(),
             "records": sweep.records(study_of(tmp))}
-
