@@ -51,10 +51,10 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
         save_epoch(self, row, *args)
         if row["epoch"] == epoch:
             signal.raise_signal(signal.SIGINT)  # held until the epoch is safely saved
-    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
-    with pytest.raises(run_folder.Interrupted):
-        run(tmp_path, *flags)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # undoes this patch only, not the caller's
+        patch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
+        with pytest.raises(run_folder.Interrupted):
+            run(tmp_path, *flags)
     return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
 
 

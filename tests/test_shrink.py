@@ -1,14 +1,17 @@
 """The ways of shrinking a CNN that shrink.py compares, each trained for real on tiny data:
 a plain CNN at a parameter budget, a pruned wide CNN, the library's recipes with their
 restart control, and the sweep that pairs them."""
+import copy
 import json
 
+import optuna
 import pytest
 import torch
 
 import dendrites
 import pruning
 import run_folder
+import search
 import shrink
 import sweep
 import train_phase2
@@ -184,3 +187,43 @@ def test_a_scheduled_run_stopped_then_resumed_gives_the_same_result(tmp_path, mo
     assert [(r["epoch"], r["lr"], r["val_acc"]) for r in resumed["history"]] == [
         (r["epoch"], r["lr"], r["val_acc"]) for r in whole["history"]]
     assert resumed["final"]["test_acc"] == whole["final"]["test_acc"]
+
+
+def test_a_run_resumed_in_the_librarys_learning_rate_search_continues_that_search(tmp_path, monkeypatch):
+    """With a schedule, after adding dendrites the tracker searches how many of the schedule's
+    steps to skip, epoch by epoch. Its reload forgets where that search was; the resumed
+    tracker must hold exactly the state the stopped one had, not only give the same history."""
+    flags = ["--quick", *shrink.MNIST_RECIPE]
+    whole, _ = run(tmp_path, *flags, out="whole")
+    # The search reloads the model as it goes (those epochs a resume replays); stop after its last reload.
+    stop = max(r["epoch"] for r in whole["restructures"] if r["kind"] == "reloaded") + 1
+
+    def tracker_state():
+        return {key: copy.deepcopy(value) for key, value in dendrites.GPA.pai_tracker.member_vars.items()
+                if isinstance(value, (bool, int, float, str, list, type(None)))}
+    states = {}
+    save_epoch, resume = run_folder.RunFolder.save_epoch, dendrites.Tracker.resume
+
+    def save_and_note(self, row, *args):
+        save_epoch(self, row, *args)
+        if row["epoch"] == stop:
+            states["stopped"] = tracker_state()
+
+    def resume_and_note(self, *args):
+        model = resume(self, *args)
+        states["resumed"] = tracker_state()
+        return model
+    monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_and_note)
+    monkeypatch.setattr(dendrites.Tracker, "resume", resume_and_note)
+    resumed = stopped_then_resumed(tmp_path, monkeypatch, stop, *flags)
+    assert states["stopped"]["current_step_count"] > 0  # mid-search: there is a state to lose
+    # Every value the stopped tracker held (its optimizer and scheduler objects are rebuilt, not compared)
+    assert {key: states["resumed"].get(key) for key in states["stopped"]} == states["stopped"]
+    assert [(r["epoch"], r["lr"], r["val_acc"]) for r in resumed["history"]] == [
+        (r["epoch"], r["lr"], r["val_acc"]) for r in whole["history"]]
+
+
+def test_the_recipe_search_draws_every_schedule():
+    trial = optuna.create_study().ask()
+    search.suggest_recipe(trial)
+    assert trial.distributions["schedule"].choices == ("none", "cosine")
