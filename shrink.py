@@ -372,6 +372,20 @@ def check_methods(names):
                              f"{name}'s runs are paired with theirs")
 
 
+def data_shape_checked(args):
+    """The data's shape, once every method is known to meet every budget (a budget some method
+    cannot meet fails now, not mid-sweep)."""
+    shape = train_phase2.data_shape(train_phase2.load_splits(args.dataset, args.data_dir, args.quick))
+    for budget in args.budgets:
+        for name in args.methods:
+            try:
+                width_for(args, BY_NAME[name], budget, shape)
+            except ValueError as e:
+                raise UsageError(f"--budgets {budget}: {name} cannot have {budget:,} parameters with "
+                                 f"{args.model}: {e}") from None
+    return shape
+
+
 def main(args):
     check_methods(args.methods)
     args.budgets = args.budgets or DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
@@ -380,16 +394,10 @@ def main(args):
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     runs = Path(args.runs) / args.dataset
-    splits = train_phase2.load_splits(args.dataset, args.data_dir, args.quick)
-    shape = train_phase2.data_shape(splits)
-    for budget in args.budgets:  # a budget some method cannot meet fails now, not mid-sweep
-        for name in args.methods:
-            try:
-                width_for(args, BY_NAME[name], budget, shape)
-            except ValueError as e:
-                raise UsageError(f"--budgets {budget}: {name} cannot have {budget:,} parameters with "
-                                 f"{args.model}: {e}") from None
-    args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in train_phase2.MODELS[args.model](**shape).modules())
+    shape = None if args.report_only else data_shape_checked(args)  # a report reads the records only
+    # Whether the model has dropout to tune does not depend on the data's shape.
+    model = train_phase2.MODELS[args.model](**(shape or dict(in_channels=1, image_size=8, num_classes=10)))
+    args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
 
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
     wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])

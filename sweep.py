@@ -12,6 +12,7 @@ Optuna's journal file needs no server either, but it has no heartbeat, so a kill
 cell would stay "running" for ever.
 """
 
+import functools
 import json
 import os
 import socket
@@ -42,30 +43,36 @@ def quietly():
     return warnings.catch_warnings(action="ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_study(url, name, heartbeat=30, directions=("maximize",)):
-    """The study `name` in the storage at `url`, created on first use. A running trial
-    whose heartbeat (every `heartbeat` seconds) is 3 beats late is failed and retried."""
+@functools.cache
+def storage(url, heartbeat=30):
+    """The storage at `url`, opened once per process (opening checks the schema: a third of a
+    second each time, for every study a report reads). A running trial whose heartbeat (every
+    `heartbeat` seconds) is 3 beats late is failed and retried."""
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # wait on a busy file
     for attempt in range(5):
         try:
             with quietly():
-                storage = optuna.storages.RDBStorage(
+                return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(RETRIES))
-            break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             if attempt == 4:  # not a race with another worker creating the same new storage
                 raise StorageError(f"cannot open the storage {url}: {first_line(e)}") from None
             time.sleep(1 + attempt)
         except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as e:  # a malformed URL, a missing driver
             raise StorageError(f"cannot open the storage {url}: {first_line(e)}") from None
-    return optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
 
+
+def open_study(url, name, heartbeat=30, directions=("maximize",), sampler=None):
+    """The study `name` in the storage at `url`, created on first use; `sampler` draws its
+    search trials (default: TPE)."""
+    return optuna.create_study(storage=storage(url, heartbeat), study_name=name, directions=list(directions),
+                               sampler=sampler, load_if_exists=True)
 
 
 def study_exists(url, name):
     with quietly():
-        return name in optuna.get_all_study_names(url)
+        return name in optuna.get_all_study_names(storage(url))
 
 
 def same(a, b):
@@ -145,7 +152,7 @@ def trials_before(study, number):
 
 
 def search(study, n_trials, train, poll=5):
-    """Let the study's sampler (TPE) choose and train trials until it holds n_trials
+    """Let the study's sampler choose and train trials until it holds n_trials
     finished ones, whichever workers trained them.
 
     train(trial, name) -> (objective value or values, record): `trial` suggests the

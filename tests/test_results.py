@@ -1,0 +1,59 @@
+"""The committed reports are what their committed records give, and the README shows the
+verdict tables as they are: no number in either is typed by hand."""
+import contextlib
+import importlib
+import io
+import shutil
+
+import pytest
+
+from conftest import ROOT
+
+# Each committed report, with the command that wrote it as the README gives it (less --report-only).
+FASHION = ["--dataset", "fashion-mnist"]
+COMMANDS = {
+    "digits/results.md": ("benchmark", []),
+    "digits/search.md": ("search", ["--widths", "0.125", "--trials", "10", "--seeds", "3"]),
+    "digits/search-pareto.md": ("search", ["--pareto", "--widths", "0.0625", "0.5", "--trials", "15"]),
+    "digits/shrink-net.md": ("shrink", []),
+    "digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
+    "fashion-mnist/results.md": ("benchmark", [*FASHION, "--widths", "0.25", "0.125", "0.0625", "--patience", "3",
+                                               "--max-dendrites", "2", "--epochs", "60"]),
+    "fashion-mnist/search.md": ("search", [*FASHION, "--methods", "plain", "--widths", "0.25", "--trials", "4",
+                                           "--epochs", "60"]),
+    "fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4"]),
+}
+REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/*/*.md"))
+VERDICTS = [report for report in REPORTS if "/shrink-" in report]
+
+
+def accuracy_table(report):
+    """The per-budget accuracy table of a verdict: its lines from the header to the blank line."""
+    lines = report.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| method |")))
+    return "\n".join(lines[start:lines.index("", start)])
+
+
+def test_every_committed_report_has_its_command():
+    assert VERDICTS and set(REPORTS) <= set(COMMANDS)  # else the checks below would pass on nothing
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_a_committed_report_is_what_its_records_give(report, tmp_path):
+    script, flags = COMMANDS[report]
+    committed = ROOT / "results" / report
+    store = tmp_path / "results" / committed.parent.name
+    store.mkdir(parents=True)
+    shutil.copy(committed.parent / "sweep.db", store / "sweep.db")  # the report reads the records only
+    module = importlib.import_module(script)
+    with contextlib.redirect_stdout(io.StringIO()):
+        module.main(module.get_args_parser().parse_args([*flags, "--report-only", "--results", str(tmp_path / "results")]))
+    assert (store / committed.name).read_text() == committed.read_text()
+    table = committed.with_suffix(".csv") if script == "shrink" else committed.parent / "runs.csv"
+    if script != "search":
+        assert (store / table.name).read_text() == table.read_text()
+
+
+@pytest.mark.parametrize("report", VERDICTS)
+def test_the_readme_shows_a_committed_verdict_as_it_is(report):
+    assert accuracy_table((ROOT / "results" / report).read_text()) in (ROOT / "README.md").read_text()
