@@ -18,8 +18,9 @@ At each budget (parameters), each method makes a model of that size:
                        restarts a rebuilt schedule, then advances it by steps of its own)
 
 Equal tuning: every method but the controls gets the same number of TPE trials (seed 0,
-validation only; a recipe's plain CNN without dropout has nothing to tune, and one trial);
-a control takes its plain recipe's choice. Then seeds 1..S of the chosen
+validation only). A recipe's plain CNN tunes dropout alone: it tries each of its 3 values once
+(without dropout it has nothing to tune, and one trial). A control takes its plain recipe's
+choice. Then seeds 1..S of the chosen
 configuration, tested. Equal budgets: each seed of a plain method trains at least as many
 epochs as the same seed of the dendritic run it is compared with. The wide model's
 training (seeds 0..S) is a cost of pruning and distillation, reported with them.
@@ -39,6 +40,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import torch.nn as nn
 
 import benchmark
@@ -96,18 +98,22 @@ def get_args_parser():
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
     p.add_argument("--trials", type=train_phase2.positive(int), default=8,
-                   help="TPE trials per method and budget, the same for every method")
+                   help="TPE trials per method and budget, the same for every method "
+                        "(a library recipe's plain CNN tries its 3 dropout values)")
     return p
 
 
 # ---------------------------------------------------------------- what each method trains
+
+DROPOUTS = (0.1, 0.3, 0.5)
+
 
 def suggest(trial, method, dropout=True):
     """A configuration from the method's search space. Every method: dropout, if the model has
     any. This project's recipe: also the learning rate, patience and schedule (none or
     cosine). Dendritic: what the library's W&B sweep template searches. Distilled: the soft
     targets' weight and temperature."""
-    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} if dropout else {}
+    hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
     hp |= {} if method.recipe else search.suggest_recipe(trial)
     hp |= {} if method.plain else search.suggest_dendrites(trial)
     if method.wide == "--teacher":
@@ -137,15 +143,27 @@ def flags(args, method, budget, hp, seed, wide_runs):
 
 # ---------------------------------------------------------------- the studies
 
+def by_grid(args, method):
+    """Whether the method's configuration comes from trying each one once. A library recipe's
+    plain CNN tunes dropout alone, 3 values, where TPE's first draws are random and would
+    repeat some and miss others; a control takes that choice. (Without dropout: one trial.)"""
+    searched = BY_NAME[method.control] if method.control else method
+    return bool(searched.recipe) and searched.plain and args.model_has_dropout
+
+
 def study_name(args, stage, method=None, budget=None):
     name = f"shrink-{args.dataset}-{args.model}"
-    return f"{name}-wide" if stage == "wide" else f"{name}-b{budget}-{method.name}-{stage}"
+    if stage == "wide":
+        return f"{name}-wide"
+    if by_grid(args, method):  # not the studies of the TPE search that came before (8 draws on digits)
+        stage = {"search": "grid", "seeds": "grid-seeds"}[stage]
+    return f"{name}-b{budget}-{method.name}-{stage}"
 
 
-def open_study(args, url, name):
+def open_study(args, url, name, sampler=None):
     if args.report_only and not sweep.study_exists(url, name):
         return None  # nothing there: report, but leave the storage as it is
-    study = sweep.open_study(url, name, args.heartbeat)
+    study = sweep.open_study(url, name, args.heartbeat, sampler=sampler)
     if not args.report_only:
         benchmark.check_settings(study, args)
     return study
@@ -170,12 +188,16 @@ def train_wide(args, url, runs):
 
 
 def search_method(args, url, method, budget, shape, wide_runs, runs):
-    """The method's TPE trials at the budget (seed 0, validation only); returns the study."""
-    study = open_study(args, url, study_name(args, "search", method, budget))
+    """The method's search trials at the budget (seed 0, validation only); returns the study."""
+    with sweep.quietly():  # the brute-force sampler is "experimental"
+        sampler = optuna.samplers.BruteForceSampler(seed=search.SEARCH_SEED) if by_grid(args, method) else None
+    study = open_study(args, url, study_name(args, "search", method, budget), sampler)
     if study is None or args.report_only:
         return study
     # A recipe's plain CNN without dropout has nothing to tune: one configuration, one trial.
     trials = 1 if method.recipe and method.plain and not args.model_has_dropout else args.trials
+    if by_grid(args, method):
+        trials = min(trials, len(DROPOUTS))
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
@@ -274,8 +296,10 @@ def verdict_rows(args, results, wide_records):
 
 def table(args, rows, wide_records):
     lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
-             f"Each method tuned with {args.trials} TPE trials on validation (seed 0), then seeds 1-{args.seeds} of "
-             "its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
+             f"Each method tuned with {args.trials} TPE trials on validation (seed 0)"
+             + (f" (a library recipe's plain CNN: {min(args.trials, len(DROPOUTS))} distinct dropout values of "
+                f"{len(DROPOUTS)}, each once; its restart control: the same choice)" if args.model_has_dropout else "")
+             + f", then seeds 1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
              "models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
              "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
     if wide_records:
