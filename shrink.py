@@ -17,10 +17,11 @@ At each budget (parameters), each method makes a model of that size:
                        restructured, and each epoch at that run's learning rate (the library
                        restarts a rebuilt schedule, then advances it by steps of its own)
 
-Equal tuning: every method but the controls gets the same number of TPE trials (seed 0,
-validation only). A recipe's plain CNN tunes dropout alone: it tries each of its 3 values once
-(without dropout it has nothing to tune, and one trial). A control takes its plain recipe's
-choice. Then seeds 1..S of the chosen
+Equal tuning: every method but the controls gets the same number of search trials (seed 0,
+validation only): TPE, or where the search space is a finite set (the library recipes'
+methods) distinct configurations in random order, all of them if fewer (a recipe's plain CNN
+tunes dropout alone: 3; without dropout it has nothing to tune, and one trial). A control
+takes its plain recipe's choice. Then seeds 1..S of the chosen
 configuration, tested. Equal budgets: each seed of a plain method trains at least as many
 epochs as the same seed of the dendritic run it is compared with. The wide model's
 training (seeds 0..S) is a cost of pruning and distillation, reported with them.
@@ -36,6 +37,7 @@ shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 """
 
 import csv
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +100,8 @@ def get_args_parser():
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
     p.add_argument("--trials", type=train_phase2.positive(int), default=8,
-                   help="TPE trials per method and budget, the same for every method "
-                        "(a library recipe's plain CNN tries its 3 dropout values)")
+                   help="search trials per method and budget, the same for every method "
+                        "(fewer only where a method's space has fewer configurations)")
     return p
 
 
@@ -143,20 +145,31 @@ def flags(args, method, budget, hp, seed, wide_runs):
 
 # ---------------------------------------------------------------- the studies
 
-def by_grid(args, method):
-    """Whether the method's configuration comes from trying each one once. A library recipe's
-    plain CNN tunes dropout alone, 3 values, where TPE's first draws are random and would
-    repeat some and miss others; a control takes that choice. (Without dropout: one trial.)"""
-    searched = BY_NAME[method.control] if method.control else method
-    return bool(searched.recipe) and searched.plain and args.model_has_dropout
+def search_space(args, method):
+    """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
+    trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
+    suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout)
+    return trial.distributions
+
+
+def without_repeats(args, method):
+    """The number of configurations of the method's search space where it is a finite set of
+    more than one (every choice categorical: the library recipes' methods), else None. Such a
+    search draws distinct configurations (TPE's first 10 draws are random, and repeat)."""
+    space = search_space(args, method)
+    if all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in space.values()):
+        size = math.prod(len(d.choices) for d in space.values())
+        return size if size > 1 else None
+    return None
 
 
 def study_name(args, stage, method=None, budget=None):
     name = f"shrink-{args.dataset}-{args.model}"
     if stage == "wide":
         return f"{name}-wide"
-    if by_grid(args, method):  # not the studies of the TPE search that came before (8 draws on digits)
-        stage = {"search": "grid", "seeds": "grid-seeds"}[stage]
+    if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
+        # others pair with it (not the studies of the TPE draws that came before)
+        stage = {"search": "distinct", "seeds": "distinct-seeds"}[stage]
     return f"{name}-b{budget}-{method.name}-{stage}"
 
 
@@ -189,15 +202,14 @@ def train_wide(args, url, runs):
 
 def search_method(args, url, method, budget, shape, wide_runs, runs):
     """The method's search trials at the budget (seed 0, validation only); returns the study."""
-    with sweep.quietly():  # the brute-force sampler is "experimental"
-        sampler = optuna.samplers.BruteForceSampler(seed=search.SEARCH_SEED) if by_grid(args, method) else None
+    size = without_repeats(args, method)
+    with sweep.quietly():  # "experimental"; it draws at random, never the same configuration twice
+        sampler = optuna.samplers.BruteForceSampler(seed=search.SEARCH_SEED) if size else None
     study = open_study(args, url, study_name(args, "search", method, budget), sampler)
     if study is None or args.report_only:
         return study
     # A recipe's plain CNN without dropout has nothing to tune: one configuration, one trial.
-    trials = 1 if method.recipe and method.plain and not args.model_has_dropout else args.trials
-    if by_grid(args, method):
-        trials = min(trials, len(DROPOUTS))
+    trials = 1 if not search_space(args, method) else min(args.trials, size or args.trials)
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
@@ -296,10 +308,10 @@ def verdict_rows(args, results, wide_records):
 
 def table(args, rows, wide_records):
     lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
-             f"Each method tuned with {args.trials} TPE trials on validation (seed 0)"
-             + (f" (a library recipe's plain CNN: {min(args.trials, len(DROPOUTS))} distinct dropout values of "
-                f"{len(DROPOUTS)}, each once; its restart control: the same choice)" if args.model_has_dropout else "")
-             + f", then seeds 1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
+             f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
+             "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
+             "order, all of them if fewer; a restart control takes its plain recipe's choice. Then seeds "
+             f"1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
              "models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
              "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
     if wide_records:

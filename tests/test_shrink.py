@@ -1,6 +1,7 @@
 """The ways of shrinking a CNN that shrink.py compares, each trained for real on tiny data:
 a plain CNN at a parameter budget, a pruned wide CNN, the library's recipes with their
 restart control, and the sweep that pairs them."""
+import argparse
 import copy
 import json
 
@@ -107,8 +108,7 @@ def recipe_sweep(tmp_path_factory):
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
 
     def records(method, stage="seeds"):
-        if method != "dendritic-mnist":  # the baseline's choice comes from trying every dropout
-            stage = {"search": "grid", "seeds": "grid-seeds"}[stage]
+        stage = {"search": "distinct", "seeds": "distinct-seeds"}[stage]  # a recipe's space is a finite set
         return sweep.records(sweep.open_study(url, f"shrink-digits-net-b1000-{method}-{stage}"))
     return {"tmp": tmp, "output": output, "records": records}
 
@@ -152,6 +152,16 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
     assert sorted(r["hp"]["dropout"] for r in recipe_sweep["records"]("plain-mnist", "search")) == [0.1, 0.3, 0.5]
     report = (recipe_sweep["tmp"] / "results" / "digits" / "shrink-net.md").read_text()
     assert all(f"| 1,000 | {m} |" in report for m in ("dendritic-mnist", "plain-mnist", "restarts-mnist"))
+
+
+def test_a_finite_search_space_is_drawn_without_repeats():
+    with_dropout, without = argparse.Namespace(model_has_dropout=True), argparse.Namespace(model_has_dropout=False)
+    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["plain-mnist"]) == 3
+    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["restarts-api"]) == 3  # its plain recipe's
+    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3
+    assert shrink.without_repeats(without, shrink.BY_NAME["dendritic-api"]) == 2 * 2 * 3
+    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["plain"]) is None  # a learning rate, continuous
+    assert shrink.without_repeats(without, shrink.BY_NAME["plain-mnist"]) is None  # nothing to tune: one trial
 
 
 def test_a_method_without_the_runs_it_pairs_with_is_refused():
