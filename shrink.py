@@ -209,7 +209,7 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     if study is None or args.report_only:
         return study
     # A recipe's plain CNN without dropout has nothing to tune: one configuration, one trial.
-    trials = 1 if not search_space(args, method) else min(args.trials, size or args.trials)
+    trials = min(args.trials, size) if size else args.trials if search_space(args, method) else 1
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
@@ -311,8 +311,8 @@ def table(args, rows, wide_records):
              f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
              "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
              "order, all of them if fewer; a restart control takes its plain recipe's choice. Then seeds "
-             f"1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count for dendritic "
-             "models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
+             f"1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count "
+             "for dendritic models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
              "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
     if wide_records:
         wide = [r for r in wide_records if r["seed"] > 0]

@@ -47,7 +47,8 @@ def test_a_committed_report_is_what_its_records_give(report, tmp_path):
     shutil.copy(committed.parent / "sweep.db", store / "sweep.db")  # the report reads the records only
     module = importlib.import_module(script)
     with contextlib.redirect_stdout(io.StringIO()):
-        module.main(module.get_args_parser().parse_args([*flags, "--report-only", "--results", str(tmp_path / "results")]))
+        args = [*flags, "--report-only", "--results", str(tmp_path / "results")]
+        module.main(module.get_args_parser().parse_args(args))
     assert (store / committed.name).read_text() == committed.read_text()
     table = committed.with_suffix(".csv") if script == "shrink" else committed.parent / "runs.csv"
     if script != "search":
