@@ -22,8 +22,14 @@ COMMANDS = {
     "fashion-mnist/search.md": ("search", [*FASHION, "--methods", "plain", "--widths", "0.25", "--trials", "4",
                                            "--epochs", "60"]),
     "fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4"]),
+    "rerun/digits/shrink-net.md": ("shrink", []),
+    **{f"precision-{precision}/digits/results.md": ("benchmark", ["--widths", "0.25", "0.125", "--precision", precision])
+       for precision in ("fp32", "bf16")},
+    **{f"precision-{precision}/fashion-mnist/results.md": (
+        "benchmark", [*FASHION, "--widths", "0.125", "--seeds", "3", "--patience", "3", "--max-dendrites", "2",
+                      "--epochs", "60", "--precision", precision]) for precision in ("fp32", "bf16")},  # the same command again, into a fresh storage (--results)
 }
-REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/*/*.md"))
+REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md"))
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
 
