@@ -251,13 +251,13 @@ def run_cell(args, cell, run_dir, extra=()):
     flags += ["--threads", str(args.threads)] if args.threads else []
     flags += ["--quick"] if args.quick else []
     flags += ["--wandb"] if args.wandb else []
-    flags += ["--min-epochs", str(cell["min_epochs"])]  # used by plain runs only
+    flags += ["--min-epochs", str(cell["min_epochs"]), "--graph-at-end"]  # min epochs: used by plain runs only
     flags += ["--no-dendrites"] if cell["method"] == "plain" else []
     flags += list(extra)
     run_args = train_phase2.parse_args(flags)
     previous = read_run(run_dir)
     if previous is not None and previous["status"] != "complete":  # a worker stopped or vanished
-        result = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(run_dir)]))
+        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
     elif previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
                                       for key in train_phase2.RUN_SETTINGS):
         print(f"{run_dir} holds this run, finished: recording it")

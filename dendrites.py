@@ -149,13 +149,14 @@ class Tracker:
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
     def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
-                 graph_every_epoch=False, **library_settings):
+                 graph_every_epoch=False, graph_at_end=False, **library_settings):
         configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none", **library_settings)
         self.save_name, self.recipe = save_name, recipe
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s
         # here). Unless asked to, it is drawn only where it changes: in the call after a
-        # restructure (right after one, its plotting fails on its own state) and at the end.
-        self.graph_every_epoch = graph_every_epoch
+        # restructure (right after one, its plotting fails on its own state) and at the end;
+        # or at the end only.
+        self.graph_every_epoch, self.graph_at_end = graph_every_epoch, graph_at_end
         self._graph_due = False
 
     def convert(self, model):
@@ -201,7 +202,7 @@ class Tracker:
     @property
     def drawing_graph(self):
         """Whether the library will draw its graph in the next add_scores()."""
-        return self._graph_due or self.graph_every_epoch
+        return not self.graph_at_end and (self._graph_due or self.graph_every_epoch)
 
     def add_scores(self, model, epoch, train_acc, val_acc, test_acc):
         """Hand one epoch's scores to the tracker, which may add dendrites, roll back a set

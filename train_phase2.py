@@ -160,6 +160,9 @@ def get_args_parser():
     p.add_argument("--graph-every-epoch", action="store_true",
                    help="let the library redraw PAI.png after every epoch, as it does by default "
                         "(slow: by default it is drawn after each restructure and at the end)")
+    p.add_argument("--graph-at-end", action="store_true",
+                   help="draw PAI.png only when the run ends, as the sweeps do: nobody watches a sweep's "
+                        "runs, and a draw costs 0.4-0.8 s, more than a quick run's training")
     p.add_argument("--wandb", action="store_true",
                    help="log every epoch, restructure and PAI.png to Weights & Biases (offline into "
                         "<out>/wandb/ unless WANDB_API_KEY is set; never stops the run)")
@@ -615,7 +618,7 @@ def main(args):
                 tracker = EarlyStopping(args.patience, args.min_epochs, recipe, args.restart_at, args.lr_trace)
             else:  # Phase 1: dendritic capacity injection on every conv and linear layer
                 tracker = dendrites.Tracker(folder.name, args.patience, args.max_dendrites, recipe,
-                                            args.capacity_test, args.graph_every_epoch,
+                                            args.capacity_test, args.graph_every_epoch, args.graph_at_end,
                                             improvement_threshold=args.improvement_threshold,
                                             candidate_init=args.candidate_init,
                                             activation=args.dendrite_activation)

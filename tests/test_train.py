@@ -50,6 +50,19 @@ def test_library_graph_written_by_this_run(quick_run):
         assert image.format == "PNG" and image.size == (2800, 1400)  # the library's own figure
 
 
+def test_a_sweep_run_draws_the_graph_once_at_the_end(quick_run, tmp_path):
+    """--graph-at-end (every sweep run): the library's graph, drawn only at the end, and the
+    same run otherwise."""
+    result, _ = run(tmp_path, "--quick", "--graph-at-end")
+    assert result["restructures"] and not any(row["graph_drawn"] for row in result["history"])
+    assert any(row["graph_drawn"] for row in quick_run["result"]["history"])  # by default: at restructures
+    with Image.open(tmp_path / "PAI" / "PAI.png") as image:
+        assert image.size == (2800, 1400)
+    same = ("epoch", "train_loss", "val_acc", "test_acc", "params")
+    assert [{k: r[k] for k in same} for r in result["history"]] == [{k: r[k] for k in same}
+                                                                    for r in quick_run["result"]["history"]]
+
+
 def test_results_json_agrees_with_the_log(quick_run):
     result, out = quick_run["result"], quick_run["out"]
     saved = json.loads((out / "results.json").read_text())
