@@ -115,3 +115,12 @@ def test_stored_runs_with_other_settings_are_refused(tmp_path):
     argv = ["--patience", "3", "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
     with pytest.raises(SystemExit, match="--patience 5, not 3"):
         benchmark.main(benchmark.get_args_parser().parse_args(argv))
+
+
+def test_a_sweeps_dendritic_runs_draw_the_graph_at_the_end_only(tiny_sweep):
+    dendritic = [r for r in tiny_sweep["records"] if r["method"] == "dendritic"]
+    assert dendritic
+    for record in dendritic:
+        result = json.loads((Path(record["run"]) / "results.json").read_text())
+        assert result["restructures"] and not any(row["graph_drawn"] for row in result["history"])
+        assert (Path(record["run"]).parent / result["final"]["graph"]).is_file()  # drawn once, at the end
