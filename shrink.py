@@ -18,7 +18,8 @@ At each budget (parameters), each method makes a model of that size:
                        restarts a rebuilt schedule, then advances it by steps of its own)
 
 Equal tuning: every method but the controls gets the same number of search trials (seed 0,
-validation only): TPE, or where the search space is a finite set (the library recipes'
+validation only): TPE (its draws seeded by the study's name and the draw's number, so that a
+rerun draws the same), or where the search space is a finite set (the library recipes'
 methods) distinct configurations in random order, all of them if fewer (a recipe's plain CNN
 tunes dropout alone: 3; without dropout it has nothing to tune, and one trial). A control
 takes its plain recipe's choice. Then seeds 1..S of the chosen

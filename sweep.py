@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import warnings
+import zlib
 
 import optuna
 import sqlalchemy
@@ -63,11 +64,40 @@ def storage(url, heartbeat=30):
             raise StorageError(f"cannot open the storage {url}: {first_line(e)}") from None
 
 
+class SeededTPE(optuna.samplers.TPESampler):
+    """Optuna's TPE sampler, whose random draw of a parameter for a study's k-th configuration
+    depends on (seed, study name, k, parameter) alone: a rerun of the study draws what the first
+    run drew, however many workers take part and however often a trial was stopped and
+    continued. (Seeding the sampler once per process would repeat the first draws after every
+    restart, and give two workers started together the same draws.) With fewer than TPE's 10
+    start-up trials every draw is random, so the whole search is reproduced; after them, TPE
+    also depends on the finished trials it sees."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.seed = seed
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        k = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and draws(t))
+        key = zlib.crc32(f"{self.seed}/{study.study_name}/{k}/{param_name}".encode())
+        # Optuna internals (pinned in requirements.txt): TPE's random generator and its start-up sampler's
+        self._rng.rng.seed(key)
+        self._random_sampler._rng.rng.seed(key)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def draws(trial):
+    """Whether the trial drew a configuration of its own: not the retry of a vanished worker's
+    trial (Optuna's), nor the continuation of a stopped one, nor a trial that stepped aside."""
+    return not ("failed_trial" in trial.system_attrs or "continues" in trial.user_attrs
+                or "skipped" in trial.user_attrs)
+
+
 def open_study(url, name, heartbeat=30, directions=("maximize",), sampler=None):
     """The study `name` in the storage at `url`, created on first use; `sampler` draws its
-    search trials (default: TPE)."""
+    search trials (default: TPE, reproducibly seeded)."""
     return optuna.create_study(storage=storage(url, heartbeat), study_name=name, directions=list(directions),
-                               sampler=sampler, load_if_exists=True)
+                               sampler=sampler or SeededTPE(), load_if_exists=True)
 
 
 def study_exists(url, name):

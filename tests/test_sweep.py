@@ -237,3 +237,46 @@ def test_a_stopped_search_trial_is_continued_with_its_hyperparameters_in_its_fol
     assert [name for name, _ in trained] == ["trial0", "trial1", "trial3"]
     assert trained[1][1] == stopped.params["x"]  # the stopped trial's configuration, not a new draw
     assert len(sweep.records(study)) == 3
+
+
+def configurations(study, n_trials, stop_at=None):
+    """The configurations a search trains, in order (the trial `stop_at` is stopped once)."""
+    drawn = []
+
+    def train(trial, name):
+        hp = (trial.suggest_float("lr", 1e-4, 1e-1, log=True), trial.suggest_categorical("patience", [3, 4, 5]))
+        if name == stop_at and name not in [n for n, _ in drawn]:
+            drawn.append((name, None))
+            raise Interrupted(signal.SIGTERM)
+        drawn.append((name, hp))
+        return hp[0], {"hp": hp}
+    while True:
+        try:
+            sweep.search(study, n_trials, train, poll=0.1)
+            return [hp for _, hp in drawn if hp is not None]
+        except Interrupted:
+            pass  # the next worker
+
+
+def test_a_rerun_of_a_search_draws_the_same_configurations_even_after_a_stop(tmp_path):
+    """The default sampler's draws depend on the study's name and the number of configurations
+    drawn before, not on the process, nor on a stopped trial that was continued."""
+    first = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search"), 4)
+    rerun = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search"), 4, stop_at="trial1")
+    other = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "another search"), 4)
+    assert rerun == first
+    assert len(set(first)) == 4 and not set(other) & set(first)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for two workers here
+def test_two_workers_starting_together_draw_different_configurations(tmp_path):
+    study = sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search")
+    one, two = study.ask(), study.ask()  # neither has finished when the other draws
+    together = [trial.suggest_float("lr", 1e-4, 1e-1, log=True) for trial in (one, two)]
+    alone = sweep.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search")
+    in_turn = []
+    for _ in range(2):
+        trial = alone.ask()
+        in_turn.append(trial.suggest_float("lr", 1e-4, 1e-1, log=True))
+        alone.tell(trial, in_turn[-1])
+    assert together == in_turn and together[0] != together[1]
