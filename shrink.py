@@ -226,9 +226,15 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
 
 
 def chosen(study):
-    """The best of the study's first `trials` finished trials (later ones are surplus of a race)."""
+    """The configuration of the best of the study's first `trials` finished trials (later ones
+    are surplus of a race), and the validation accuracy of all of them if they all scored the
+    same, else None: such a search chose nothing (max() kept the first drawn), as when every
+    trial's model trained dead."""
     counted = sweep.finished(study)[:study.user_attrs["trials"]]
-    return max(counted, key=lambda t: t.value).user_attrs["record"]["hp"] if counted else None
+    if not counted:
+        return None, None
+    hp = max(counted, key=lambda t: t.value).user_attrs["record"]["hp"]
+    return hp, counted[0].value if len(counted) > 1 and len({t.value for t in counted}) == 1 else None
 
 
 def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
@@ -261,21 +267,21 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
 
 def run_budget(args, url, budget, shape, wide_runs, runs):
     """Every method at one budget, dendritic methods first (the others pair with their seeds).
-    Returns {method name: its seed records}."""
-    results, chosen_hp = {}, {}
+    Returns {method name: (its seed records, the accuracy of its undecided search or None)}."""
+    results, chosen_hp, undecided = {}, {}, {}
     for method in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain):
         if method.wide and not wide_runs:
             continue
         if method.control is None:
             found = search_method(args, url, method, budget, shape, wide_runs, runs)
-            chosen_hp[method.name] = chosen(found) if found is not None else None
+            chosen_hp[method.name], undecided[method.name] = chosen(found) if found is not None else (None, None)
         hp = chosen_hp.get(method.control or method.name)
         if hp is None:  # its search has not run (or, for a control, its plain recipe's)
             continue
-        paired = results.get(method.paired, [])
+        paired = results.get(method.paired, ([], None))[0]
         study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
         if study is not None:
-            results[method.name] = sweep.records(study)
+            results[method.name] = sweep.records(study), undecided[method.control or method.name]
     return results
 
 
@@ -292,7 +298,7 @@ def verdict_rows(args, results, wide_records):
     wide_minutes = sum(r["wall_seconds"] for r in wide_records if r["seed"] > 0) / 60 / max(args.seeds, 1)
     rows = []
     for budget, by_method in results.items():
-        for name, records in by_method.items():
+        for name, (records, undecided) in by_method.items():
             if not records:
                 continue
             method = BY_NAME[name]
@@ -303,7 +309,7 @@ def verdict_rows(args, results, wide_records):
                 "epochs": [r["epochs"] for r in records], "minutes": [r["wall_seconds"] / 60 for r in records],
                 "ms1": [r["inference_ms"]["1"] for r in timed], "ms256": [r["inference_ms"]["256"] for r in timed],
                 "wide_minutes": wide_minutes if method.wide else 0.0,
-                "hp": records[0]["hp"]})
+                "hp": records[0]["hp"], "undecided": undecided})
     return rows
 
 
@@ -328,7 +334,7 @@ def table(args, rows, wide_records):
         ms = (fmt(row["ms1"], 3), fmt(row["ms256"], 2)) if row["ms1"] else ("", "")
         lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
                      f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
-                     f"| {search.describe(row['hp'])} |")
+                     f"| {search.describe(row['hp'])}{undecided_note(row['undecided'])} |")
     budgets = sorted({r["budget"] for r in rows})
     cell = {(r["method"], r["budget"]): r for r in rows}
     lines += ["", "Test accuracy % by budget (mean ± std over seeds):", "",
@@ -352,6 +358,12 @@ def table(args, rows, wide_records):
         lines.append(f"- {budget:,}: **{best['method']}** {fmt(best['test_acc'])} %"
                      + (f"; within its spread: {', '.join(near)}" if near else "; no other method within its spread"))
     return "\n".join(lines) + "\n"
+
+
+def undecided_note(accuracy):
+    if accuracy is None:
+        return ""
+    return f" (search undecided: every trial {accuracy:.2f} % on validation, so the first drawn was kept)"
 
 
 def plot(args, rows, path):

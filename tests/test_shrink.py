@@ -164,6 +164,22 @@ def test_a_finite_search_space_is_drawn_without_repeats():
     assert shrink.without_repeats(without, shrink.BY_NAME["plain-mnist"]) is None  # nothing to tune: one trial
 
 
+def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_path):
+    """Every model of a search trained dead (10 % on 10 classes): max() keeps the first drawn,
+    and the report says that the search chose nothing."""
+    def search_study(name, values):
+        study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", name)
+        study.set_user_attr("trials", len(values))
+        for i, value in enumerate(values):
+            sweep.add_record(study, {"trial": i}, {"hp": {"dropout": 0.1 * (i + 1)}}, value)
+        return study
+    assert shrink.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
+    assert shrink.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
+    assert shrink.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
+    assert "search undecided: every trial 10.00 % on validation" in shrink.undecided_note(10.0)
+    assert shrink.undecided_note(None) == ""
+
+
 def test_a_method_without_the_runs_it_pairs_with_is_refused():
     with pytest.raises(run_folder.UsageError, match="restarts-api needs dendritic-api and plain-api as well"):
         shrink.check_methods(["restarts-api"])
