@@ -255,16 +255,19 @@ def run_cell(args, cell, run_dir, extra=()):
     flags += ["--no-dendrites"] if cell["method"] == "plain" else []
     flags += list(extra)
     run_args = train_phase2.parse_args(flags)
+    train_phase2.resolve_settings(run_args)  # as results.json records them (--quick's, for one)
     previous = read_run(run_dir)
-    if previous is not None and previous["status"] != "complete":  # a worker stopped or vanished
+    same = previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
+                                        for key in train_phase2.RUN_SETTINGS)
+    if same and previous["status"] != "complete":  # a worker stopped or vanished
         result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
-    elif previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
-                                      for key in train_phase2.RUN_SETTINGS):
+    elif same:
         print(f"{run_dir} holds this run, finished: recording it")
         result = previous
     else:
-        if previous is not None:
-            shutil.rmtree(run_dir)  # a finished run of other settings
+        if previous is not None:  # another run's (of a study since deleted): stopped or finished
+            print(f"{run_dir} holds a run of other settings: training this one in its place")
+            shutil.rmtree(run_dir)
         result = train_phase2.main(run_args)
     final = result["final"]
     return {"dataset": args.dataset, "width": cell["width"], "method": cell["method"], "seed": cell["seed"],

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import subprocess
@@ -38,9 +39,9 @@ def captured_run(tmp, *flags):
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
 
 
-def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
-    """A run of `flags` stopped by SIGINT right after `epoch` is saved, then --resume'd;
-    returns the resumed run's result."""
+@contextlib.contextmanager
+def stopped_after(monkeypatch, epoch):
+    """Inside it, a run is stopped by SIGINT right after `epoch` is saved (Interrupted)."""
     import signal
 
     import run_folder
@@ -54,7 +55,14 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
     with monkeypatch.context() as patch:  # undoes this patch only, not the caller's
         patch.setattr(run_folder.RunFolder, "save_epoch", save_then_stop)
         with pytest.raises(run_folder.Interrupted):
-            run(tmp_path, *flags)
+            yield
+
+
+def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
+    """A run of `flags` stopped right after `epoch` is saved, then --resume'd; returns the
+    resumed run's result."""
+    with stopped_after(monkeypatch, epoch):
+        run(tmp_path, *flags)
     return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import benchmark
 import sweep
+from conftest import stopped_after
 
 
 def test_remaining_error_reduction_and_parameter_reduction():
@@ -115,6 +116,25 @@ def test_stored_runs_with_other_settings_are_refused(tmp_path):
     argv = ["--patience", "3", "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")]
     with pytest.raises(SystemExit, match="--patience 5, not 3"):
         benchmark.main(benchmark.get_args_parser().parse_args(argv))
+
+
+def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded(tmp_path, monkeypatch, capsys):
+    """A sweep's run folder may hold a stopped run of other settings: the trial of the same
+    name of a study since deleted. It is trained anew, not continued (a stopped run of the
+    same settings is continued: test_sweep); a finished run of the same settings is recorded."""
+    args = benchmark.get_args_parser().parse_args(["--quick", "--epochs", "4"])
+    cell, folder = {"width": 0.25, "method": "plain", "seed": 1, "min_epochs": 4}, tmp_path / "trial0"
+    with stopped_after(monkeypatch, 2):
+        benchmark.run_cell(args, cell, folder, ["--lr", "0.01"])
+    record = benchmark.run_cell(args, cell, folder)
+    assert "holds a run of other settings" in capsys.readouterr().out
+    run = json.loads((folder / "results.json").read_text())
+    assert run["settings"]["lr"] == 1e-3 and [row["epoch"] for row in run["history"]] == [1, 2, 3, 4]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same settings was trained again")
+    monkeypatch.setattr(benchmark.train_phase2, "main", no_training)
+    assert benchmark.run_cell(args, cell, folder) == json.loads(json.dumps(record))  # as the storage holds it
 
 
 def test_a_sweeps_dendritic_runs_draw_the_graph_at_the_end_only(tiny_sweep):
