@@ -52,6 +52,9 @@ def suggest_recipe(trial):
             "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
 
 
+DENDRITE_SETTINGS = ("improvement_threshold", "candidate_init", "dendrite_activation")
+
+
 def suggest_dendrites(trial):
     """The library's settings that its own W&B sweep template searches."""
     return {"improvement_threshold": trial.suggest_categorical(

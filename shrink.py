@@ -16,13 +16,18 @@ At each budget (parameters), each method makes a model of that size:
                        and schedule rebuilt at exactly the epochs where the paired dendritic run
                        restructured, and each epoch at that run's learning rate (the library
                        restarts a rebuilt schedule, then advances it by steps of its own)
+    matched            the control for this project's recipe, where the searches draw from a
+                       large space and so draw different configurations: the plain CNN trained
+                       as the dendritic run was (its configuration less the dendrites'
+                       settings, its epochs, restarts and learning rates): the dendrites are the
+                       only difference
 
 Equal tuning: every method but the controls gets the same number of search trials (seed 0,
 validation only): TPE (its draws seeded by the study's name and the draw's number, so that a
 rerun draws the same), or where the search space is a finite set (the library recipes'
 methods) distinct configurations in random order, all of them if fewer (a recipe's plain CNN
 tunes dropout alone: 3; without dropout it has nothing to tune, and one trial). A control
-takes its plain recipe's choice. Then seeds 1..S of the chosen
+takes its plain recipe's choice (matched: the dendritic search's). Then seeds 1..S of the chosen
 configuration, tested. Equal budgets: each seed of a plain method trains at least as many
 epochs as the same seed of the dendritic run it is compared with. The wide model's
 training (seeds 0..S) is a cost of pruning and distillation, reported with them.
@@ -71,6 +76,7 @@ class Method:
 METHODS = (
     Method("dendritic", plain=False),
     Method("plain", plain=True, paired="dendritic"),
+    Method("matched", plain=True, paired="dendritic", control="dendritic"),
     Method("pruned", plain=True, paired="dendritic", wide="--prune-from"),
     Method("distilled", plain=True, paired="dendritic", wide="--teacher"),
     Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
@@ -278,6 +284,8 @@ def run_budget(args, url, budget, shape, wide_runs, runs):
         hp = chosen_hp.get(method.control or method.name)
         if hp is None:  # its search has not run (or, for a control, its plain recipe's)
             continue
+        if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
+            hp = {key: value for key, value in hp.items() if key not in search.DENDRITE_SETTINGS}
         paired = results.get(method.paired, ([], None))[0]
         study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
         if study is not None:
@@ -317,7 +325,8 @@ def table(args, rows, wide_records):
     lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
              f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
              "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
-             "order, all of them if fewer; a restart control takes its plain recipe's choice. Then seeds "
+             "order, all of them if fewer; a restart control takes its plain recipe's choice, matched the dendritic "
+             "search's. Then seeds "
              f"1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count "
              "for dendritic models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
              "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
@@ -382,7 +391,7 @@ def plot(args, rows, path):
                           statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0)
                          for r in rows if r["method"] == name and r["budget"] in shown)
             if pts:
-                style = "--" if name.startswith("dendritic") else ":" if name.startswith("restarts") else "-"
+                style = "--" if not BY_NAME[name].plain else ":" if BY_NAME[name].control else "-"
                 ax.errorbar(*zip(*pts), fmt="o" + style, color=f"C{i}", capsize=3, label=name, alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (log scale)")
@@ -392,7 +401,7 @@ def plot(args, rows, path):
     axes[1].set_title(f"budgets from {zoomed[0]:,} (zoomed)")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Shrinking a CNN on {args.dataset} ({args.model}): each method at each budget "
-                 "(dashed: dendrites; dotted: restart controls)")
+                 "(dashed: dendrites; dotted: controls)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -415,7 +424,8 @@ def write_csv(rows, path):
 def check_methods(names):
     """A paired method needs its dendritic run (its epochs), a control its plain recipe too."""
     for name in names:
-        needed = [other for other in (BY_NAME[name].paired, BY_NAME[name].control) if other and other not in names]
+        needed = [other for other in dict.fromkeys((BY_NAME[name].paired, BY_NAME[name].control))
+                  if other and other not in names]
         if needed:
             raise UsageError(f"--methods {name} needs {' and '.join(needed)} as well: "
                              f"{name}'s runs are paired with theirs")

@@ -1,6 +1,6 @@
 """The ways of shrinking a CNN that shrink.py compares, each trained for real on tiny data:
 a plain CNN at a parameter budget, a pruned wide CNN, the library's recipes with their
-restart control, and the sweep that pairs them."""
+restart control, the matched control, and the sweep that pairs them."""
 import argparse
 import copy
 import json
@@ -130,6 +130,26 @@ def test_the_restart_control_restarts_at_its_dendritic_runs_epochs(recipe_sweep)
     assert lrs[:len(dendritic["lrs"])] == dendritic["lrs"] and 1.0 in dendritic["lrs"][1:]
 
 
+def test_the_matched_control_trains_as_its_dendritic_run_without_dendrites(tmp_path_factory):
+    """This project's recipe: matched takes the dendritic search's configuration, not one of
+    its own, so that its seeds differ from the dendritic run's in the dendrites alone."""
+    tmp = built_once(tmp_path_factory, "matched_sweep", lambda folder: sweep_here(
+        folder, "--budgets", "1000", "--trials", "1", "--methods", "dendritic", "matched", script="shrink"))
+    url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
+    dendritic, matched = (sweep.records(sweep.open_study(url, f"shrink-digits-net-b1000-{m}-seeds"))[0]
+                          for m in ("dendritic", "matched"))
+    assert tuple(search.suggest_dendrites(optuna.create_study().ask())) == search.DENDRITE_SETTINGS
+    assert matched["hp"] == {k: v for k, v in dendritic["hp"].items() if k not in search.DENDRITE_SETTINGS}
+    assert dendritic["restarts"], "the dendritic run never restructured: nothing to control for"
+    settings, control_run = history(dendritic)["settings"], history(matched)
+    for key in ("lr", "dropout", "schedule", "seed"):
+        assert control_run["settings"][key] == settings[key]
+    assert control_run["settings"]["no_dendrites"] and within_budget(matched["params"], 1000)
+    assert control_run["settings"]["restart_at"] == dendritic["restarts"]
+    assert matched["min_epochs"] == dendritic["epochs"] <= matched["epochs"]
+    assert [r["lr"] for r in control_run["history"]][:len(dendritic["lrs"])] == dendritic["lrs"]
+
+
 def test_every_method_has_the_budget_and_the_recipe(recipe_sweep):
     for method in ("dendritic-mnist", "plain-mnist", "restarts-mnist"):
         record, = recipe_sweep["records"](method)
@@ -183,6 +203,8 @@ def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_pat
 def test_a_method_without_the_runs_it_pairs_with_is_refused():
     with pytest.raises(run_folder.UsageError, match="restarts-api needs dendritic-api and plain-api as well"):
         shrink.check_methods(["restarts-api"])
+    with pytest.raises(run_folder.UsageError, match="matched needs dendritic as well"):
+        shrink.check_methods(["matched"])
     shrink.check_methods([m.name for m in shrink.METHODS])  # every method: nothing missing
 
 
