@@ -383,6 +383,7 @@ def plot(args, rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    colors = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], "black"]  # 10 colors, and one for the 11th
     budgets = sorted({r["budget"] for r in rows})
     zoomed = [b for b in budgets if b > budgets[0]] or budgets
     for ax, shown in zip(axes, (budgets, zoomed)):
@@ -392,7 +393,7 @@ def plot(args, rows, path):
                          for r in rows if r["method"] == name and r["budget"] in shown)
             if pts:
                 style = "--" if not BY_NAME[name].plain else ":" if BY_NAME[name].control else "-"
-                ax.errorbar(*zip(*pts), fmt="o" + style, color=f"C{i}", capsize=3, label=name, alpha=0.85)
+                ax.errorbar(*zip(*pts), fmt="o" + style, color=colors[i % len(colors)], capsize=3, label=name, alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (log scale)")
         ax.grid(True, which="both", alpha=0.3)
