@@ -16,11 +16,10 @@ At each budget (parameters), each method makes a model of that size:
                        and schedule rebuilt at exactly the epochs where the paired dendritic run
                        restructured, and each epoch at that run's learning rate (the library
                        restarts a rebuilt schedule, then advances it by steps of its own)
-    matched            the control for this project's recipe, where the searches draw from a
-                       large space and so draw different configurations: the plain CNN trained
-                       as the dendritic run was (its configuration less the dendrites'
-                       settings, its epochs, restarts and learning rates): the dendrites are the
-                       only difference
+    matched            the control for this project's recipe: the plain CNN trained as the
+                       paired dendritic run was, with its configuration (less the dendrites'
+                       settings), epochs, restarts and learning rates, so that the dendrites are
+                       the only difference (two searches of a large space draw differently)
 
 Equal tuning: every method but the controls gets the same number of search trials (seed 0,
 validation only): TPE (its draws seeded by the study's name and the draw's number, so that a
@@ -325,11 +324,10 @@ def table(args, rows, wide_records):
     lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
              f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
              "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
-             "order, all of them if fewer; a restart control takes its plain recipe's choice, matched the dendritic "
-             "search's. Then seeds "
-             f"1-{args.seeds} of its choice, tested; mean ± std over those seeds. Parameters: the library's count "
-             "for dendritic models, the dense count otherwise. Inference: the exported model.ts on the CPU, median ms per "
-             "forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
+             "order, all of them if fewer; a restart control takes its plain recipe's choice, matched the "
+             f"dendritic search's. Then seeds 1-{args.seeds} of its choice, tested; mean ± std over those seeds. "
+             "Parameters: the library's count for dendritic models, the dense count otherwise. Inference: the "
+             "exported model.ts on the CPU, median ms per forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
     if wide_records:
         wide = [r for r in wide_records if r["seed"] > 0]
         if wide:
@@ -393,7 +391,8 @@ def plot(args, rows, path):
                          for r in rows if r["method"] == name and r["budget"] in shown)
             if pts:
                 style = "--" if not BY_NAME[name].plain else ":" if BY_NAME[name].control else "-"
-                ax.errorbar(*zip(*pts), fmt="o" + style, color=colors[i % len(colors)], capsize=3, label=name, alpha=0.85)
+                ax.errorbar(*zip(*pts), fmt="o" + style, color=colors[i % len(colors)], capsize=3, label=name,
+                            alpha=0.85)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (log scale)")
         ax.grid(True, which="both", alpha=0.3)
