@@ -23,6 +23,7 @@ COMMANDS = {
                                            "--epochs", "60"]),
     "fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4"]),
     "rerun/digits/shrink-net.md": ("shrink", []),
+    "rerun/digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
     **{f"precision-{precision}/digits/results.md": ("benchmark", ["--widths", "0.25", "0.125", "--precision", precision])
        for precision in ("fp32", "bf16")},
     **{f"precision-{precision}/fashion-mnist/results.md": (
