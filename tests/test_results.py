@@ -24,6 +24,8 @@ COMMANDS = {
     "fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4"]),
     "rerun/digits/shrink-net.md": ("shrink", []),
     "rerun/digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
+    "rerun/fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4",
+                                                     "--methods", "dendritic", "matched"]),
     **{f"precision-{precision}/digits/results.md": ("benchmark", ["--widths", "0.25", "0.125", "--precision", precision])
        for precision in ("fp32", "bf16")},
     **{f"precision-{precision}/fashion-mnist/results.md": (
