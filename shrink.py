@@ -377,6 +377,7 @@ def plot(args, rows, path):
     """Test accuracy against parameters, every method with error bars: all budgets on the
     left, the budgets where every method is above chance on the right, zoomed in."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -394,7 +395,11 @@ def plot(args, rows, path):
                 ax.errorbar(*zip(*pts), fmt="o" + style, color=colors[i % len(colors)], capsize=3, label=name,
                             alpha=0.85)
         ax.set_xscale("log")
-        ax.set_xlabel("parameters (log scale)")
+        # Ticks at the budgets: over a narrow range (one budget, zoomed) the log axis's own
+        # minor labels run into each other.
+        ax.set_xticks(shown, [f"{b:,}" for b in shown])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("parameters (log scale; ticks at the budgets)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test accuracy % (mean ± std over seeds)")
     axes[0].set_title("every budget")
