@@ -54,4 +54,7 @@ class WandbLog:
             if graph is not None and graph.exists():
                 self.run.log({"PAI.png": self.wandb.Image(str(graph))})
             self.run.finish()
+            # finish() can return before W&B's service has written the run's records to disk
+            # (seen offline, under load); teardown waits for the service to end.
+            self.wandb.teardown()
         self._safely(send)
