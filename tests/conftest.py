@@ -1,10 +1,16 @@
+"""Shared fixtures and helpers: real runs made once per test session, the checks every
+failure test makes, and tiny data written in the real formats."""
 import contextlib
+import gzip
+import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +24,58 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 import train_phase2  # noqa: E402
+
+DIGITS = dict(in_channels=1, image_size=8, num_classes=10)  # a model factory's data arguments on digits
+METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "params", "dendrite_sets", "best")
+
+
+def within_budget(params, budget):
+    return abs(params - budget) <= 0.1 * budget
+
+
+def files(folder):
+    """Every file under `folder` with the hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics(result):
+    """What must be identical between two runs of the same seed: everything but the clock."""
+    final = {k: v for k, v in result["final"].items() if k not in ("wall_seconds", "timing_seconds", "inference_ms")}
+    return [{k: row[k] for k in METRICS} for row in result["history"]], result["restructures"], final
+
+
+def fails(argv, capsys):
+    """train_phase2.cli(argv) must exit non-zero with one line starting 'error:' and no traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        train_phase2.cli(argv)
+    code = exit_.value.code
+    message = code if isinstance(code, str) else capsys.readouterr().err
+    assert code not in (0, None)
+    assert message.strip().count("\n") == 0 and message.startswith("error:"), message
+    assert "Traceback" not in message
+    return message
+
+
+def write_idx(path, array, gz):
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def make_fashion(folder, gz, n_train=100, n_test=20):
+    """Fashion-MNIST's four IDX files, with random images, in `folder`."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, array in arrays.items():
+        write_idx(folder / name, array, gz)
+    return arrays
 
 
 def run(tmp_path, *flags, out="PAI"):
@@ -44,7 +102,7 @@ def stopped_after(monkeypatch, epoch):
     """Inside it, a run is stopped by SIGINT right after `epoch` is saved (Interrupted)."""
     import signal
 
-    import run_folder
+    from neuroshrink import run_folder
 
     save_epoch = run_folder.RunFolder.save_epoch
 
@@ -63,7 +121,8 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
     resumed run's result."""
     with stopped_after(monkeypatch, epoch):
         run(tmp_path, *flags)
-    return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI")]))
+    display = [flag for flag in flags if flag == "--graph-at-end"]  # not a run setting: given again
+    return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI"), *display]))
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +167,7 @@ def bf16_run(tmp_path_factory):
     """The quick run trained in bf16 autocast, where this CPU has bf16."""
     import torch
 
-    import precision
+    from neuroshrink import precision
 
     if "bf16" not in precision.available(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
@@ -125,13 +184,14 @@ def sweep_flags(tmp, *flags):
 
 
 def sweep_worker(tmp, *flags):
-    """A benchmark.py process: one worker of the tiny sweep stored under tmp (unless --storage).
+    """A width-sweep process: one worker of the tiny sweep stored under tmp (unless --storage).
     Its output goes to a file (a full pipe would stall it while this process works); the
     process's .log is that file."""
     log = tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log"
     with open(log, "w") as out:
-        worker = subprocess.Popen([sys.executable, "-u", str(ROOT / "benchmark.py"), *sweep_flags(tmp, *flags)],
-                                  cwd=tmp, text=True, stdout=out, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen([sys.executable, "-u", "-m", "experiments.width_sweep", *sweep_flags(tmp, *flags)],
+                                  cwd=tmp, text=True, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
     worker.log = log
     return worker
 
@@ -144,16 +204,15 @@ def finish(worker):
     return output
 
 
-def sweep_here(tmp, *flags, script="benchmark"):
-    """A worker of benchmark.py (or search.py) in this process (no start-up cost); returns
-    what it printed."""
-    import contextlib
+def sweep_here(tmp, *flags, script="width_sweep"):
+    """A worker of experiments/<script>.py in this process (no start-up cost); returns what
+    it printed."""
     import importlib
     import io
 
     import torch
 
-    module = importlib.import_module(script)
+    module = importlib.import_module(f"experiments.{script}")
     threads, printed = torch.get_num_threads(), io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
@@ -164,9 +223,9 @@ def sweep_here(tmp, *flags, script="benchmark"):
 
 
 def study_of(tmp, url=None):
-    import sweep
+    from experiments import studies
 
-    return sweep.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
+    return studies.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
 
 
 def built_once(tmp_path_factory, name, build):
@@ -192,8 +251,8 @@ def built_once(tmp_path_factory, name, build):
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory):
     """The tiny grid (widths 0.25 and 0.125, seed 1, both methods) swept by a single worker."""
-    import sweep
+    from experiments import studies
 
     tmp = built_once(tmp_path_factory, "tiny_sweep", lambda folder: sweep_here(folder, "--widths", "0.25", "0.125"))
     return {"tmp": tmp, "results": tmp / "results" / "digits", "output": (tmp / "output.txt").read_text(),
-            "records": sweep.records(study_of(tmp))}
+            "records": studies.records(study_of(tmp))}

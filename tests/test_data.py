@@ -1,11 +1,12 @@
+"""neuroshrink/data.py: fixed splits, normalisation, the IDX reader and its failures."""
 import gzip
-import struct
 
 import numpy as np
 import pytest
 import torch
 
-import data
+from conftest import make_fashion, write_idx
+from neuroshrink import data
 
 
 def test_splits_partition_the_data_and_are_fixed():
@@ -29,26 +30,6 @@ def test_digits_load_offline_normalised_and_disjoint():
     test_rows = [tuple(r.tolist()) for r in splits.test[0].flatten(1)]
     overlap = sum(r in rows for r in test_rows)
     assert overlap <= 3  # digits holds a few duplicate images; splitting never reuses an index
-
-
-def write_idx(path, array, gz):
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-
-
-def make_fashion(folder, gz, n_train=100, n_test=20):
-    rng = np.random.default_rng(0)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
-    for name, array in arrays.items():
-        write_idx(folder / name, array, gz)
-    return arrays
 
 
 @pytest.mark.parametrize("gz", [True, False])

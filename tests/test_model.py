@@ -1,10 +1,10 @@
-from types import SimpleNamespace
-
+"""model.py: the plain CNNs' shapes, exact parameter counts and width knob."""
 import pytest
 import torch
 import torch.nn as nn
 
-from model import MODELS, Net, ResCNN, count_parameters, layer_widths
+from conftest import DIGITS, within_budget
+from model import MODELS, Net, ResCNN, count_parameters, layer_widths, width_for_params
 
 
 @pytest.mark.parametrize("channels, size, width, params", [
@@ -68,11 +68,8 @@ def test_built_in_models_by_name():
     assert MODELS == {"net": Net, "rescnn": ResCNN}
 
 
-def test_dropout_flag_sets_every_dropout_layer():
-    import train_phase2
-
-    digits = SimpleNamespace(in_channels=1, image_size=8, num_classes=10)
-    model = train_phase2.build_model("net", digits, 0.125, dropout=0.3)
-    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
-    default = train_phase2.build_model("net", digits, 0.125)
-    assert [m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.5]
+@pytest.mark.parametrize("name, budget", [("net", 300), ("net", 3658), ("net", 50000), ("rescnn", 300),
+                                          ("rescnn", 5000)])
+def test_params_gives_the_width_of_the_budget(name, budget):
+    width = width_for_params(MODELS[name], budget, **DIGITS)
+    assert within_budget(count_parameters(MODELS[name](width=width, **DIGITS)), budget)

@@ -1,5 +1,5 @@
-"""The committed reports are what their committed records give, and the README shows the
-verdict tables as they are: no number in either is typed by hand."""
+"""The committed reports are what their committed records give, and the README and docs show
+the verdict tables as they are: no number in them is typed by hand."""
 import contextlib
 import importlib
 import io
@@ -9,15 +9,16 @@ import pytest
 
 from conftest import ROOT
 
-# Each committed report, with the command that wrote it as the README gives it (less --report-only).
+# Each committed report, with the command that wrote it (`python -m experiments.<name> <flags>`) as
+# the docs give it, less --report-only.
 FASHION = ["--dataset", "fashion-mnist"]
 COMMANDS = {
-    "digits/results.md": ("benchmark", []),
+    "digits/results.md": ("width_sweep", []),
     "digits/search.md": ("search", ["--widths", "0.125", "--trials", "10", "--seeds", "3"]),
     "digits/search-pareto.md": ("search", ["--pareto", "--widths", "0.0625", "0.5", "--trials", "15"]),
     "digits/shrink-net.md": ("shrink", []),
     "digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
-    "fashion-mnist/results.md": ("benchmark", [*FASHION, "--widths", "0.25", "0.125", "0.0625", "--patience", "3",
+    "fashion-mnist/results.md": ("width_sweep", [*FASHION, "--widths", "0.25", "0.125", "0.0625", "--patience", "3",
                                                "--max-dendrites", "2", "--epochs", "60"]),
     "fashion-mnist/search.md": ("search", [*FASHION, "--methods", "plain", "--widths", "0.25", "--trials", "4",
                                            "--epochs", "60"]),
@@ -26,10 +27,10 @@ COMMANDS = {
     "rerun/digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
     "rerun/fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4",
                                                      "--methods", "dendritic", "matched"]),
-    **{f"precision-{precision}/digits/results.md": ("benchmark", ["--widths", "0.25", "0.125", "--precision", precision])
+    **{f"precision-{precision}/digits/results.md": ("width_sweep", ["--widths", "0.25", "0.125", "--precision", precision])
        for precision in ("fp32", "bf16")},
     **{f"precision-{precision}/fashion-mnist/results.md": (
-        "benchmark", [*FASHION, "--widths", "0.125", "--seeds", "3", "--patience", "3", "--max-dendrites", "2",
+        "width_sweep", [*FASHION, "--widths", "0.125", "--seeds", "3", "--patience", "3", "--max-dendrites", "2",
                       "--epochs", "60", "--precision", precision]) for precision in ("fp32", "bf16")},  # the same command again, into a fresh storage (--results)
 }
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md"))
@@ -54,7 +55,7 @@ def test_a_committed_report_is_what_its_records_give(report, tmp_path):
     store = tmp_path / "results" / committed.parent.name
     store.mkdir(parents=True)
     shutil.copy(committed.parent / "sweep.db", store / "sweep.db")  # the report reads the records only
-    module = importlib.import_module(script)
+    module = importlib.import_module(f"experiments.{script}")
     with contextlib.redirect_stdout(io.StringIO()):
         args = [*flags, "--report-only", "--results", str(tmp_path / "results")]
         module.main(module.get_args_parser().parse_args(args))
@@ -65,5 +66,14 @@ def test_a_committed_report_is_what_its_records_give(report, tmp_path):
 
 
 @pytest.mark.parametrize("report", VERDICTS)
-def test_the_readme_shows_a_committed_verdict_as_it_is(report):
-    assert accuracy_table((ROOT / "results" / report).read_text()) in (ROOT / "README.md").read_text()
+def test_the_docs_show_a_committed_verdict_as_it_is(report):
+    assert accuracy_table((ROOT / "results" / report).read_text()) in (ROOT / "docs" / "verdict.md").read_text()
+
+
+def test_the_readmes_answer_table_is_rows_of_a_committed_verdict():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("## The answer so far")
+    rows = [line for line in readme[start:readme.index("## Quick start")] if line.startswith("| ")]
+    header, *methods = rows
+    table = accuracy_table((ROOT / "results" / "fashion-mnist" / "shrink-net.md").read_text()).splitlines()
+    assert len(methods) >= 4 and header == table[0] and set(methods) <= set(table)

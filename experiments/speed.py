@@ -13,12 +13,11 @@ a full default run in a fresh process and a check that drawing the library's gra
 at restructures gives the same graph as drawing it every epoch. Timing numbers are
 printed, never asserted: run nothing else meanwhile.
 
-    python speed_benchmark.py                                   # digits, about a minute
-    python speed_benchmark.py --dataset fashion-mnist --width 0.25
-    python speed_benchmark.py --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
+    python -m experiments.speed                                  # digits, about a minute
+    python -m experiments.speed --dataset fashion-mnist --width 0.25
+    python -m experiments.speed --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
 """
 
-import argparse
 import contextlib
 import io
 import json
@@ -32,20 +31,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import data
-import precision
 import train_phase2
 from model import Net
+from neuroshrink import data, precision
+from neuroshrink.flags import Parser, positive
+from neuroshrink.training import train_one_epoch
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m experiments.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="digits", choices=data.DATASETS)
-    p.add_argument("--width", type=float, default=0.125)
-    p.add_argument("--epochs", type=int, default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=positive(float), default=0.125)
+    p.add_argument("--epochs", type=positive(int), default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
+    p.add_argument("--batch-size", type=positive(int), default=64)
     p.add_argument("--profile", action="store_true",
                    help="only profile one training pass of the converted model with 2 dendrite sets, per precision")
     p.add_argument("--precisions", nargs="+", default=None, choices=precision.PRECISIONS,
@@ -88,7 +88,7 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
     dendrite sets (added by the library's capacity test), at each precision."""
     from torch.profiler import ProfilerActivity, profile
 
-    import dendrites
+    from neuroshrink import dendrites
 
     torch.manual_seed(1)
     x, y = splits.train[0][:n], splits.train[1][:n]
@@ -97,17 +97,17 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
         tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=2, capacity_test=True)
         model = tracker.convert(Net(splits.in_channels, splits.image_size, splits.num_classes, width))
         for epoch in (1, 2):  # the library needs a trained epoch before each switch
-            optimizer = tracker.new_optimizer(model, 1e-3)
-            train_phase2.train_one_epoch(model, optimizer, x[:512], y[:512], batch_size, torch.Generator(), fp32)
+            optimizer = tracker.new_optimizer(model)
+            train_one_epoch(model, optimizer, x[:512], y[:512], batch_size, torch.Generator(), fp32)
             model = tracker.add_scores(model, epoch, 50.0, 50.0, 50.0).model
-        optimizer = tracker.new_optimizer(model, 1e-3)
+        optimizer = tracker.new_optimizer(model)
     print(f"profile: {tracker.dendrite_sets()} dendrite sets, {tracker.count_params(model):,} params, {n} images")
     for name in precisions:
         amp = precision.Precision(name, torch.device("cpu"))
         for _ in range(2):  # warm-up, then profile
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 t0 = time.perf_counter()
-                train_phase2.train_one_epoch(model, optimizer, x, y, batch_size, torch.Generator(), amp)
+                train_one_epoch(model, optimizer, x, y, batch_size, torch.Generator(), amp)
         print(f"\n[{name}] one pass {time.perf_counter() - t0:.2f} s (with profiling)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 

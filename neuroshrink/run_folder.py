@@ -13,17 +13,14 @@ import os
 import shutil
 import signal
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from .errors import UsageError
+
 RUN_FORMAT = 1  # layout of a run folder; --resume refuses any other
-
-
-class UsageError(Exception):
-    """Bad input from the user; the message is one line that names the valid choices."""
 
 
 class Interrupted(Exception):
@@ -207,34 +204,6 @@ class RunFolder:
             raise Interrupted(self._pending)
 
     # ------------------------------------------------------------ finishing
-
-    def export(self, model, clean, images):
-        """Save the final model for inference twice, and return how far apart the two are.
-
-        model_clean.pt: `clean`, for dendritic runs the library's cleaned model (unpickling
-        it needs perforatedai). model.ts: a TorchScript trace of the trained model itself,
-        which loads with torch alone. torch.export fails on the library's modules, and the
-        cleaned model can differ from the trained one (perforatedai 3.2.9 drops the dendrites
-        of a layer with exactly one dendrite set), so the trace is taken from `model`.
-        """
-        model.eval(), clean.eval()
-        with torch.no_grad():
-            difference = (clean(images) - model(images)).abs().max().item()
-        torch.save(clean, self.path / "model_clean.pt")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated; it works here
-            # The library's forward branches on tensors that are fixed once training is over;
-            # the trace records one branch, so check it reproduces the model's outputs.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, images[:2], check_trace=False)
-            with torch.no_grad():
-                torch.testing.assert_close(traced(images), model(images))
-        traced.save(str(self.path / "model.ts.tmp"))
-        os.replace(self.path / "model.ts.tmp", self.path / "model.ts")
-        if difference > 1e-4:
-            print(f"warning: the library's cleaned model (model_clean.pt) differs from the trained "
-                  f"model by up to {difference:.3g} in its logits; model.ts is the trained model")
-        return difference
 
     def finish(self, final):
         """Record the final metrics; the run is complete."""

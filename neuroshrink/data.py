@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DataError
+
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 DEFAULT_DATA_DIR = Path("data")
 SPLIT_SEED = 0          # fixed: the splits never depend on the training seed
@@ -31,10 +33,6 @@ SYSTEM_IDX_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-
-
-class DataError(Exception):
-    """A dataset that cannot be found or read; the message says what to do."""
 
 
 @dataclass

@@ -6,34 +6,37 @@ test split never reaches the search. The best configuration is then trained with
 1..S and reported on test. With --pareto the width is searched too, and the objective is
 validation accuracy against parameters: the report is each method's Pareto front.
 
-    python search.py --widths 0.125 --trials 20              # digits: 2 methods x 20 trials, then 3 seeds each
-    python search.py --pareto --widths 0.0625 0.5 --trials 30
-    python search.py --dataset fashion-mnist --methods plain --widths 0.25 --trials 4 --epochs 60
-    python search.py --report-only
+    python -m experiments.search --widths 0.125 --trials 20    # digits: 2 methods x 20 trials, then 3 seeds each
+    python -m experiments.search --pareto --widths 0.0625 0.5 --trials 30
+    python -m experiments.search --dataset fashion-mnist --methods plain --widths 0.25 --trials 4 --epochs 60
+    python -m experiments.search --report-only
 
-Like benchmark.py, it runs as one worker of a study that any number of workers share
+Like the width sweep, it runs as one worker of a study that any number of workers share
 (--storage), and a stopped worker loses nothing. Outputs in results/<dataset>/: the trials
 in sweep.db (studies search-*), the tables in search.md (with --pareto: search-pareto.md and search-pareto.png).
 """
 
 from pathlib import Path
 
-import benchmark
-import sweep
+from experiments import studies
+from experiments.report import fmt, mean_std, new_figure, save_figure
+from experiments.runner import check_settings, cli, common_parser, run_cell
+from experiments.spaces import SEARCH_SEED, describe, flags, suggest_dendrites, suggest_recipe
+from neuroshrink.flags import positive
 
-SEARCH_SEED = 0  # every search trial: the seeds 1..S that report on test are not used to choose
+METHODS = ("dendritic", "plain")
 
 
 def get_args_parser():
-    p = benchmark.get_args_parser()
-    p.description = __doc__.split("\n\n")[0]
-    p.add_argument("--trials", type=benchmark.train_phase2.positive(int), default=20,
+    p = common_parser("search", __doc__.split("\n\n")[0])
+    p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.125, 0.0625])
+    p.add_argument("--trials", type=positive(int), default=20,
                    help="configurations tried per method (and width), the same for every method")
     p.add_argument("--pareto", action="store_true",
                    help="search the width too (between the smallest and largest --widths) and report the "
                         "front of validation accuracy against parameters")
-    p.add_argument("--methods", nargs="+", default=list(benchmark.METHODS), choices=benchmark.METHODS,
-                   metavar="METHOD", help=f"which methods to search ({', '.join(benchmark.METHODS)})")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   metavar="METHOD", help=f"which methods to search ({', '.join(METHODS)})")
     return p
 
 
@@ -45,30 +48,6 @@ def suggest(trial, method):
     return hp
 
 
-def suggest_recipe(trial):
-    """This project's training recipe: Adam's learning rate, the patience, the schedule."""
-    return {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-            "patience": trial.suggest_int("patience", 2, 6),
-            "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
-
-
-DENDRITE_SETTINGS = ("improvement_threshold", "candidate_init", "dendrite_activation")
-
-
-def suggest_dendrites(trial):
-    """The library's settings that its own W&B sweep template searches."""
-    return {"improvement_threshold": trial.suggest_categorical(
-                "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
-            "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
-            "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
-
-
-def flags(hp):
-    """train_phase2 flags for a configuration (an improvement_threshold is a list of gains)."""
-    return [item for key, value in hp.items() if key != "width"
-            for item in ("--" + key.replace("_", "-"), *str(value).split())]
-
-
 def study_name(args, method, width=None, stage="search"):
     return f"{stage}-{args.dataset}-{method}" + (f"-w{width:g}" if width is not None else "-pareto")
 
@@ -76,11 +55,11 @@ def study_name(args, method, width=None, stage="search"):
 def search_method(args, url, method, width, runs):
     """N trials of the method at the width (or over widths, --pareto); returns the study."""
     directions = ("maximize", "minimize") if args.pareto else ("maximize",)
-    if args.report_only and not sweep.study_exists(url, study_name(args, method, width)):
+    if args.report_only and not studies.study_exists(url, study_name(args, method, width)):
         return None  # nothing searched there: report, but leave the storage as it is
-    study = sweep.open_study(url, study_name(args, method, width), args.heartbeat, directions)
+    study = studies.open_study(url, study_name(args, method, width), args.heartbeat, directions)
     if not args.report_only:
-        benchmark.check_settings(study, args)
+        check_settings(study, args)
         study.set_user_attr("trials", args.trials)  # what a report of this study counts
     low, high = min(args.widths), max(args.widths)
 
@@ -90,18 +69,18 @@ def search_method(args, url, method, width, runs):
             hp["width"] = trial.suggest_float("width", low, high, log=True)
         cell = {"width": hp.get("width", width), "method": method, "seed": SEARCH_SEED, "min_epochs": 1}
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        record = benchmark.run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        record = run_cell(args, cell, runs / study.study_name / name, flags(hp))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         objective = (record["val_acc"], record["params"]) if args.pareto else record["val_acc"]
         return objective, record
     if not args.report_only:
-        sweep.search(study, args.trials, train, poll=min(5, args.heartbeat))
+        studies.search(study, args.trials, train, poll=min(5, args.heartbeat))
     return study
 
 
 def searched(study):
     """The study's trials that count: the first `trials` finished (later ones are surplus of a race)."""
-    return sweep.finished(study)[:study.user_attrs["trials"]]
+    return studies.finished(study)[:study.user_attrs["trials"]]
 
 
 def best_of(study):
@@ -111,24 +90,19 @@ def best_of(study):
 def retrain_best(args, url, method, width, search_study, runs):
     """The best configuration, trained with seeds 1..S; returns their records (with test)."""
     hp = best_of(search_study).user_attrs["record"]["hp"]
-    study = sweep.open_study(url, study_name(args, method, width, "best"), args.heartbeat)
+    study = studies.open_study(url, study_name(args, method, width, "best"), args.heartbeat)
     if not args.report_only:
-        benchmark.check_settings(study, args)
+        check_settings(study, args)
 
     def train(cell):
         print(f"\n=== best {method} width {width:g} seed {cell['seed']}: {hp}", flush=True)
         name = f"s{cell['seed']}"
-        record = benchmark.run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        record = run_cell(args, cell, runs / study.study_name / name, flags(hp))
         return record["val_acc"], record | {"hp": hp}
     cells = [{"width": width, "method": method, "seed": s, "min_epochs": 1} for s in range(1, args.seeds + 1)]
     if not args.report_only:
-        sweep.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
-    return sweep.records(study)
-
-
-def describe(hp):
-    return ", ".join(f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
-                     for key, value in hp.items())
+        studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+    return studies.records(study)
 
 
 def best_table(args, results):
@@ -140,12 +114,12 @@ def best_table(args, results):
     for (width, method), (best, trials, records) in results.items():
         if not records:  # its retraining has not run yet
             continue
-        test = benchmark.mean_std([r["test_acc"] for r in records])
-        params = benchmark.mean_std([r["params"] for r in records])
-        epochs = benchmark.mean_std([r["epochs"] for r in records])
+        test = mean_std([r["test_acc"] for r in records])
+        params = mean_std([r["params"] for r in records])
+        epochs = mean_std([r["epochs"] for r in records])
         lines.append(f"| {width:g} | {method} | {trials} | {describe(best.user_attrs['record']['hp'])} "
-                     f"| {best.value:.2f} | {benchmark.fmt(test)} | {len(records)} | {benchmark.fmt(params, 0)} "
-                     f"| {benchmark.fmt(epochs, 0)} |")
+                     f"| {best.value:.2f} | {fmt(test)} | {len(records)} | {fmt(params, 0)} "
+                     f"| {fmt(epochs, 0)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,10 +136,10 @@ def pareto_table(args, fronts):
     return "\n".join(lines) + "\n"
 
 
-def plot_fronts(args, studies, path):
-    fig, ax = benchmark.new_figure()
+def plot_fronts(args, by_method, path):
+    fig, ax = new_figure()
     lowest = 100.0
-    for i, (method, study) in enumerate(studies.items()):
+    for i, (method, study) in enumerate(by_method.items()):
         trials = searched(study)
         ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=12, alpha=0.35, color=f"C{i}")
         front = sorted(pareto_front(trials), key=lambda t: t.values[1])
@@ -173,7 +147,7 @@ def plot_fronts(args, studies, path):
                 label=f"{method}: front of {len(trials)} trials")
         lowest = min([lowest] + [t.values[0] for t in front])
     ax.set_ylim(lowest - 5, 100)  # trials far below every front are cut off
-    benchmark.save_figure(fig, ax, path, "parameters (log scale)", f"validation accuracy % (seed {SEARCH_SEED})",
+    save_figure(fig, ax, path, "parameters (log scale)", f"validation accuracy % (seed {SEARCH_SEED})",
                           f"Search on {args.dataset}: every trial, and each method's Pareto front")
 
 
@@ -189,17 +163,17 @@ def main(args):
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     runs = Path(args.runs) / args.dataset
     if args.pareto:
-        studies = {m: search_method(args, url, m, None, runs) for m in args.methods}
-        studies = {m: study for m, study in studies.items() if study is not None}
-        fronts = {m: pareto_front(searched(s)) for m, s in studies.items()}
+        by_method = {m: search_method(args, url, m, None, runs) for m in args.methods}
+        by_method = {m: study for m, study in by_method.items() if study is not None}
+        fronts = {m: pareto_front(searched(s)) for m, s in by_method.items()}
         report = pareto_table(args, fronts)
-        plot_fronts(args, studies, results_dir / "search-pareto.png")
+        plot_fronts(args, by_method, results_dir / "search-pareto.png")
     else:
         results = {}
         for width in args.widths:
             for method in args.methods:
                 study = search_method(args, url, method, width, runs)
-                if study is not None and sweep.finished(study):
+                if study is not None and studies.finished(study):
                     results[(width, method)] = (best_of(study), len(searched(study)),
                                                 retrain_best(args, url, method, width, study, runs))
         report = best_table(args, results)
@@ -211,4 +185,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    benchmark.cli(main, get_args_parser)
+    cli(main, get_args_parser)

@@ -13,11 +13,12 @@ import io
 import pdb
 import re
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-from recipes import Recipe
+from .errors import LibraryError
+from .recipes import Recipe
+from .stopping import Restructure, Step
 
 with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
     from perforatedai import globals_perforatedai as GPA
@@ -29,10 +30,6 @@ _convert = getattr(UPA, "perforate_model", None) or UPA.initialize_pai
 # Normalisation layers get no dendrites; untracked ones send the library into pdb.
 NORM_LAYERS = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "LayerNorm",
                "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
-
-
-class LibraryError(RuntimeError):
-    """perforatedai failed; raised instead of its debugger or its sys.exit(0)."""
 
 
 @contextlib.contextmanager
@@ -69,7 +66,6 @@ def _set(name, value):
     getattr(GPA.pc, f"set_{name}")(value)
 
 
-
 # --dendrite-activation: the library's pai_forward_function, applied to a dendrite's output
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
@@ -100,27 +96,6 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     _set("verbose", False)
 
 
-@dataclass
-class Restructure:
-    epoch: int
-    kind: str           # "dendrites added" | "dendrites rolled back" | "reloaded" | "training complete"
-    detail: str
-    params_before: int
-    params_after: int
-    dendrite_sets: int  # after the restructure
-    val_acc: float
-
-
-@dataclass
-class Step:
-    """What one epoch's scores made the tracker do."""
-    model: torch.nn.Module         # the tracker may return a different object
-    restructure: Restructure | None
-    complete: bool                 # training is over; the best model is loaded
-    new_best: bool                 # this epoch's model is the tracker's new best
-    drew_graph: bool = False       # the library drew its graph during this call
-
-
 def count_params(model):
     """The library's count: a plain sum over parameters() double-counts wrapped layers."""
     return UPA.count_params(model)
@@ -139,8 +114,8 @@ def count_with_one_set(model):
 
 
 class Tracker:
-    """The library's tracker, driven by validation scores (train_phase2.EarlyStopping is
-    the plain loop's counterpart with the same methods).
+    """The library's tracker, driven by validation scores (stopping.Tracker is the interface,
+    stopping.EarlyStopping the plain loop's counterpart).
 
     The library keeps its state in module globals (GPA.pc, GPA.pai_tracker) and writes
     into ./<save_name>/: one Tracker at a time, run inside the output folder's parent.
@@ -159,6 +134,9 @@ class Tracker:
         self.graph_every_epoch, self.graph_at_end = graph_every_epoch, graph_at_end
         self._graph_due = False
 
+    def guarded(self):
+        return guarded()
+
     def convert(self, model):
         """Phase 1: wrap every conv and linear layer with dendrite capacity."""
         printed = io.StringIO()
@@ -173,7 +151,8 @@ class Tracker:
         """Names of the layers that can grow dendrites."""
         return [m.name for m in GPA.pai_tracker.neuron_module_vector]
 
-    count_params = staticmethod(count_params)
+    def count_params(self, model):
+        return count_params(model)
 
     def dendrite_sets(self):
         return GPA.pai_tracker.member_vars["num_dendrites_added"]

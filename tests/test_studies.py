@@ -1,5 +1,5 @@
-"""Sweeps shared by worker processes: real workers, real storages (SQLite; PostgreSQL when its
-server binaries are installed), killed for real."""
+"""experiments/studies.py: sweeps shared by worker processes: real workers, real storages
+(SQLite; PostgreSQL when its server binaries are installed), killed for real."""
 import glob
 import json
 import os
@@ -7,21 +7,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-import benchmark
-import search
-import sweep
-from run_folder import Interrupted
 from conftest import finish, study_of, sweep_here, sweep_worker
+from experiments import studies
+from neuroshrink.run_folder import Interrupted
 
 
 def trained(outputs):
@@ -82,7 +76,7 @@ def test_two_workers_share_the_sweep_and_train_each_cell_once(storage, tmp_path,
 
     assert sorted(trained(outputs)) == sorted(trained([tiny_sweep["output"]]))  # 4 cells, each once
     assert len(set(trained(outputs))) == 4
-    records = sweep.records(study_of(tmp_path, url))
+    records = studies.records(study_of(tmp_path, url))
     assert outcome(records) == outcome(tiny_sweep["records"])  # the same numbers as one worker's
     table = (tmp_path / "results" / "digits" / "results.md").read_text().splitlines()
     assert [line for line in table if line.startswith("| 0.")] and len(table) == len(
@@ -111,93 +105,23 @@ def test_a_killed_worker_loses_nothing_and_nothing_is_trained_twice(tmp_path, ti
     complete = [t.user_attrs["cell"] for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(c["method"] for c in complete) == ["dendritic", "plain"]  # each cell once
     width = {key: value for key, value in outcome(tiny_sweep["records"]).items() if key[0] == 0.25}
-    assert outcome(sweep.records(study_of(tmp_path))) == width  # as if never killed
-
-
-def test_report_only_rebuilds_tables_and_plot_from_the_storage(tmp_path, tiny_sweep):
-    results = tmp_path / "results"
-    shutil.copytree(tiny_sweep["tmp"] / "results", results)
-    made = results / "digits"
-    table = (made / "results.md").read_text()
-    for name in ("results.md", "runs.csv", "neuroshrink.png"):
-        (made / name).unlink()
-    benchmark.main(benchmark.get_args_parser().parse_args(["--report-only", "--results", str(results)]))
-    assert (made / "results.md").read_text() == table
-    assert (made / "neuroshrink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((made / "runs.csv").read_text().splitlines()) == 1 + 4
-
-
-# ---------------------------------------------------------------- search mode
-
-def test_search_tries_as_many_configurations_per_method_on_validation_then_retrains_the_best(tmp_path):
-    sweep_here(tmp_path, "--widths", "0.25", "--trials", "2", "--seeds", "1", script="search")
-    url = f"sqlite:///{tmp_path / 'results' / 'digits' / 'sweep.db'}"
-    for method in benchmark.METHODS:
-        trials = sweep.finished(sweep.open_study(url, f"search-digits-{method}-w0.25"))
-        assert len(trials) == 2  # the same number of configurations for every method
-        for t in trials:
-            record = t.user_attrs["record"]
-            run = json.loads((Path(record["run"]) / "results.json").read_text())
-            assert t.value == run["final"]["val_acc"]  # the objective is the validation score...
-            assert "test_acc" not in record  # ...and the test score is not stored with the search
-            assert run["settings"]["seed"] == search.SEARCH_SEED
-            assert all(run["settings"][key] == record["hp"][key] for key in ("lr", "dropout", "schedule"))
-            if method == "dendritic":
-                assert run["settings"]["dendrite_activation"] == record["hp"]["dendrite_activation"]
-        best = max(trials, key=lambda t: t.value).user_attrs["record"]["hp"]
-        retrained = sweep.records(sweep.open_study(url, f"best-digits-{method}-w0.25"))
-        assert [r["seed"] for r in retrained] == [1] and retrained[0]["hp"] == best
-    table = (tmp_path / "results" / "digits" / "search.md").read_text()
-    assert sum(line.startswith("| 0.25 | ") and " | 2 | " in line for line in table.splitlines()) == 2
-    store = tmp_path / "results" / "digits" / "sweep.db"
-    before = store.read_bytes()
-    sweep_here(tmp_path, "--report-only", script="search")  # default widths, never searched here
-    assert store.read_bytes() == before and (tmp_path / "results" / "digits" / "search.md").read_text() == table
-
-
-def test_search_of_one_method_leaves_the_others_alone(tmp_path):
-    sweep_here(tmp_path, "--widths", "0.25", "--trials", "1", "--seeds", "1", "--methods", "plain", script="search")
-    url = f"sqlite:///{tmp_path / 'results' / 'digits' / 'sweep.db'}"
-    assert sorted(optuna.get_all_study_names(url)) == ["best-digits-plain-w0.25", "search-digits-plain-w0.25"]
-    table = (tmp_path / "results" / "digits" / "search.md").read_text()
-    assert [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| 0.25 | ")] == ["plain"]
-
-
-def test_pareto_front_keeps_only_the_unbeaten():
-    points = [(90, 100), (92, 200), (91, 300), (80, 50), (92, 250)]
-    trials = [SimpleNamespace(values=v) for v in points]
-    assert sorted(t.values for t in search.pareto_front(trials)) == [(80, 50), (90, 100), (92, 200)]
-
-
-def test_a_configuration_becomes_train_phase2_flags():
-    hp = {"lr": 0.003, "dropout": 0.3, "improvement_threshold": "0.01 0.001 0", "dendrite_activation": "tanh"}
-    args = benchmark.train_phase2.parse_args(search.flags(hp))
-    assert (args.lr, args.dropout, args.improvement_threshold, args.dendrite_activation) == (
-        0.003, 0.3, [0.01, 0.001, 0.0], "tanh")
-
-
-def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--storage", "nosuchdb://x", "--results", str(tmp_path)])
-    with pytest.raises(SystemExit) as stopped:
-        benchmark.cli()
-    message = str(stopped.value.code)
-    assert message.startswith("error: cannot open the storage nosuchdb://x") and "\n" not in message
+    assert outcome(studies.records(study_of(tmp_path))) == width  # as if never killed
 
 
 def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
     """Two workers starting together may both enqueue a cell: the later copy steps aside."""
-    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "race")
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "race")
     x, y = {"name": "x"}, {"name": "y"}
     for cell in (x, x, y):
         study.enqueue_trial({}, user_attrs={"cell": cell})
-    assert sweep.owner(study, x) == 0
+    assert studies.owner(study, x) == 0
     trained = []
 
     def train(cell):
-        assert sweep.owner(study, cell) == min(t.number for t in study.get_trials() if t.user_attrs["cell"] == cell)
+        assert studies.owner(study, cell) == min(t.number for t in study.get_trials() if t.user_attrs["cell"] == cell)
         trained.append(cell["name"])
         return 1.0, {"cell": cell}
-    sweep.work(study, lambda records: [x, y], train, poll=0.1)
+    studies.work(study, lambda records: [x, y], train, poll=0.1)
     assert sorted(trained) == ["x", "y"]
     skipped = [t.user_attrs.get("skipped") for t in study.get_trials() if t.state == TrialState.PRUNED]
     assert skipped == ["trial 0 trains this cell"]
@@ -206,19 +130,19 @@ def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for another worker here
 def test_a_search_counts_the_trials_made_before_a_new_one(tmp_path):
     """What keeps the trial count exact when two workers start trials at the same moment."""
-    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "count")
-    sweep.add_record(study, {"n": 0}, {"val_acc": 1.0}, 1.0)        # trial 0: finished
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "count")
+    studies.add_record(study, {"n": 0}, {"val_acc": 1.0}, 1.0)        # trial 0: finished
     running = study.ask()                                            # trial 1: another worker's, running
     study.tell(study.ask(), state=TrialState.PRUNED)                  # trial 2: skipped, does not count
-    sweep.add_record(study, {"n": 3}, {"val_acc": 1.0}, 1.0)        # trial 3: finished
+    studies.add_record(study, {"n": 3}, {"val_acc": 1.0}, 1.0)        # trial 3: finished
     assert running.number == 1
-    assert [sweep.trials_before(study, n) for n in (0, 1, 2, 3, 4)] == [0, 1, 2, 2, 3]
+    assert [studies.trials_before(study, n) for n in (0, 1, 2, 3, 4)] == [0, 1, 2, 2, 3]
 
 
 def test_a_stopped_search_trial_is_continued_with_its_hyperparameters_in_its_folder(tmp_path):
     """A stop (Ctrl-C, SIGTERM) mid-trial: the next worker continues that trial rather than
     drawing a new configuration, so the stopped epochs are kept and the trial count stays exact."""
-    study = sweep.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "stopped")
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "stopped")
     trained = []
 
     def train(trial, name, stop_at=None):
@@ -229,14 +153,14 @@ def test_a_stopped_search_trial_is_continued_with_its_hyperparameters_in_its_fol
         return x, {"x": x}
 
     with pytest.raises(Interrupted):
-        sweep.search(study, 3, lambda trial, name: train(trial, name, stop_at="trial1"), poll=0.1)
+        studies.search(study, 3, lambda trial, name: train(trial, name, stop_at="trial1"), poll=0.1)
     stopped = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
-    sweep.search(study, 3, train, poll=0.1)  # the next worker
+    studies.search(study, 3, train, poll=0.1)  # the next worker
 
     # trial 2 continued trial 1 in its folder; trial 3 is the third configuration
     assert [name for name, _ in trained] == ["trial0", "trial1", "trial3"]
     assert trained[1][1] == stopped.params["x"]  # the stopped trial's configuration, not a new draw
-    assert len(sweep.records(study)) == 3
+    assert len(studies.records(study)) == 3
 
 
 def configurations(study, n_trials, stop_at=None):
@@ -252,7 +176,7 @@ def configurations(study, n_trials, stop_at=None):
         return hp[0], {"hp": hp}
     while True:
         try:
-            sweep.search(study, n_trials, train, poll=0.1)
+            studies.search(study, n_trials, train, poll=0.1)
             return [hp for _, hp in drawn if hp is not None]
         except Interrupted:
             pass  # the next worker
@@ -261,19 +185,19 @@ def configurations(study, n_trials, stop_at=None):
 def test_a_rerun_of_a_search_draws_the_same_configurations_even_after_a_stop(tmp_path):
     """The default sampler's draws depend on the study's name and the number of configurations
     drawn before, not on the process, nor on a stopped trial that was continued."""
-    first = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search"), 4)
-    rerun = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search"), 4, stop_at="trial1")
-    other = configurations(sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "another search"), 4)
+    first = configurations(studies.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search"), 4)
+    rerun = configurations(studies.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search"), 4, stop_at="trial1")
+    other = configurations(studies.open_study(f"sqlite:///{tmp_path / 'a.db'}", "another search"), 4)
     assert rerun == first
     assert len(set(first)) == 4 and not set(other) & set(first)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for two workers here
 def test_two_workers_starting_together_draw_different_configurations(tmp_path):
-    study = sweep.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search")
+    study = studies.open_study(f"sqlite:///{tmp_path / 'a.db'}", "search")
     one, two = study.ask(), study.ask()  # neither has finished when the other draws
     together = [trial.suggest_float("lr", 1e-4, 1e-1, log=True) for trial in (one, two)]
-    alone = sweep.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search")
+    alone = studies.open_study(f"sqlite:///{tmp_path / 'b.db'}", "search")
     in_turn = []
     for _ in range(2):
         trial = alone.ask()

@@ -24,14 +24,15 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from run_folder import Interrupted
+from neuroshrink.errors import NeuroShrinkError
+from neuroshrink.run_folder import Interrupted
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # the workers print their own progress; errors are raised
 
 RETRIES = 3  # a cell whose worker vanished this many times is given up (it is failing for a reason)
 
 
-class StorageError(Exception):
+class StorageError(NeuroShrinkError):
     """The storage cannot be opened; the message is one line."""
 
 
@@ -174,6 +175,7 @@ def work(study, cells_for, train, poll=5):
     while more:
         enqueue_missing(study, cells_for(records(study)))
         more = step(study, objective, poll)
+
 
 def trials_before(study, number):
     """How many trials made before trial `number` are running or finished with a record."""

@@ -31,12 +31,12 @@ configuration, tested. Equal budgets: each seed of a plain method trains at leas
 epochs as the same seed of the dendritic run it is compared with. The wide model's
 training (seeds 0..S) is a cost of pruning and distillation, reported with them.
 
-    python shrink.py                                      # digits, net
-    python shrink.py --model rescnn
-    python shrink.py --dataset fashion-mnist --epochs 60 --trials 4
-    python shrink.py --report-only
+    python -m experiments.shrink                          # digits, net
+    python -m experiments.shrink --model rescnn
+    python -m experiments.shrink --dataset fashion-mnist --epochs 60 --trials 4
+    python -m experiments.shrink --report-only
 
-Like benchmark.py it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
+Like the width sweep it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
 by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 """
@@ -50,13 +50,14 @@ from pathlib import Path
 import optuna
 import torch.nn as nn
 
-import benchmark
-import dendrites
-import search
-import sweep
-import train_phase2
-from model import count_parameters, width_for_params
-from run_folder import UsageError
+from experiments import report, spaces, studies
+from experiments.report import mean_std
+from experiments.runner import check_settings, cli, common_parser, run_cell
+from model import MODELS, count_parameters, width_for_params
+from neuroshrink import data, models
+from neuroshrink.dendrites import count_with_one_set
+from neuroshrink.errors import UsageError
+from neuroshrink.flags import positive
 
 MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
 API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
@@ -93,19 +94,18 @@ DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25}  # wider than the largest 
 
 
 def get_args_parser():
-    p = benchmark.get_args_parser()
-    p.description = __doc__.split("\n\n")[0]
+    p = common_parser("shrink", __doc__.split("\n\n")[0])
     p.set_defaults(epochs=100, max_dendrites=1)
-    p.add_argument("--model", default="net", choices=train_phase2.MODELS)
-    p.add_argument("--budgets", type=train_phase2.positive(int), nargs="+", default=None,
+    p.add_argument("--model", default="net", choices=MODELS)
+    p.add_argument("--budgets", type=positive(int), nargs="+", default=None,
                    help="parameter budgets, trained in this order (default: digits 1000 3658 13706 300 50000, "
                         "with rescnn 3658 13706 50000; fashion-mnist 5500 19000)")
-    p.add_argument("--wide", type=train_phase2.positive(float), default=None,
+    p.add_argument("--wide", type=positive(float), default=None,
                    help="width of the wide plain model that is pruned and distilled from "
                         "(default: digits 2, fashion-mnist 0.25)")
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
-    p.add_argument("--trials", type=train_phase2.positive(int), default=8,
+    p.add_argument("--trials", type=positive(int), default=8,
                    help="search trials per method and budget, the same for every method "
                         "(fewer only where a method's space has fewer configurations)")
     return p
@@ -122,8 +122,8 @@ def suggest(trial, method, dropout=True):
     cosine). Dendritic: what the library's W&B sweep template searches. Distilled: the soft
     targets' weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
-    hp |= {} if method.recipe else search.suggest_recipe(trial)
-    hp |= {} if method.plain else search.suggest_dendrites(trial)
+    hp |= {} if method.recipe else spaces.suggest_recipe(trial)
+    hp |= {} if method.plain else spaces.suggest_dendrites(trial)
     if method.wide == "--teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
                "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
@@ -134,8 +134,8 @@ def width_for(args, method, budget, shape):
     """The width of the method's model at the budget (pruned: the wide model it starts from)."""
     if method.wide == "--prune-from":
         return args.wide
-    count = count_parameters if method.plain else dendrites.count_with_one_set  # with --max-dendrites 1
-    return width_for_params(train_phase2.MODELS[args.model], budget, count=count, **shape)
+    count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
+    return width_for_params(MODELS[args.model], budget, count=count, **shape)
 
 
 def flags(args, method, budget, hp, seed, wide_runs):
@@ -146,7 +146,7 @@ def flags(args, method, budget, hp, seed, wide_runs):
     if method.wide:
         wide = wide_runs[seed]
         extra += [method.wide, str(wide / "model.ts") if method.wide == "--teacher" else str(wide)]
-    return extra + search.flags(hp)
+    return extra + spaces.flags(hp)
 
 
 # ---------------------------------------------------------------- the studies
@@ -180,11 +180,11 @@ def study_name(args, stage, method=None, budget=None):
 
 
 def open_study(args, url, name, sampler=None):
-    if args.report_only and not sweep.study_exists(url, name):
+    if args.report_only and not studies.study_exists(url, name):
         return None  # nothing there: report, but leave the storage as it is
-    study = sweep.open_study(url, name, args.heartbeat, sampler=sampler)
+    study = studies.open_study(url, name, args.heartbeat, sampler=sampler)
     if not args.report_only:
-        benchmark.check_settings(study, args)
+        check_settings(study, args)
     return study
 
 
@@ -196,21 +196,21 @@ def train_wide(args, url, runs):
 
     def train(cell):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
-        record = benchmark.run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}",
+        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}",
                                     ["--model", args.model, "--no-dendrites"])
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": 1} for s in range(args.seeds + 1)]
     if not args.report_only:
-        sweep.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
-    records = sweep.records(study)
+        studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+    records = studies.records(study)
     return {r["seed"]: Path(r["run"]) for r in records}, records
 
 
 def search_method(args, url, method, budget, shape, wide_runs, runs):
     """The method's search trials at the budget (seed 0, validation only); returns the study."""
     size = without_repeats(args, method)
-    with sweep.quietly():  # "experimental"; it draws at random, never the same configuration twice
-        sampler = optuna.samplers.BruteForceSampler(seed=search.SEARCH_SEED) if size else None
+    with studies.quietly():  # "experimental"; it draws at random, never the same configuration twice
+        sampler = optuna.samplers.BruteForceSampler(seed=spaces.SEARCH_SEED) if size else None
     study = open_study(args, url, study_name(args, "search", method, budget), sampler)
     if study is None or args.report_only:
         return study
@@ -222,11 +222,11 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
         hp = suggest(trial, method, args.model_has_dropout)
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
         cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0, "min_epochs": 1}
-        record = benchmark.run_cell(args, cell, runs / study.study_name / name,
+        record = run_cell(args, cell, runs / study.study_name / name,
                                     flags(args, method, budget, hp, 0, wide_runs))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
-    sweep.search(study, trials, train, poll=min(5, args.heartbeat))
+    studies.search(study, trials, train, poll=min(5, args.heartbeat))
     return study
 
 
@@ -235,7 +235,7 @@ def chosen(study):
     are surplus of a race), and the validation accuracy of all of them if they all scored the
     same, else None: such a search chose nothing (max() kept the first drawn), as when every
     trial's model trained dead."""
-    counted = sweep.finished(study)[:study.user_attrs["trials"]]
+    counted = studies.finished(study)[:study.user_attrs["trials"]]
     if not counted:
         return None, None
     hp = max(counted, key=lambda t: t.value).user_attrs["record"]["hp"]
@@ -264,9 +264,9 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
         if method.control:  # the paired dendritic run's restarts and learning rates
             extra += ["--lr-trace", *map(str, cell["lr_trace"])]
             extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
-        record = benchmark.run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
+        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
         return record["val_acc"], record | {"hp": hp}
-    sweep.work(study, cells_for, train, poll=min(5, args.heartbeat))
+    studies.work(study, cells_for, train, poll=min(5, args.heartbeat))
     return study
 
 
@@ -284,20 +284,18 @@ def run_budget(args, url, budget, shape, wide_runs, runs):
         if hp is None:  # its search has not run (or, for a control, its plain recipe's)
             continue
         if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
-            hp = {key: value for key, value in hp.items() if key not in search.DENDRITE_SETTINGS}
+            hp = {key: value for key, value in hp.items() if key not in spaces.DENDRITE_SETTINGS}
         paired = results.get(method.paired, ([], None))[0]
         study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
         if study is not None:
-            results[method.name] = sweep.records(study), undecided[method.control or method.name]
+            results[method.name] = studies.records(study), undecided[method.control or method.name]
     return results
 
 
 # ---------------------------------------------------------------- the report
 
 def fmt(values, digits=2):
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+    return report.fmt(mean_std(values), digits)
 
 
 def verdict_rows(args, results, wide_records):
@@ -341,7 +339,7 @@ def table(args, rows, wide_records):
         ms = (fmt(row["ms1"], 3), fmt(row["ms256"], 2)) if row["ms1"] else ("", "")
         lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
                      f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
-                     f"| {search.describe(row['hp'])}{undecided_note(row['undecided'])} |")
+                     f"| {spaces.describe(row['hp'])}{undecided_note(row['undecided'])} |")
     budgets = sorted({r["budget"] for r in rows})
     cell = {(r["method"], r["budget"]): r for r in rows}
     lines += ["", "Test accuracy % by budget (mean ± std over seeds):", "",
@@ -439,7 +437,7 @@ def check_methods(names):
 def data_shape_checked(args):
     """The data's shape, once every method is known to meet every budget (a budget some method
     cannot meet fails now, not mid-sweep)."""
-    shape = train_phase2.data_shape(train_phase2.load_splits(args.dataset, args.data_dir, args.quick))
+    shape = models.data_shape(data.load(args.dataset, args.data_dir))
     for budget in args.budgets:
         for name in args.methods:
             try:
@@ -460,7 +458,7 @@ def main(args):
     runs = Path(args.runs) / args.dataset
     shape = None if args.report_only else data_shape_checked(args)  # a report reads the records only
     # Whether the model has dropout to tune does not depend on the data's shape.
-    model = train_phase2.MODELS[args.model](**(shape or dict(in_channels=1, image_size=8, num_classes=10)))
+    model = MODELS[args.model](**(shape or dict(in_channels=1, image_size=8, num_classes=10)))
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
 
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
@@ -481,4 +479,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    benchmark.cli(main, get_args_parser)
+    cli(main, get_args_parser)

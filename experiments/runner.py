@@ -1,0 +1,108 @@
+"""What every experiment does alike: its common flags, training one run of a sweep with
+train_phase2's own main(), and ending a worker with one line.
+
+A sweep's run (a *cell*: width or budget, method, seed, ...) is trained in its own run
+folder. A stopped run found there with the same settings is continued, a finished one is
+recorded without training again, and one of other settings (left by a study since deleted)
+is replaced.
+"""
+
+import shutil
+import signal
+import sys
+
+import train_phase2
+from neuroshrink import data, precision
+from neuroshrink.errors import NeuroShrinkError, UsageError
+from neuroshrink.flags import Parser, positive
+from neuroshrink.run_folder import Interrupted, read_run
+
+SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  # every stored run must share these
+
+
+def common_parser(name, description):
+    """The flags every sweep takes: data, seeds, run settings, where records and runs go, workers."""
+    p = Parser(prog=f"python -m experiments.{name}", description=description)
+    p.add_argument("--dataset", default="digits", choices=data.DATASETS)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
+    p.add_argument("--patience", type=positive(int), default=5)
+    p.add_argument("--max-dendrites", type=positive(int), default=3)
+    p.add_argument("--epochs", type=positive(int), default=200, help="cap for every run")
+    p.add_argument("--results", default="results", help="tables, plots and records go to <results>/<dataset>/")
+    p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")
+    p.add_argument("--report-only", action="store_true", help="no training: report the stored runs")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by the workers (default: sqlite:///<results>/<dataset>/sweep.db; "
+                        "postgresql://user@host/db for several machines)")
+    p.add_argument("--heartbeat", type=positive(int), default=30,
+                   help="seconds between a worker's heartbeats; a run 3 beats late is retried by another worker")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads per worker (train_phase2 --threads)")
+    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
+                   help="training precision of every run (train_phase2 --precision)")
+    p.add_argument("--wandb", action="store_true", help="log every run to Weights & Biases (train_phase2 --wandb)")
+    p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run settings (for tests)")
+    return p
+
+
+def check_settings(study, args):
+    """Every run of a study shares the sweep settings: the first worker sets them."""
+    stored = study.user_attrs.get("sweep")
+    if stored is None:
+        study.set_user_attr("sweep", {key: getattr(args, key) for key in SWEEP_SETTINGS})
+        return
+    for key in SWEEP_SETTINGS:
+        if stored[key] != getattr(args, key):
+            raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
+                             f"{stored[key]}, not {getattr(args, key)}; use another --results folder")
+
+
+def run_cell(args, cell, run_dir, extra=()):
+    """Train one cell with train_phase2's main() (with `extra` flags); returns its record."""
+    flags = ["--dataset", args.dataset, "--width", str(cell["width"]), "--seed", str(cell["seed"]),
+             "--precision", args.precision, "--patience", str(args.patience),
+             "--max-dendrites", str(args.max_dendrites), "--epochs", str(args.epochs), "--out", str(run_dir)]
+    flags += ["--data-dir", args.data_dir] if args.data_dir else []
+    flags += ["--threads", str(args.threads)] if args.threads else []
+    flags += ["--quick"] if args.quick else []
+    flags += ["--wandb"] if args.wandb else []
+    flags += ["--min-epochs", str(cell["min_epochs"]), "--graph-at-end"]  # min epochs: used by plain runs only
+    flags += ["--no-dendrites"] if cell["method"] == "plain" else []
+    flags += list(extra)
+    run_args = train_phase2.resolve_settings(train_phase2.parse_args(flags))  # as results.json records them
+    previous = read_run(run_dir)
+    same = previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
+                                        for key in train_phase2.RUN_SETTINGS)
+    if same and previous["status"] != "complete":  # a worker stopped or vanished
+        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
+    elif same:
+        print(f"{run_dir} holds this run, finished: recording it")
+        result = previous
+    else:
+        if previous is not None:  # another run's (of a study since deleted): stopped or finished
+            print(f"{run_dir} holds a run of other settings: training this one in its place")
+            shutil.rmtree(run_dir)
+        result = train_phase2.main(run_args)
+    final = result["final"]
+    return {"dataset": args.dataset, "width": cell["width"], "method": cell["method"], "seed": cell["seed"],
+            "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
+            "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": cell["min_epochs"],
+            "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
+            "inference_ms": final.get("inference_ms"),  # runs from before it was measured have none
+            "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
+            "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate
+            "run": str(run_dir), "settings": result["settings"],
+            "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
+
+
+def cli(main, parser):
+    """Run a worker; errors end it with one line and a non-zero status, and so does a stop
+    (its cell is continued by the next worker to start)."""
+    args = parser().parse_args()
+    try:
+        main(args)
+    except NeuroShrinkError as e:
+        sys.exit(f"error: {e}")
+    except (Interrupted, KeyboardInterrupt) as stop:
+        print("stopped; start the same command again to continue the sweep", file=sys.stderr)
+        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))

@@ -1,0 +1,35 @@
+"""Search spaces the experiments share, and how a configuration becomes train_phase2 flags.
+
+Every search trial trains with SEARCH_SEED and is judged on validation only; the seeds 1..S
+that report on test are never used to choose."""
+
+SEARCH_SEED = 0
+
+# What only dendritic runs have: the library's own settings (matched drops them).
+DENDRITE_SETTINGS = ("improvement_threshold", "candidate_init", "dendrite_activation")
+
+
+def suggest_recipe(trial):
+    """This project's training recipe: Adam's learning rate, the patience, the schedule."""
+    return {"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+            "patience": trial.suggest_int("patience", 2, 6),
+            "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
+
+
+def suggest_dendrites(trial):
+    """The library's settings that its own W&B sweep template searches."""
+    return {"improvement_threshold": trial.suggest_categorical(
+                "improvement_threshold", ["0.001 0.0001 0", "0.01 0.001 0.0001 0"]),
+            "candidate_init": trial.suggest_categorical("candidate_init", [0.1, 0.01]),
+            "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
+
+
+def flags(hp):
+    """train_phase2 flags for a configuration (an improvement_threshold is a list of gains)."""
+    return [item for key, value in hp.items() if key != "width"
+            for item in ("--" + key.replace("_", "-"), *str(value).split())]
+
+
+def describe(hp):
+    return ", ".join(f"{key} {value:.2g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in hp.items())

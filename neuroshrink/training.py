@@ -1,0 +1,61 @@
+"""One epoch of training and an evaluation, as plain functions that return numbers, and the
+losses they minimise."""
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+
+def cross_entropy(logits, images, labels):
+    return F.cross_entropy(logits, labels)
+
+
+class Distillation:
+    """Knowledge distillation (Hinton et al., 2015): the labels' cross-entropy mixed with the
+    KL divergence from the teacher's outputs, both softened by the temperature (the T^2
+    factor keeps the soft term's gradients the size of the hard term's)."""
+
+    def __init__(self, teacher, weight, temperature):
+        self.teacher, self.weight, self.temperature = teacher, weight, temperature
+
+    def __call__(self, logits, images, labels):
+        t = self.temperature
+        with torch.no_grad():
+            soft_targets = F.softmax(self.teacher(images).float() / t, dim=1)
+        soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), soft_targets, reduction="batchmean") * t * t
+        return (1 - self.weight) * F.cross_entropy(logits, labels) + self.weight * soft
+
+
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp, loss_fn=cross_entropy):
+    """One pass over shuffled in-memory batches, in `amp`'s precision, minimising
+    loss_fn(logits, images, labels). Returns (mean loss, accuracy %)."""
+    model.train()
+    order = torch.randperm(len(labels), generator=generator).to(labels.device)
+    total_loss = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    for start in progress(range(0, len(labels), batch_size)):
+        idx = order[start:start + batch_size]
+        x, y = images[idx], labels[idx]
+        optimizer.zero_grad(set_to_none=True)
+        with amp.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, x, y)
+        amp.step(loss, optimizer)
+        total_loss += loss.detach() * len(y)  # summed on the device: no sync per batch
+        correct += (logits.argmax(1) == y).sum()
+    return total_loss.item() / len(labels), 100.0 * correct.item() / len(labels)
+
+
+def progress(batches, file=None, delay=3.0):
+    """A progress bar on a terminal (stderr) once an epoch has run `delay` seconds; nothing
+    in a log file or pipe, which keeps one `epoch=` line per epoch."""
+    return tqdm(batches, desc="train", unit="batch", leave=False, delay=delay, file=file, disable=None)
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, batch_size=4096):
+    """Accuracy % in eval mode, in large batches."""
+    model.eval()
+    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(labels), batch_size))
+    return 100.0 * correct / len(labels)

@@ -1,0 +1,48 @@
+"""neuroshrink/pruning.py and --prune-from: a trained wide CNN pruned to a budget."""
+import pytest
+import torch
+
+import train_phase2
+from conftest import run, within_budget
+from model import Net, count_parameters
+from neuroshrink import data, models, pruning
+from neuroshrink.errors import UsageError
+from neuroshrink.training import evaluate
+
+DIGITS = dict(in_channels=1, image_size=8, num_classes=10)
+
+
+@pytest.mark.parametrize("budget", [300, 5000])
+def test_pruning_reaches_the_budget_and_keeps_the_classes(budget):
+    torch.manual_seed(0)
+    model = Net(width=1.0, **DIGITS)
+    pruned = pruning.prune_to(model, budget, torch.zeros(2, 1, 8, 8))
+    assert within_budget(count_parameters(pruned), budget)
+    assert pruning.classifier(pruned).out_features == 10
+    assert pruned(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+    """A finished plain --quick run at width 0.5 (13,706 parameters): what gets pruned."""
+    return run(tmp_path_factory.mktemp("wide"), "--quick", "--no-dendrites", "--width", "0.5", out="wide")[0]
+
+
+def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wide_run, tmp_path):
+    source = wide_run["settings"]["out"]
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--prune-from", source, "--params", "1000")
+    assert result["status"] == "complete" and within_budget(result["final"]["params"], 1000)
+    # Pruned, not rebuilt: before its first fine-tuning epoch it already classifies far above chance.
+    quick = train_phase2.QUICK
+    splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
+    model = models.pruned_from_run(source, 1000, splits, "digits", quick=True)
+    assert evaluate(model, *splits.val) > 30
+    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")]))
+    assert evaluated["test_acc"] == result["final"]["test_acc"]
+    inference = result["final"]["inference_ms"]
+    assert set(inference) == {"1", "256"} and 0 < inference["1"] < inference["256"]
+
+
+def test_prune_from_refuses_a_dendritic_run(quick_run, tmp_path):
+    with pytest.raises(UsageError, match="not a finished plain run"):
+        run(tmp_path, "--quick", "--no-dendrites", "--prune-from", str(quick_run["out"]), "--params", "300")

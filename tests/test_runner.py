@@ -1,0 +1,58 @@
+"""experiments/runner.py: one run of a sweep, continued, recorded or replaced; one-line errors."""
+import json
+import sys
+
+import pytest
+
+import train_phase2
+from conftest import stopped_after
+from experiments import runner, studies, width_sweep
+from neuroshrink.errors import UsageError
+
+
+def test_a_sweeps_threads_reach_its_runs(tmp_path):
+    """The tests train on one thread (conftest): a sweep's --threads 2 must show in its run."""
+    import torch
+
+    args = width_sweep.get_args_parser().parse_args(["--quick", "--threads", "2"])
+    try:
+        record = runner.run_cell(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1},
+                                    tmp_path / "run")
+    finally:
+        torch.set_num_threads(1)
+    assert record["settings"]["threads"] == 2
+
+
+def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded(tmp_path, monkeypatch, capsys):
+    """A sweep's run folder may hold a stopped run of other settings: the trial of the same
+    name of a study since deleted. It is trained anew, not continued (a stopped run of the
+    same settings is continued: test_sweep); a finished run of the same settings is recorded."""
+    args = width_sweep.get_args_parser().parse_args(["--quick", "--epochs", "4"])
+    cell, folder = {"width": 0.25, "method": "plain", "seed": 1, "min_epochs": 4}, tmp_path / "trial0"
+    with stopped_after(monkeypatch, 2):
+        runner.run_cell(args, cell, folder, ["--lr", "0.01"])
+    record = runner.run_cell(args, cell, folder)
+    assert "holds a run of other settings" in capsys.readouterr().out
+    run = json.loads((folder / "results.json").read_text())
+    assert run["settings"]["lr"] == 1e-3 and [row["epoch"] for row in run["history"]] == [1, 2, 3, 4]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same settings was trained again")
+    monkeypatch.setattr(train_phase2, "main", no_training)
+    assert runner.run_cell(args, cell, folder) == json.loads(json.dumps(record))  # as the storage holds it
+
+
+def test_a_sweep_of_other_settings_is_refused(tmp_path):
+    """Every run of a study shares the sweep's settings: the first worker's."""
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "sweep")
+    runner.check_settings(study, width_sweep.get_args_parser().parse_args([]))
+    with pytest.raises(UsageError, match="holds runs made with --patience 5, not 3"):
+        runner.check_settings(study, width_sweep.get_args_parser().parse_args(["--patience", "3"]))
+
+
+def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["width_sweep.py", "--storage", "nosuchdb://x", "--results", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        runner.cli(width_sweep.main, width_sweep.get_args_parser)
+    message = str(stopped.value.code)
+    assert message.startswith("error: cannot open the storage nosuchdb://x") and "\n" not in message
