@@ -14,6 +14,7 @@ restructure is logged, and the library draws its own graph at <out>/<name>.png.
     python train_phase2.py --dataset fashion-mnist --width 0.25 --out PAI_fashion
     python train_phase2.py --resume              # continue an interrupted run in PAI/
     python train_phase2.py --evaluate            # reload PAI/model.ts, recompute test accuracy
+    python train_phase2.py --evaluate --quantize int8   # int8 ONNX model of the finished run in PAI/
 """
 
 import argparse
@@ -41,21 +42,27 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  
              timing_seconds=0)  # inference timing: 5 passes per batch size, not 0.3 s
 # Settings that define a run: --resume takes them from the run folder, and a sweep finding a
 # run folder continues the run there only if they all agree.
-RUN_SETTINGS = ("dataset", "data_dir", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
+RUN_SETTINGS = ("dataset", "data_dir", "image_size", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
                 "optimizer", "schedule", "precision", "seed", "patience",
                 "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
                 "teacher", "distill_weight", "temperature", "restart_at", "lr_trace",
-                "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb")
+                "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb", "quantize")
 
 
 # ---------------------------------------------------------------- settings
 
 def get_args_parser():
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", choices=data.DATASETS)
+    p.add_argument("--dataset", default="digits", type=data.source, metavar="DATASET",
+                   help=f"{', '.join(data.DATASETS)}; or your own images: folder:PATH (a folder per class, "
+                        "optionally under train/ val/ test/) or npz:PATH (arrays x, y, optionally x_test, y_test)")
     p.add_argument("--data-dir", default=None,
                    help=f"folder the dataset is read from (default ./{data.DEFAULT_DATA_DIR}, "
-                        "and for fashion-mnist also Debian's dataset-fashion-mnist package)")
+                        "and for fashion-mnist also Debian's dataset-fashion-mnist package); for your own "
+                        "images, where their cache is kept")
+    p.add_argument("--image-size", type=positive(int), default=None, metavar="S",
+                   help="your own images: resize every image to S x S (default: the files' size, when they "
+                        "all have the same square size)")
     p.add_argument("--model", default="net",
                    help=f"{' or '.join(MODELS)} (model.py), or your own: package.module:factory, a callable "
                         "taking (in_channels, image_size, num_classes, width) and returning an nn.Module")
@@ -102,12 +109,16 @@ def get_args_parser():
     mode.add_argument("--capacity-test", action="store_true",
                       help="Phase 1 check: the library's own test, adding a dendrite set every epoch, 3 in all")
     mode.add_argument("--evaluate", action="store_true",
-                      help="reload <out>/model.ts and recompute the run's test accuracy")
+                      help="reload <out>/model.ts and recompute the run's test accuracy (with --quantize: "
+                           "quantize the finished run, no training)")
     mode.add_argument("--resume", action="store_true",
                       help="continue the interrupted run in --out with its own settings")
     p.add_argument("--graph-every-epoch", action="store_true",
                    help="let the library redraw PAI.png after every epoch, as it does by default "
                         "(slow: by default it is drawn after each restructure and at the end)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="also write model.int8.onnx: ONNX Runtime's static int8 quantization (QDQ, per-channel "
+                        "weights) calibrated on training images; its test accuracy, bytes and latency are recorded")
     p.add_argument("--wandb", action="store_true",
                    help="log every epoch, restructure and PAI.png to Weights & Biases (offline into "
                         "<out>/wandb/ unless WANDB_API_KEY is set; never stops the run)")
@@ -196,8 +207,8 @@ def resolve_hardware(args):
         raise UsageError(str(e)) from None
 
 
-def load_splits(dataset, data_dir, quick):
-    splits = data.load(dataset, data_dir)
+def load_splits(dataset, data_dir, quick, image_size=None):
+    splits = data.load(dataset, data_dir, image_size)
     return data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if quick else splits
 
 
@@ -239,11 +250,11 @@ def main(args):
     input or a library failure, and Interrupted after saving on SIGINT or SIGTERM."""
     folder, clock = RunFolder(args.out), Clock()
     if args.evaluate:
-        return evaluate_saved(folder, resolve_device(args.device))
+        return evaluate_saved(folder, resolve_device(args.device), args.quantize)
     if args.resume:
         folder.read_settings_for_resume(args, RUN_SETTINGS)
     device, amp = resolve_hardware(resolve_settings(args))
-    splits = load_splits(args.dataset, args.data_dir, args.quick).to(device)  # before --out is touched:
+    splits = load_splits(args.dataset, args.data_dir, args.quick, args.image_size).to(device)  # before --out:
     torch.manual_seed(args.seed)                                              # bad input leaves it as it was
     model, loss_fn = make_model(args, splits), make_loss(args, splits, device)
     tracker = make_tracker(args, folder.name)
@@ -284,7 +295,7 @@ def main(args):
         tracker.draw_graph()
         clock.lap("graph")
         model = tracker.final_model(model)  # the best model over all architectures and epochs
-        exported = export_model(folder, model, tracker, splits, args.quick, clock)
+        exported = export_model(folder, model, tracker, splits, args, clock)
 
     final = dict(test_acc=evaluate(model, *splits.test), val_acc=evaluate(model, *splits.val))
     journal.finish(summary(folder, final | exported, model, tracker, step, not args.no_dendrites, clock),
@@ -292,27 +303,39 @@ def main(args):
     return folder.result
 
 
-def export_model(folder, model, tracker, splits, quick, clock):
-    """model.ts and model_clean.pt in the run folder, and the exported model's speed on the CPU."""
-    difference = export.export(folder.path, model, tracker.clean_copy(model), splits.val[0])
+def export_model(folder, model, tracker, splits, args, clock):
+    """model.ts and model_clean.pt in the run folder, then model.onnx (and with --quantize
+    model.int8.onnx), each checked, with what it costs to run on the CPU."""
+    difference = export.export(folder.path, model, tracker.clean_copy(model), splits.val[0], splits.classes)
     clock.lap("export")
-    inference = export.inference_ms(folder.path / "model.ts", splits.test[0],  # batch 1 and 256
-                                    min_seconds=QUICK["timing_seconds"] if quick else 0.3)
-    clock.lap("inference timing")
-    return {"clean_model_max_logit_difference": difference, "inference_ms": inference}
+    min_seconds = QUICK["timing_seconds"] if args.quick else 0.3
+    inference = export.inference_ms(folder.path / "model.ts", splits.test[0], min_seconds=min_seconds)
+    clock.lap("inference timing")  # TorchScript, batch 1 and 256, the process's threads
+    deployed = export.deployment(folder.path, model, splits.to("cpu"), args.quantize, min_seconds)
+    clock.lap("onnx")
+    return {"clean_model_max_logit_difference": difference, "inference_ms": inference, **deployed}
 
 
-def evaluate_saved(folder, device):
-    """Reload the TorchScript model of a finished run and recompute its test accuracy."""
+def evaluate_saved(folder, device, quantize=None):
+    """Reload the TorchScript model of a finished run and recompute its test accuracy; with
+    `quantize`, also export and quantize it (no training) and add that to its results.json."""
     run = read_run(folder.path)
+    flag = "--quantize" if quantize else "--evaluate"
     if run is None or run["status"] != "complete" or not (folder.path / "model.ts").exists():
-        raise UsageError(f"--evaluate: {folder.path} holds no finished run (results.json and model.ts)")
+        raise UsageError(f"{flag}: {folder.path} holds no finished run (results.json and model.ts)")
     settings = run["settings"]
-    splits = load_splits(settings["dataset"], settings["data_dir"], settings["quick"])
+    splits = load_splits(settings["dataset"], settings["data_dir"], settings["quick"], settings.get("image_size"))
     model = export.load_torchscript(folder.path / "model.ts", device)
     test_acc = evaluate(model, splits.test[0].to(device), splits.test[1].to(device))
     print(f"evaluate: {folder.path}/model.ts test_acc={test_acc:.2f} (the run reported {run['final']['test_acc']:.2f})")
-    return {"test_acc": test_acc, "reported_test_acc": run["final"]["test_acc"]}
+    deployed = {}
+    if quantize:
+        deployed = export.deployment(folder.path, model.cpu(), splits, quantize,
+                                     QUICK["timing_seconds"] if settings["quick"] else 0.3)
+        folder.result = run
+        folder.finish({k: v for k, v in run["final"].items() if k != "export_errors"} | deployed)
+        report_deployment(deployed)
+    return {"test_acc": test_acc, "reported_test_acc": run["final"]["test_acc"], **deployed}
 
 
 # ---------------------------------------------------------------- the run's record
@@ -371,6 +394,7 @@ class Journal:
         print(f"{what}: test_acc={final['test_acc']:.2f} val_acc={final['val_acc']:.2f} (epoch {final['best_epoch']}) "
               f"params={final['params']:,} dendrite_sets={final['dendrite_sets']} epochs={final['epochs']} "
               f"wall={final['wall_seconds']:.1f}s -> {self.folder.given}/results.json")
+        report_deployment(final)
         if self.wandb:
             graph = final["graph"] and self.folder.path.parent / final["graph"]
             self.wandb.finish(final, graph)
@@ -385,12 +409,28 @@ def report_phase1(folder, tracker, model, capacity_test):
         folder.result["phase1"] = {"dendrite_modules": modules, "params": params}
 
 
+def report_deployment(final):
+    """A line per exported ONNX model (the last names its one-thread latency), one per failure."""
+    for name, key in (("model.onnx", "onnx"), ("model.int8.onnx", "int8")):
+        if key in final:
+            m = final[key]
+            ts = (f" (TorchScript: {m['torchscript_ms']['1']:.3f} / {m['torchscript_ms']['256']:.2f} ms)"
+                  if "torchscript_ms" in m else "")
+            print(f"{name}: {m['bytes']:,} bytes, test_acc={m['test_acc']:.2f}; ONNX Runtime, 1 thread: "
+                  f"{m['ort_ms']['1']:.3f} ms at batch 1, {m['ort_ms']['256']:.2f} ms at batch 256{ts}")
+            if not m.get("within_tolerance", True):
+                print(f"warning: {name} differs from the trained model by up to {m['max_logit_difference']:.3g} "
+                      "in its logits, beyond float rounding")
+    for error in final.get("export_errors", []):
+        print(f"export failed: {error}")
+
+
 def run_settings(args, device, splits, model):
     """What results.json records as the run's settings."""
     return {**{k: v for k, v in vars(args).items() if k != "given"},
             "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "perforatedai": None if args.no_dendrites else version("perforatedai"),
-            "data_sizes": splits.sizes(), "layer_widths": getattr(model, "widths", None),
+            "data_sizes": splits.sizes(), "classes": splits.classes, "layer_widths": getattr(model, "widths", None),
             "plain_params": count_parameters(model)}
 
 
@@ -430,12 +470,16 @@ def summary(folder, final, model, tracker, last_step, library, clock):
 
 
 def cli(argv=None):
+    args = parse_args(argv)
     try:
-        main(parse_args(argv))
+        result = main(args)
     except NeuroShrinkError as e:
         sys.exit(f"error: {e}")
     except Interrupted as stop:
         sys.exit(128 + stop.signum)
+    errors = (result.get("final") or result).get("export_errors")  # a run's record, or --evaluate's
+    if errors:  # the run is saved; what failed is said, and the exit status says so
+        sys.exit(f"error: the run in {args.out} is saved, but its export failed: {'; '.join(errors)}")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,28 @@ def save_figure(fig, ax, path, xlabel, ylabel, title):
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+def deployment_table(groups, key_header):
+    """What deploying each group's models pays, mean ± std over its seeds: the fp32 ONNX file's
+    bytes and ONNX Runtime milliseconds on one thread, the int8 file's test accuracy, bytes and
+    milliseconds. `groups`: [(key cells, records)]. Records made before ONNX export existed have
+    none of it: their cells are blank, and the report says so."""
+    if not any(r.get("onnx") for _, records in groups for r in records):
+        return ["Deployment (bytes, ONNX Runtime milliseconds, int8): not measured for these runs, which were "
+                "recorded before ONNX export existed.", ""]
+    lines = ["Deployment: ONNX Runtime on one CPU thread, median ms per forward pass; fp32 is model.onnx, int8 "
+             "model.int8.onnx (static quantization calibrated on training images). Mean ± std over the seeds that "
+             "have it; blank: recorded before ONNX export, or not quantized.", "",
+             f"| {key_header} | fp32 bytes | fp32 ms, batch 1 | fp32 ms, batch 256 | int8 test acc % | int8 bytes "
+             "| int8 ms, batch 1 | int8 ms, batch 256 |",
+             "|" + "---|" * (len(key_header.split(" | ")) + 7)]
+    for key, records in groups:
+        onnx, int8 = [r["onnx"] for r in records if r.get("onnx")], [r["int8"] for r in records if r.get("int8")]
+
+        def cells(models, fields):
+            return [fmt(mean_std([get(m) for m in models]), digits) if models else "" for get, digits in fields]
+        ms = [(lambda m, b=b: m["ort_ms"][b], 3 if b == "1" else 2) for b in ("1", "256")]
+        row = (cells(onnx, [(lambda m: m["bytes"], 0), *ms])
+               + cells(int8, [(lambda m: m["test_acc"], 2), (lambda m: m["bytes"], 0), *ms]))
+        lines.append(f"| {' | '.join(key)} | " + " | ".join(row) + " |")
+    return lines + [""]

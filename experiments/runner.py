@@ -10,9 +10,10 @@ is replaced.
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 import train_phase2
-from neuroshrink import data, precision
+from neuroshrink import data, models, precision
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import Interrupted, read_run
@@ -23,8 +24,13 @@ SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  
 def common_parser(name, description):
     """The flags every sweep takes: data, seeds, run settings, where records and runs go, workers."""
     p = Parser(prog=f"python -m experiments.{name}", description=description)
-    p.add_argument("--dataset", default="digits", choices=data.DATASETS)
+    p.add_argument("--dataset", default="digits", type=data.source, metavar="DATASET",
+                   help=f"{', '.join(data.CHOICES)} (train_phase2 --dataset)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--image-size", type=positive(int), default=None, metavar="S",
+                   help="your own images: resize them to S x S (train_phase2 --image-size)")
+    p.add_argument("--model", default="net",
+                   help="net, rescnn, or your own package.module:factory (train_phase2 --model)")
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
     p.add_argument("--patience", type=positive(int), default=5)
     p.add_argument("--max-dendrites", type=positive(int), default=3)
@@ -41,8 +47,21 @@ def common_parser(name, description):
     p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
                    help="training precision of every run (train_phase2 --precision)")
     p.add_argument("--wandb", action="store_true", help="log every run to Weights & Biases (train_phase2 --wandb)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="every run also quantized to int8 (train_phase2 --quantize)")
     p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run settings (for tests)")
     return p
+
+
+def folders(args):
+    """(results folder, runs folder) of the sweep: <results>/<dataset>, <runs>/<dataset>."""
+    name = data.label(args.dataset)
+    return (Path(args.results) / name).resolve(), Path(args.runs) / name
+
+
+def names(args):
+    """What a study name says of the data and the model: the dataset, and the model if not net."""
+    return data.label(args.dataset) + ("" if args.model == "net" else f"-{models.label(args.model)}")
 
 
 def check_settings(study, args):
@@ -63,9 +82,12 @@ def run_cell(args, cell, run_dir, extra=()):
              "--precision", args.precision, "--patience", str(args.patience),
              "--max-dendrites", str(args.max_dendrites), "--epochs", str(args.epochs), "--out", str(run_dir)]
     flags += ["--data-dir", args.data_dir] if args.data_dir else []
+    flags += ["--image-size", str(args.image_size)] if args.image_size else []
+    flags += ["--model", args.model] if args.model != "net" else []
     flags += ["--threads", str(args.threads)] if args.threads else []
     flags += ["--quick"] if args.quick else []
     flags += ["--wandb"] if args.wandb else []
+    flags += ["--quantize", args.quantize] if args.quantize else []
     flags += ["--min-epochs", str(cell["min_epochs"]), "--graph-at-end"]  # min epochs: used by plain runs only
     flags += ["--no-dendrites"] if cell["method"] == "plain" else []
     flags += list(extra)
@@ -89,10 +111,23 @@ def run_cell(args, cell, run_dir, extra=()):
             "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": cell["min_epochs"],
             "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
             "inference_ms": final.get("inference_ms"),  # runs from before it was measured have none
+            "onnx": final.get("onnx"), "int8": final.get("int8"),  # runs from before ONNX export have none
             "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
             "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
+
+
+DEPLOYMENT_FIELDS = ("onnx_bytes", "ort_ms_batch1", "ort_ms_batch256", "int8_test_acc", "int8_bytes",
+                     "int8_ort_ms_batch1")  # a record's deployment, in a CSV
+
+
+def deployment_cells(record):
+    """A record's DEPLOYMENT_FIELDS; blank where it has none (recorded before ONNX export, or
+    not quantized)."""
+    onnx, int8 = record.get("onnx") or {}, record.get("int8") or {}
+    return [onnx.get("bytes", ""), onnx.get("ort_ms", {}).get("1", ""), onnx.get("ort_ms", {}).get("256", ""),
+            int8.get("test_acc", ""), int8.get("bytes", ""), int8.get("ort_ms", {}).get("1", "")]
 
 
 def cli(main, parser):

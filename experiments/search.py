@@ -16,11 +16,10 @@ Like the width sweep, it runs as one worker of a study that any number of worker
 in sweep.db (studies search-*), the tables in search.md (with --pareto: search-pareto.md and search-pareto.png).
 """
 
-from pathlib import Path
 
 from experiments import studies
 from experiments.report import fmt, mean_std, new_figure, save_figure
-from experiments.runner import check_settings, cli, common_parser, run_cell
+from experiments.runner import check_settings, cli, common_parser, folders, names, run_cell
 from experiments.spaces import SEARCH_SEED, describe, flags, suggest_dendrites, suggest_recipe
 from neuroshrink.flags import positive
 
@@ -49,7 +48,7 @@ def suggest(trial, method):
 
 
 def study_name(args, method, width=None, stage="search"):
-    return f"{stage}-{args.dataset}-{method}" + (f"-w{width:g}" if width is not None else "-pareto")
+    return f"{stage}-{names(args)}-{method}" + (f"-w{width:g}" if width is not None else "-pareto")
 
 
 def search_method(args, url, method, width, runs):
@@ -158,10 +157,9 @@ def pareto_front(trials):
 
 
 def main(args):
-    results_dir = (Path(args.results) / args.dataset).resolve()
+    results_dir, runs = folders(args)
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
-    runs = Path(args.runs) / args.dataset
     if args.pareto:
         by_method = {m: search_method(args, url, m, None, runs) for m in args.methods}
         by_method = {m: study for m, study in by_method.items() if study is not None}

@@ -51,8 +51,8 @@ import optuna
 import torch.nn as nn
 
 from experiments import report, spaces, studies
-from experiments.report import mean_std
-from experiments.runner import check_settings, cli, common_parser, run_cell
+from experiments.report import deployment_table, mean_std
+from experiments.runner import check_settings, cli, common_parser, folders, run_cell
 from model import MODELS, count_parameters, width_for_params
 from neuroshrink import data, models
 from neuroshrink.dendrites import count_with_one_set
@@ -91,18 +91,19 @@ BY_NAME = {m.name: m for m in METHODS}
 DEFAULT_BUDGETS = {("digits", "net"): [1000, 3658, 13706, 300, 50000], ("digits", "rescnn"): [3658, 13706, 50000],
                    ("fashion-mnist", "net"): [5500, 19000]}
 DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25}  # wider than the largest budget
+FRACTIONS = (2, 4, 8)  # default budgets elsewhere: 1/2, 1/4, 1/8 of the model's size at width 1
 
 
 def get_args_parser():
     p = common_parser("shrink", __doc__.split("\n\n")[0])
     p.set_defaults(epochs=100, max_dendrites=1)
-    p.add_argument("--model", default="net", choices=MODELS)
     p.add_argument("--budgets", type=positive(int), nargs="+", default=None,
                    help="parameter budgets, trained in this order (default: digits 1000 3658 13706 300 50000, "
-                        "with rescnn 3658 13706 50000; fashion-mnist 5500 19000)")
+                        "with rescnn 3658 13706 50000; fashion-mnist 5500 19000; otherwise 1/2, 1/4 and 1/8 "
+                        "of the model's parameters at width 1, those every method can reach)")
     p.add_argument("--wide", type=positive(float), default=None,
                    help="width of the wide plain model that is pruned and distilled from "
-                        "(default: digits 2, fashion-mnist 0.25)")
+                        "(default: digits 2, fashion-mnist 0.25 for the built-in models; otherwise 1)")
     p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
     p.add_argument("--trials", type=positive(int), default=8,
@@ -135,7 +136,7 @@ def width_for(args, method, budget, shape):
     if method.wide == "--prune-from":
         return args.wide
     count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
-    return width_for_params(MODELS[args.model], budget, count=count, **shape)
+    return width_for_params(models.model_factory(args.model), budget, count=count, **shape)
 
 
 def flags(args, method, budget, hp, seed, wide_runs):
@@ -170,7 +171,7 @@ def without_repeats(args, method):
 
 
 def study_name(args, stage, method=None, budget=None):
-    name = f"shrink-{args.dataset}-{args.model}"
+    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
     if stage == "wide":
         return f"{name}-wide"
     if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
@@ -314,7 +315,7 @@ def verdict_rows(args, results, wide_records):
                 "epochs": [r["epochs"] for r in records], "minutes": [r["wall_seconds"] / 60 for r in records],
                 "ms1": [r["inference_ms"]["1"] for r in timed], "ms256": [r["inference_ms"]["256"] for r in timed],
                 "wide_minutes": wide_minutes if method.wide else 0.0,
-                "hp": records[0]["hp"], "undecided": undecided})
+                "hp": records[0]["hp"], "undecided": undecided, "records": records})
     return rows
 
 
@@ -348,7 +349,9 @@ def table(args, rows, wide_records):
         if any((name, b) in cell for b in budgets):
             lines.append(f"| {name} | " + " | ".join(fmt(cell[(name, b)]["test_acc"]) if (name, b) in cell else ""
                                                     for b in budgets) + " |")
-    lines += ["", "Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
+    lines += [""] + deployment_table([((f"{r['budget']:,}", r["method"]), r["records"])
+                                      for r in sorted(rows, key=lambda r: r["budget"])], "budget | method")
+    lines += ["Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
     for budget in sorted({r["budget"] for r in rows}):
         at = [r for r in rows if r["budget"] == budget]
         complete = [r for r in at if r["n"] == args.seeds]
@@ -414,14 +417,21 @@ def write_csv(rows, path):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["budget", "method", "seed_runs", "test_acc_mean", "test_acc_std", "params_mean",
-                         "inference_ms_batch1", "inference_ms_batch256", "training_minutes", "wide_minutes"])
+                         "inference_ms_batch1", "inference_ms_batch256", "training_minutes", "wide_minutes",
+                         "onnx_bytes", "ort_ms_batch1", "int8_test_acc", "int8_bytes"])
         for r in rows:
+            onnx = [x["onnx"] for x in r["records"] if x.get("onnx")]  # blank: recorded before ONNX export
+            int8 = [x["int8"] for x in r["records"] if x.get("int8")]
             writer.writerow([r["budget"], r["method"], r["n"], round(statistics.fmean(r["test_acc"]), 3),
                              round(statistics.stdev(r["test_acc"]), 3) if r["n"] > 1 else 0.0,
                              round(statistics.fmean(r["params"])),
                              round(statistics.median(r["ms1"]), 4) if r["ms1"] else "",
                              round(statistics.median(r["ms256"]), 3) if r["ms256"] else "",
-                             round(statistics.fmean(r["minutes"]), 3), round(r["wide_minutes"], 3)])
+                             round(statistics.fmean(r["minutes"]), 3), round(r["wide_minutes"], 3),
+                             round(statistics.fmean(o["bytes"] for o in onnx)) if onnx else "",
+                             round(statistics.median(o["ort_ms"]["1"] for o in onnx), 4) if onnx else "",
+                             round(statistics.fmean(q["test_acc"] for q in int8), 3) if int8 else "",
+                             round(statistics.fmean(q["bytes"] for q in int8)) if int8 else ""])
 
 
 def check_methods(names):
@@ -434,10 +444,35 @@ def check_methods(names):
                              f"{name}'s runs are paired with theirs")
 
 
+def default_budgets(args, shape):
+    """The committed budgets of a built-in model and data set; otherwise 1/2, 1/4 and 1/8 of the
+    model's size at width 1, those every method can reach within 10 % (the rest named in a line)."""
+    if (args.dataset, args.model) in DEFAULT_BUDGETS:
+        return DEFAULT_BUDGETS[(args.dataset, args.model)]
+    full = count_parameters(models.model_factory(args.model)(width=1.0, **shape))
+    budgets, left_out = [], []
+    for fraction in FRACTIONS:
+        budget = full // fraction
+        try:
+            for name in args.methods:
+                width_for(args, BY_NAME[name], budget, shape)
+            budgets.append(budget)
+        except ValueError:
+            left_out.append(f"1/{fraction} ({budget:,}: {name} cannot reach it within 10 %)")
+    if left_out:
+        print(f"budgets left out: {'; '.join(left_out)}")
+    if not budgets:
+        raise UsageError(f"--model {args.model}: no default budget ({full:,} parameters at width 1, halved, "
+                         "quartered, eighthed) is reachable by every method; give --budgets")
+    return budgets
+
+
 def data_shape_checked(args):
     """The data's shape, once every method is known to meet every budget (a budget some method
     cannot meet fails now, not mid-sweep)."""
-    shape = models.data_shape(data.load(args.dataset, args.data_dir))
+    models.model_factory(args.model)  # a --model that cannot be imported: one line, now
+    shape = models.data_shape(data.load(args.dataset, args.data_dir, args.image_size))
+    args.budgets = args.budgets or default_budgets(args, shape)
     for budget in args.budgets:
         for name in args.methods:
             try:
@@ -450,15 +485,17 @@ def data_shape_checked(args):
 
 def main(args):
     check_methods(args.methods)
+    built_in = args.model in MODELS and args.dataset in data.DATASETS
+    args.wide = args.wide or (DEFAULT_WIDE.get(args.dataset, 0.25) if built_in else 1.0)
+    results_dir, runs = folders(args)
+    # A report of a built-in model and data set reads the records only (no data needed).
+    shape = None if args.report_only and built_in else data_shape_checked(args)
     args.budgets = args.budgets or DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
-    args.wide = args.wide or DEFAULT_WIDE.get(args.dataset, 0.25)
-    results_dir = (Path(args.results) / args.dataset).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
-    runs = Path(args.runs) / args.dataset
-    shape = None if args.report_only else data_shape_checked(args)  # a report reads the records only
     # Whether the model has dropout to tune does not depend on the data's shape.
-    model = MODELS[args.model](**(shape or dict(in_channels=1, image_size=8, num_classes=10)))
+    model = models.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
+                                             width=1.0)
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
 
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
@@ -468,7 +505,7 @@ def main(args):
     if not rows:
         print("nothing stored to report yet")
         return None
-    name = f"shrink-{args.model}"
+    name = f"shrink-{models.label(args.model)}"
     report = table(args, rows, wide_records)
     (results_dir / f"{name}.md").write_text(report)
     write_csv(rows, results_dir / f"{name}.csv")

@@ -24,8 +24,9 @@ import statistics
 from pathlib import Path
 
 from experiments import studies
-from experiments.report import fmt, mean_std, new_figure, save_figure
-from experiments.runner import check_settings, cli, common_parser, run_cell
+from experiments.report import deployment_table, fmt, mean_std, new_figure, save_figure
+from experiments.runner import (DEPLOYMENT_FIELDS, check_settings, cli, common_parser, deployment_cells, folders,
+                                names, run_cell)
 
 METHODS = ("dendritic", "plain")
 
@@ -33,7 +34,8 @@ METHODS = ("dendritic", "plain")
 def get_args_parser():
     p = common_parser("width_sweep", __doc__.split("\n\n")[0])
     p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.125, 0.0625])
-    p.add_argument("--study", default=None, help="study name in the storage (default: neuroshrink-<dataset>)")
+    p.add_argument("--study", default=None,
+                   help="study name in the storage (default: neuroshrink-<dataset>, plus -<model> if not net)")
     return p
 
 
@@ -85,7 +87,7 @@ def size_against(params, reference):
     return f"{params / reference:.1f} times the best plain model's parameters"
 
 
-def tables(dataset, rows, settings):
+def tables(dataset, rows, settings, records=()):
     widths = sorted({w for w, _ in rows}, reverse=True)
     both = [w for w in widths if (w, "plain") in rows and (w, "dendritic") in rows]
     n = sorted({row["n"] for row in rows.values()})
@@ -122,6 +124,8 @@ def tables(dataset, rows, settings):
                          f"width {match:g}, {params:,.0f} parameters ({size_against(params, best['params'][0])})."
                          if match is not None else "none."))
         lines.append("")
+    lines += deployment_table([((f"{w:g}", m), [r for r in records if (r["width"], r["method"]) == (w, m)])
+                               for w in widths for m in METHODS if (w, m) in rows], "width | method")
     return "\n".join(lines) + "\n"
 
 
@@ -184,20 +188,20 @@ def write_csv(records, path):
               "min_epochs", "dendrite_sets", "wall_seconds", "run")
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(fields + ("precision",))
+        writer.writerow(fields + ("precision",) + DEPLOYMENT_FIELDS)
         for r in records:
-            writer.writerow([r[key] for key in fields] + [r["settings"].get("precision", "fp32")])
+            writer.writerow([r[key] for key in fields] + [r["settings"].get("precision", "fp32")]
+                            + deployment_cells(r))
 
 
 def main(args):
-    results_dir = (Path(args.results) / args.dataset).resolve()
-    runs_dir = Path(args.runs) / args.dataset
+    results_dir, runs_dir = folders(args)
     store = results_dir / "sweep.db"
     if args.report_only and args.storage is None and not store.exists():
         print(f"no stored runs to report in {store}")
         return None
     results_dir.mkdir(parents=True, exist_ok=True)
-    study = studies.open_study(args.storage or f"sqlite:///{store}", args.study or f"neuroshrink-{args.dataset}",
+    study = studies.open_study(args.storage or f"sqlite:///{store}", args.study or f"neuroshrink-{names(args)}",
                                args.heartbeat)
 
     if args.report_only:
@@ -228,7 +232,7 @@ def main(args):
                 f"batch {first['batch_size']}, Adam lr {first['lr']}, precision {first.get('precision', 'fp32')}, "
                 f"epoch cap {first['epochs']}; plain runs "
                 "early-stop with the same patience but never before the dendritic run's epoch count.")
-    report = tables(args.dataset, rows, settings)
+    report = tables(args.dataset, rows, settings, records)
     (results_dir / "results.md").write_text(report)
     write_csv(records, results_dir / "runs.csv")
     plot(args.dataset, rows, results_dir / "neuroshrink.png")

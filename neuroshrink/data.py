@@ -6,6 +6,7 @@
   Debian's `dataset-fashion-mnist` package (/usr/share/datasets/fashion-mnist).
 - cifar10: torchvision's CIFAR10 class, reading <data-dir>/cifar-10-batches-py.
 Only when no local copy exists does torchvision try to download into the data folder.
+- folder:PATH, npz:PATH: your own images (user_data.py).
 
 Validation is carved from the training data with a fixed seed (SPLIT_SEED), so every
 run, whatever its training seed, sees the same three splits. The test split is the
@@ -21,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import user_data
 from .errors import DataError
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+CHOICES = (*DATASETS, "folder:PATH", "npz:PATH")
 DEFAULT_DATA_DIR = Path("data")
 SPLIT_SEED = 0          # fixed: the splits never depend on the training seed
 VAL_FRACTION = 0.1      # of the training data (digits: of the whole set, and as much again for test)
@@ -42,6 +45,7 @@ class Splits:
     val: tuple
     test: tuple
     num_classes: int
+    classes: list | None = None  # class names, where the source has them (your own images)
 
     @property
     def in_channels(self):
@@ -54,7 +58,7 @@ class Splits:
     def to(self, device):
         """The same splits with every tensor on `device`."""
         return Splits(self.name, *((x.to(device), y.to(device)) for x, y in (self.train, self.val, self.test)),
-                      num_classes=self.num_classes)
+                      num_classes=self.num_classes, classes=self.classes)
 
     def sizes(self):
         return {part: len(getattr(self, part)[1]) for part in ("train", "val", "test")}
@@ -162,21 +166,43 @@ def _cifar10(data_dir):
     return (x_train[train], y_train[train]), (x_train[val], y_train[val]), test
 
 
-def load(name, data_dir=None):
+def source(text):
+    """An argparse type for --dataset: a built-in name, folder:PATH or npz:PATH."""
+    import argparse
+
+    if text in DATASETS or user_data.is_user_source(text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(CHOICES)})")
+
+
+def label(name):
+    """The dataset's name as a results folder or study name can hold it (folder:PATH -> folder-<name>)."""
+    return user_data.label(name)
+
+
+def load(name, data_dir=None, image_size=None):
     """Load a dataset as Splits, normalised per channel with the training split's statistics.
 
     data_dir None means DEFAULT_DATA_DIR (created for a download) and, for Fashion-MNIST,
     Debian's package folder; a given data_dir must exist and is the only place looked at.
+    For your own images (folder:, npz:) the data folder holds the cache, and image_size
+    resizes them.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    user = user_data.is_user_source(name)
+    if not (name in DATASETS or user):
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(CHOICES)}")
+    if image_size is not None and not user:
+        raise DataError(f"--image-size is for your own images (folder:PATH, npz:PATH); {name}'s size is fixed")
     search_system = data_dir is None  # an explicit --data-dir is the only place looked at
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
     elif not Path(data_dir).is_dir():
         raise DataError(f"data folder {data_dir} does not exist")
     data_dir = Path(data_dir).resolve()
-    if name == "digits":
+    classes = None
+    if user:
+        train, val, test, classes = user_data.load(name, image_size, data_dir, split_indices)
+    elif name == "digits":
         train, val, test = _digits()
     elif name == "cifar10":
         train, val, test = _cifar10(data_dir)
@@ -186,8 +212,8 @@ def load(name, data_dir=None):
     mean = train[0].mean(dim=(0, 2, 3), keepdim=True)
     std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     norm = [((x - mean) / std, y) for x, y in (train, val, test)]
-    num_classes = int(max(y.max() for _, y in norm)) + 1
-    return Splits(name, *norm, num_classes=num_classes)
+    num_classes = len(classes) if classes else int(max(y.max() for _, y in norm)) + 1
+    return Splits(name, *norm, num_classes=num_classes, classes=classes)
 
 
 def subset(splits, n_train, n_eval):
@@ -196,4 +222,4 @@ def subset(splits, n_train, n_eval):
         return part[0][:n], part[1][:n]
 
     return Splits(splits.name, head(splits.train, n_train), head(splits.val, n_eval),
-                  head(splits.test, n_eval), splits.num_classes)
+                  head(splits.test, n_eval), splits.num_classes, splits.classes)

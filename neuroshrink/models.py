@@ -21,6 +21,11 @@ def data_shape(splits):
     return dict(in_channels=splits.in_channels, image_size=splits.image_size, num_classes=splits.num_classes)
 
 
+def label(spec):
+    """The --model spec as a file or study name can hold it (package.module:factory -> package.module-factory)."""
+    return spec.replace(":", "-")
+
+
 def model_factory(spec):
     """The callable --model names: a built-in name (model.MODELS) or package.module:factory,
     importable from here or the current folder."""

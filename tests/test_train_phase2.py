@@ -85,7 +85,7 @@ def test_final_accuracy_is_the_best_validation_epochs(quick_run):
 
 
 BAD_FLAGS = [
-    (["--dataset", "imagenet"], "choose from 'digits', 'mnist', 'fashion-mnist', 'cifar10'"),
+    (["--dataset", "imagenet"], "choose from digits, mnist, fashion-mnist, cifar10, folder:PATH, npz:PATH"),
     (["--device", "tpu"], "choose from 'auto', 'cpu', 'cuda', 'mps'"),
     (["--precision", "fp8"], "choose from 'fp32', 'bf16', 'fp16'"),
     (["--bogus"], "unrecognized arguments: --bogus"),

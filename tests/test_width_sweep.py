@@ -50,7 +50,11 @@ def test_tiny_sweep_reports_and_then_reuses_its_runs(tiny_sweep, tmp_path, monke
     table = (out / "results.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| width"))
     assert header.count("|") == 12 and "RER %" in header and "dendrite sets kept" in header
-    assert sum(line.startswith("| 0.25 |") or line.startswith("| 0.125 |") for line in table.splitlines()) == 2
+    rows = [line for line in table.splitlines() if line.startswith(("| 0.25 |", "| 0.125 |"))]
+    assert len([row for row in rows if row.count("|") == 12]) == 2  # one per width: plain and dendritic side by side
+    deployment = [row for row in rows if row.split(" | ")[1] in ("plain", "dendritic")]
+    assert len(deployment) == 4 and all(row.split(" | ")[2].replace(",", "").split(" ±")[0].isdigit()
+                                        for row in deployment)  # every run's ONNX file measured: its bytes
     assert "parameter reduction %" in table
     assert (out / "neuroshrink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
