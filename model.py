@@ -6,6 +6,10 @@ Every model here (and any model passed with --model package.module:factory) is b
 
 - Net: the CNN of the PyTorch MNIST example (pytorch/examples mnist/main.py).
 - ResCNN: a small BatchNorm residual CNN, the kind of model people train today.
+- Conv2Pool: the 2-conv CNN of Zalando's Fashion-MNIST benchmark table (92.47 % at ~83k
+  parameters in the notebook it links): conv5x5 -> pool -> conv5x5 -> pool -> linear.
+- SlimCNN: conv-BN-ReLU stages that downsample early and end in global average pooling, so
+  the parameters sit in the convolutions and few layers run at full resolution.
 """
 
 import torch
@@ -103,7 +107,56 @@ class ResCNN(nn.Module):
         return self.head(x)                # (N, num_classes)
 
 
-MODELS = {"net": Net, "rescnn": ResCNN}  # --model names
+class Conv2Pool(nn.Module):
+    """conv5x5 -> ReLU -> maxpool -> conv5x5 -> ReLU -> maxpool -> linear, "same" padding
+    (hardmaru's pytorch_notebooks, listed in Zalando's Fashion-MNIST benchmark table).
+    Works for any square image of side >= 4."""
+
+    def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
+        super().__init__()
+        if image_size < 4:
+            raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 4")
+        self.widths = c1, c2 = scaled(BASE_CHANNELS, width)
+        pooled = image_size // 4
+        self.conv1 = nn.Conv2d(in_channels, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.fc = nn.Linear(c2 * pooled * pooled, num_classes)
+
+    def forward(self, x):                                 # (N, in_channels, S, S)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)        # (N, c1, S/2, S/2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)        # (N, c2, S/4, S/4)
+        return self.fc(torch.flatten(x, 1))               # (N, num_classes)
+
+
+SLIM_CHANNELS = (32, 64, 128)
+
+
+class SlimCNN(nn.Module):
+    """stem conv-BN-ReLU (stride 2 on images of side >= 16) -> conv-BN-ReLU -> maxpool ->
+    2 x conv-BN-ReLU -> global average pool -> linear. Downsampling early keeps the
+    convolutions cheap on a CPU; the pooled head spends no parameters on positions."""
+
+    def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
+        super().__init__()
+        if image_size < 2:
+            raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 2")
+        self.widths = c1, c2, c3 = scaled(SLIM_CHANNELS, width)
+        self.stem = conv_bn(in_channels, c1, stride=2 if image_size >= 16 else 1)
+        self.conv2 = conv_bn(c1, c2)
+        self.conv3 = conv_bn(c2, c3)
+        self.conv4 = conv_bn(c3, c3)
+        self.head = nn.Linear(c3, num_classes)
+
+    def forward(self, x):                      # (N, in_channels, S, S); 28x28 shown
+        x = F.relu(self.stem(x))               # (N, c1, 14, 14)  (8x8: stride 1, 8x8)
+        x = F.relu(self.conv2(x))              # (N, c2, 14, 14)
+        x = F.max_pool2d(x, 2)                 # (N, c2, 7, 7)
+        x = F.relu(self.conv3(x))              # (N, c3, 7, 7)
+        x = F.relu(self.conv4(x))              # (N, c3, 7, 7)
+        return self.head(x.mean(dim=(2, 3)))   # (N, num_classes)
+
+
+MODELS = {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN}  # --model names
 
 
 def count_parameters(model):

@@ -139,3 +139,10 @@ def test_cleaned_model_difference_is_measured_and_reported(quick_run):
     reported = result["final"]["clean_model_max_logit_difference"]
     assert (difference > 1e-4) == (reported > 1e-4)
     assert ("warning: the library's cleaned model" in quick_run["log"]) == (reported > 1e-4)
+
+
+def test_the_slim_family_converts_and_grows_dendrites(tmp_path):
+    """Its BatchNorm layers tracked, every conv and the head given dendrites."""
+    result, _ = run(tmp_path, "--quick", "--graph-at-end", "--model", "slim", "--width", "0.125")
+    assert sorted(result["phase1"]["dendrite_modules"]) == [".conv2.0", ".conv3.0", ".conv4.0", ".head", ".stem.0"]
+    assert result["restructures"][0]["kind"] == "dendrites added" and result["final"]["dendrite_sets"] >= 1

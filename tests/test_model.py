@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from conftest import DIGITS, within_budget
-from model import MODELS, Net, ResCNN, count_parameters, layer_widths, width_for_params
+from model import MODELS, Conv2Pool, Net, ResCNN, SlimCNN, count_parameters, layer_widths, width_for_params
 
 
 @pytest.mark.parametrize("channels, size, width, params", [
@@ -65,7 +65,7 @@ def test_rescnn_is_residual_with_batchnorm_and_a_strided_conv():
 
 
 def test_built_in_models_by_name():
-    assert MODELS == {"net": Net, "rescnn": ResCNN}
+    assert MODELS == {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN}
 
 
 @pytest.mark.parametrize("name, budget", [("net", 300), ("net", 3658), ("net", 50000), ("rescnn", 300),
@@ -73,3 +73,22 @@ def test_built_in_models_by_name():
 def test_params_gives_the_width_of_the_budget(name, budget):
     width = width_for_params(MODELS[name], budget, **DIGITS)
     assert within_budget(count_parameters(MODELS[name](width=width, **DIGITS)), budget)
+
+
+@pytest.mark.parametrize("name, channels, size, width, params", [
+    ("conv2pool", 1, 28, 1.0, 83_466),   # the benchmark table's ~83.5k-parameter 2-conv CNN
+    ("conv2pool", 1, 8, 0.25, 4_074),
+    ("slim", 1, 28, 1.0, 241_898),       # global average pooling: the count does not depend on the size
+    ("slim", 1, 8, 1.0, 241_898),
+    ("slim", 1, 28, 0.5, 61_050),
+    ("slim", 3, 32, 0.125, 4_110),       # only the stem sees the 3 channels
+])
+def test_new_families_output_shape_and_exact_parameter_count(name, channels, size, width, params):
+    model = MODELS[name](channels, size, 10, width)
+    assert model(torch.zeros(5, channels, size, size)).shape == (5, 10)
+    assert count_parameters(model) == params
+
+
+def test_slim_downsamples_early_on_large_images_only():
+    assert SlimCNN(1, 28, 10, 0.25).stem[0].stride == (2, 2)
+    assert SlimCNN(1, 8, 10, 0.25).stem[0].stride == (1, 1)  # 8x8 digits keep their resolution

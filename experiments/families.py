@@ -1,0 +1,91 @@
+"""Which CNN family spends its parameters best? Each candidate at the same parameter budget,
+trained side by side in one process with the same recipe and epochs: accuracy per parameter
+and per second of training.
+
+Every candidate is the demo's plain run (train_phase2 --no-dendrites) at the width whose model
+has the budget (--params), for exactly --epochs epochs (no early stopping), one after another,
+nothing else training. The report gives, per candidate: parameters, training seconds per
+epoch, and the validation and test accuracy after each epoch (test at the epoch validation
+chose). Timing is only comparable within one report: it names the CPU, threads and date.
+
+    python -m experiments.families --dataset fashion-mnist --budget 80000 --epochs 4
+"""
+
+import contextlib
+import io
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import train_phase2
+from experiments.runner import cli
+from neuroshrink import data, precision
+from neuroshrink.flags import Parser, positive
+
+
+def get_args_parser():
+    p = Parser(prog="python -m experiments.families", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits", type=data.source, metavar="DATASET",
+                   help=f"{', '.join(data.CHOICES)} (train_phase2 --dataset)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--budget", type=positive(int), default=80000, help="parameters of every candidate")
+    p.add_argument("--models", nargs="+", default=["net", "rescnn", "conv2pool", "slim"],
+                   help="the candidates (built-in names or package.module:factory)")
+    p.add_argument("--epochs", type=positive(int), default=4, help="epochs of every candidate")
+    p.add_argument("--seeds", type=positive(int), default=1, help="seeds 1..N of every candidate")
+    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS)
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (train_phase2 --threads)")
+    p.add_argument("--results", default="results", help="the report goes to <results>/<dataset>/")
+    p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run data (for tests)")
+    return p
+
+
+def cpu_name():
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return (names[0] if names else platform.processor() or "unknown") + (", AMX" if "amx_bf16" in flags else "")
+
+
+def main(args):
+    results_dir = Path(args.results) / data.label(args.dataset)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            for seed in range(1, args.seeds + 1):
+                flags = ["--dataset", args.dataset, "--model", model, "--no-dendrites", "--params", str(args.budget),
+                         "--epochs", str(args.epochs), "--min-epochs", str(args.epochs), "--patience",
+                         str(args.epochs), "--seed", str(seed), "--precision", args.precision,
+                         "--out", str(Path(tmp) / f"{model}-{seed}")]
+                flags += ["--data-dir", args.data_dir] if args.data_dir else []
+                flags += ["--threads", str(args.threads)] if args.threads else []
+                flags += ["--quick"] if args.quick else []
+                print(f"=== {model} seed {seed}", flush=True)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    result = train_phase2.main(train_phase2.parse_args(flags))
+                rows.append((model, seed, result))
+    lines = [f"## CNN families at {args.budget:,} parameters on {args.dataset}", "",
+             f"Each plain, trained {args.epochs} epochs with this project's default recipe (Adam 1e-3, batch 64, "
+             f"no augmentation), seed(s) 1-{args.seeds}, one after another in one process on {cpu_name()}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
+             "Test accuracy at the epoch validation chose.", "",
+             "| model | width | params | train s / epoch | val acc % by epoch | test acc % |", "|---|---|---|---|---|---|"]
+    for model, seed, result in rows:
+        history, final = result["history"], result["final"]
+        seconds = sum(r["train_seconds"] for r in history) / len(history)
+        by_epoch = " ".join(f"{r['val_acc']:.2f}" for r in history)
+        lines.append(f"| {model} | {result['settings']['width']:g} | {final['params']:,} | {seconds:.1f} "
+                     f"| {by_epoch} | {final['test_acc']:.2f} |")
+    report = "\n".join(lines) + "\n"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"families-{args.budget}.md"
+    path.write_text(report)
+    print("\n" + report + f"\nwrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    cli(main, get_args_parser)

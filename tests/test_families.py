@@ -1,0 +1,19 @@
+"""experiments/families.py: candidates at one budget, trained side by side, reported."""
+import contextlib
+import io
+
+from conftest import within_budget
+from experiments import families
+
+
+def test_every_candidate_trains_at_the_budget_for_the_same_epochs(tmp_path):
+    args = families.get_args_parser().parse_args(["--quick", "--budget", "4000", "--epochs", "2", "--models", "net",
+                                                  "slim", "--results", str(tmp_path)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        rows = families.main(args)
+    assert [model for model, _, _ in rows] == ["net", "slim"]
+    for _, _, result in rows:
+        assert within_budget(result["final"]["params"], 4000) and result["final"]["epochs"] == 2
+        assert result["restructures"] == [] and result["settings"]["no_dendrites"]
+    report = (tmp_path / "digits" / "families-4000.md").read_text()
+    assert "| net |" in report and "| slim |" in report and "2 epochs" in report
