@@ -13,7 +13,6 @@ chose). Timing is only comparable within one report: it names the CPU, threads a
 
 import contextlib
 import io
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 import train_phase2
+from experiments.report import cpu_name
 from experiments.runner import cli
 from neuroshrink import data, precision
 from neuroshrink.flags import Parser, positive
@@ -41,13 +41,6 @@ def get_args_parser():
     p.add_argument("--results", default="results", help="the report goes to <results>/<dataset>/")
     p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run data (for tests)")
     return p
-
-
-def cpu_name():
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return (names[0] if names else platform.processor() or "unknown") + (", AMX" if "amx_bf16" in flags else "")
 
 
 def main(args):

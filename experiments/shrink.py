@@ -142,7 +142,7 @@ def width_for(args, method, budget, shape):
 def flags(args, method, budget, hp, seed, wide_runs):
     """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
     budget's size, the recipe, the wide model it starts from, the configuration."""
-    extra = ["--model", args.model, *method.recipe]
+    extra = list(method.recipe)
     extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
     if method.wide:
         wide = wide_runs[seed]
@@ -198,7 +198,7 @@ def train_wide(args, url, runs):
     def train(cell):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
         record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}",
-                                    ["--model", args.model, "--no-dendrites"])
+                                    ["--no-dendrites"])
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": 1} for s in range(args.seeds + 1)]
     if not args.report_only:
@@ -444,11 +444,16 @@ def check_methods(names):
                              f"{name}'s runs are paired with theirs")
 
 
+def built_in(args):
+    return args.model in MODELS and args.dataset in data.DATASETS
+
+
 def default_budgets(args, shape):
-    """The committed budgets of a built-in model and data set; otherwise 1/2, 1/4 and 1/8 of the
-    model's size at width 1, those every method can reach within 10 % (the rest named in a line)."""
-    if (args.dataset, args.model) in DEFAULT_BUDGETS:
-        return DEFAULT_BUDGETS[(args.dataset, args.model)]
+    """A built-in model on a built-in data set: the committed budgets (else 5,000 and 20,000).
+    Otherwise 1/2, 1/4 and 1/8 of the model's size at width 1, those every method can reach
+    within 10 % (the rest named in a line)."""
+    if built_in(args):
+        return DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
     full = count_parameters(models.model_factory(args.model)(width=1.0, **shape))
     budgets, left_out = [], []
     for fraction in FRACTIONS:
@@ -485,12 +490,11 @@ def data_shape_checked(args):
 
 def main(args):
     check_methods(args.methods)
-    built_in = args.model in MODELS and args.dataset in data.DATASETS
-    args.wide = args.wide or (DEFAULT_WIDE.get(args.dataset, 0.25) if built_in else 1.0)
+    args.wide = args.wide or (DEFAULT_WIDE.get(args.dataset, 0.25) if built_in(args) else 1.0)
     results_dir, runs = folders(args)
     # A report of a built-in model and data set reads the records only (no data needed).
-    shape = None if args.report_only and built_in else data_shape_checked(args)
-    args.budgets = args.budgets or DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
+    shape = None if args.report_only and built_in(args) else data_shape_checked(args)
+    args.budgets = args.budgets or default_budgets(args, shape)  # the same in a report as in the training
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     # Whether the model has dropout to tune does not depend on the data's shape.

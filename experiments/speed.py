@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import train_phase2
+from experiments.report import cpu_name
 from model import Net
 from neuroshrink import data, precision
 from neuroshrink.flags import Parser, positive
@@ -119,9 +120,7 @@ def demo(out, *flags):
 
 
 def cpu_model():
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    return (names[0] if names else "unknown") + (", native bf16" if "bf16" in precision.available(torch.device("cpu")) else "")
+    return cpu_name() + (", native bf16" if "bf16" in precision.available(torch.device("cpu")) else "")
 
 
 def matmul_rate(n=1024, repeats=20):

@@ -61,9 +61,9 @@ def load_folder(root, image_size, cache_dir, split):
     if parts and not {"train", "test"} <= set(parts):
         raise DataError(f"folder:{root} has {'/, '.join(parts)}/ but not both train/ and test/: give both "
                         "(val/ is optional), or put the class folders in the folder itself")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    stats = [(p, p.stat()) for p in sorted(root.rglob("*")) if p.is_file()]
     key = json.dumps([str(root.resolve()), image_size,
-                      [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]])
+                      [(str(p.relative_to(root)), st.st_size, st.st_mtime_ns) for p, st in stats]])
     cache = Path(cache_dir) / "cache" / f"folder-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.pt"
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)

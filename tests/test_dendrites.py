@@ -146,3 +146,10 @@ def test_the_slim_family_converts_and_grows_dendrites(tmp_path):
     result, _ = run(tmp_path, "--quick", "--graph-at-end", "--model", "slim", "--width", "0.125")
     assert sorted(result["phase1"]["dendrite_modules"]) == [".conv2.0", ".conv3.0", ".conv4.0", ".head", ".stem.0"]
     assert result["restructures"][0]["kind"] == "dendrites added" and result["final"]["dendrite_sets"] >= 1
+
+
+def test_the_demos_activation_choices_are_the_librarys():
+    """train_phase2 names them without importing perforatedai; they must stay the same list."""
+    import train_phase2
+
+    assert list(train_phase2.ACTIVATIONS) == list(dendrites.ACTIVATIONS)
