@@ -14,6 +14,7 @@ def test_every_candidate_trains_at_the_budget_for_the_same_epochs(tmp_path):
     assert [model for model, _, _ in rows] == ["net", "slim"]
     for _, _, result in rows:
         assert within_budget(result["final"]["params"], 4000) and result["final"]["epochs"] == 2
+        assert result["settings"]["min_epochs"] == 2  # exactly the epochs asked: early stopping cannot cut one short
         assert result["restructures"] == [] and result["settings"]["no_dendrites"]
     report = (tmp_path / "digits" / "families-4000.md").read_text()
     assert "| net |" in report and "| slim |" in report and "2 epochs" in report

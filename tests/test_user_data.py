@@ -116,16 +116,21 @@ def test_image_size_resizes_images_of_different_sizes(folder, tmp_path):
 
 
 def test_default_budgets_of_a_users_model_are_fractions_it_can_reach(tmp_path, monkeypatch, capsys):
+    """tiny has 676 parameters at width 1 on 4 classes and at least 158 at any width, about twice
+    that with a dendrite set: 1/2 (338) is reachable by both methods, 1/4 (169) and 1/8 (84) are
+    not, and are named."""
     (tmp_path / "user_cnn.py").write_text(USER_CNN)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     args = SimpleNamespace(dataset="folder:x", model="user_cnn:tiny", methods=["plain", "dendritic"], wide=1.0)
     shape = dict(in_channels=1, image_size=8, num_classes=4)
-    full = sum(p.numel() for p in models.model_factory("user_cnn:tiny")(width=1.0, **shape).parameters())
-    budgets = shrink.default_budgets(args, shape)
-    assert budgets and set(budgets) <= {full // 2, full // 4, full // 8}
-    left = {full // 2, full // 4, full // 8} - set(budgets)
-    assert ("budgets left out" in capsys.readouterr().out) == bool(left)
+    assert sum(p.numel() for p in models.model_factory("user_cnn:tiny")(width=1.0, **shape).parameters()) == 676
+    assert shrink.default_budgets(args, shape) == [338]
+    left_out = capsys.readouterr().out
+    assert "budgets left out: 1/4 (169: " in left_out and "1/8 (84: " in left_out
+    for budget in (338,):
+        for method in args.methods:
+            shrink.width_for(args, shrink.BY_NAME[method], budget, shape)  # raises if out of reach
 
 
 def test_the_shrink_study_runs_on_a_users_model_and_folder(folder, tmp_path, monkeypatch):
