@@ -254,8 +254,9 @@ def main(args):
     if args.resume:
         folder.read_settings_for_resume(args, RUN_SETTINGS)
     device, amp = resolve_hardware(resolve_settings(args))
-    splits = load_splits(args.dataset, args.data_dir, args.quick, args.image_size).to(device)  # before --out:
-    torch.manual_seed(args.seed)                                              # bad input leaves it as it was
+    # Data and model before --out is touched: bad input leaves it as it was.
+    splits = load_splits(args.dataset, args.data_dir, args.quick, args.image_size).to(device)
+    torch.manual_seed(args.seed)
     model, loss_fn = make_model(args, splits), make_loss(args, splits, device)
     tracker = make_tracker(args, folder.name)
     folder.open(run_settings(args, device, splits, model))
