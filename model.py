@@ -10,6 +10,9 @@ Every model here (and any model passed with --model package.module:factory) is b
   parameters in the notebook it links): conv5x5 -> pool -> conv5x5 -> pool -> linear.
 - SlimCNN: conv-BN-ReLU stages that downsample early and end in global average pooling, so
   the parameters sit in the convolutions and few layers run at full resolution.
+- CompactCNN: the same early-downsampling conv-BN-ReLU stages, ending in a linear layer over
+  the last feature map's positions (as the Zalando anchor's head does): the family the strong
+  recipe trains (docs/recipe.md says why).
 """
 
 import torch
@@ -156,7 +159,34 @@ class SlimCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))   # (N, num_classes)
 
 
-MODELS = {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN}  # --model names
+class CompactCNN(nn.Module):
+    """stem conv-BN-ReLU (stride 2 on images of side >= 16) -> conv-BN-ReLU -> maxpool ->
+    2 x conv-BN-ReLU -> linear over the positions. The stride and the pool put three of the
+    four convolutions at 14x14 or 7x7 (cheap on a CPU); the position-wise head learns fast."""
+
+    def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
+        super().__init__()
+        if image_size < 2:
+            raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 2")
+        self.widths = c1, c2, c3 = scaled(SLIM_CHANNELS, width)
+        stride = 2 if image_size >= 16 else 1
+        side = ((image_size - 1) // stride + 1) // 2  # after the stem and the pool
+        self.stem = conv_bn(in_channels, c1, stride)
+        self.conv2 = conv_bn(c1, c2)
+        self.conv3 = conv_bn(c2, c3)
+        self.conv4 = conv_bn(c3, c3)
+        self.head = nn.Linear(c3 * side * side, num_classes)
+
+    def forward(self, x):                      # (N, in_channels, S, S); 28x28 shown
+        x = F.relu(self.stem(x))               # (N, c1, 14, 14)  (8x8: stride 1, 8x8)
+        x = F.relu(self.conv2(x))              # (N, c2, 14, 14)
+        x = F.max_pool2d(x, 2)                 # (N, c2, 7, 7)
+        x = F.relu(self.conv3(x))              # (N, c3, 7, 7)
+        x = F.relu(self.conv4(x))              # (N, c3, 7, 7)
+        return self.head(torch.flatten(x, 1))  # (N, num_classes)
+
+
+MODELS = {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN, "compact": CompactCNN}  # --model names
 
 
 def count_parameters(model):

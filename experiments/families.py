@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 import train_phase2
-from experiments.report import cpu_name
+from neuroshrink.machine import cpu_name
 from experiments.runner import cli
 from neuroshrink import data, precision
 from neuroshrink.flags import Parser, positive
+from neuroshrink.recipes import RECIPES
 
 
 def get_args_parser():
@@ -35,6 +36,8 @@ def get_args_parser():
     p.add_argument("--models", nargs="+", default=["net", "rescnn", "conv2pool", "slim"],
                    help="the candidates (built-in names or package.module:factory)")
     p.add_argument("--epochs", type=positive(int), default=4, help="epochs of every candidate")
+    p.add_argument("--recipe", default="default", choices=RECIPES,
+                   help="train_phase2 --recipe of every candidate (strong: its schedule spans --epochs)")
     p.add_argument("--seeds", type=positive(int), default=1, help="seeds 1..N of every candidate")
     p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS)
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (train_phase2 --threads)")
@@ -50,8 +53,8 @@ def main(args):
         for model in args.models:
             for seed in range(1, args.seeds + 1):
                 flags = ["--dataset", args.dataset, "--model", model, "--no-dendrites", "--params", str(args.budget),
-                         "--epochs", str(args.epochs), "--min-epochs", str(args.epochs), "--patience",
-                         str(args.epochs), "--seed", str(seed), "--precision", args.precision,
+                         "--recipe", args.recipe, "--epochs", str(args.epochs), "--min-epochs", str(args.epochs),
+                         "--patience", str(args.epochs), "--seed", str(seed), "--precision", args.precision,
                          "--out", str(Path(tmp) / f"{model}-{seed}")]
                 flags += ["--data-dir", args.data_dir] if args.data_dir else []
                 flags += ["--threads", str(args.threads)] if args.threads else []
@@ -60,9 +63,12 @@ def main(args):
                 with contextlib.redirect_stdout(io.StringIO()):
                     result = train_phase2.main(train_phase2.parse_args(flags))
                 rows.append((model, seed, result))
+    recipe = {"default": "this project's default recipe (Adam 1e-3, batch 64, no augmentation)",
+              "strong": f"the strong recipe (its warm-up and cosine schedule over the {args.epochs} epochs)",
+              }[args.recipe]
     lines = [f"## CNN families at {args.budget:,} parameters on {args.dataset}", "",
-             f"Each plain, trained {args.epochs} epochs with this project's default recipe (Adam 1e-3, batch 64, "
-             f"no augmentation), seed(s) 1-{args.seeds}, one after another in one process on {cpu_name()}, "
+             f"Each plain, trained {args.epochs} epochs with {recipe}, seed(s) 1-{args.seeds}, one after another "
+             f"in one process on {cpu_name()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
              "Test accuracy at the epoch validation chose.", "",
              "| model | width | params | train s / epoch | val acc % by epoch | test acc % |", "|---|---|---|---|---|---|"]
@@ -74,7 +80,7 @@ def main(args):
                      f"| {by_epoch} | {final['test_acc']:.2f} |")
     report = "\n".join(lines) + "\n"
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"families-{args.budget}.md"
+    path = results_dir / f"families-{args.budget}{'' if args.recipe == 'default' else '-' + args.recipe}.md"
     path.write_text(report)
     print("\n" + report + f"\nwrote {path}")
     return rows

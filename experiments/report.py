@@ -2,7 +2,6 @@
 off-screen."""
 
 import statistics
-from pathlib import Path
 
 
 def mean_std(values):
@@ -62,10 +61,3 @@ def deployment_table(groups, key_header):
                + cells(int8, [(lambda m: m["test_acc"], 2), (lambda m: m["bytes"], 0), *ms]))
         lines.append(f"| {' | '.join(key)} | " + " | ".join(row) + " |")
     return lines + [""]
-
-
-def cpu_name():
-    """The CPU's model name, and ", AMX" where it has AMX (bf16 matrix products several times fp32's)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return (names[0] if names else "unknown") + (", AMX" if "amx_bf16" in info else "")

@@ -90,21 +90,7 @@ def run_cell(args, cell, run_dir, extra=()):
     flags += ["--quantize", args.quantize] if args.quantize else []
     flags += ["--min-epochs", str(cell["min_epochs"]), "--graph-at-end"]  # min epochs: used by plain runs only
     flags += ["--no-dendrites"] if cell["method"] == "plain" else []
-    flags += list(extra)
-    run_args = train_phase2.resolve_settings(train_phase2.parse_args(flags))  # as results.json records them
-    previous = read_run(run_dir)
-    same = previous is not None and all(previous["settings"].get(key) == getattr(run_args, key)
-                                        for key in train_phase2.RUN_SETTINGS)
-    if same and previous["status"] != "complete":  # a worker stopped or vanished
-        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
-    elif same:
-        print(f"{run_dir} holds this run, finished: recording it")
-        result = previous
-    else:
-        if previous is not None:  # another run's (of a study since deleted): stopped or finished
-            print(f"{run_dir} holds a run of other settings: training this one in its place")
-            shutil.rmtree(run_dir)
-        result = train_phase2.main(run_args)
+    result = run_flags(flags + list(extra), run_dir)
     final = result["final"]
     return {"dataset": args.dataset, "width": cell["width"], "method": cell["method"], "seed": cell["seed"],
             "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
@@ -116,6 +102,28 @@ def run_cell(args, cell, run_dir, extra=()):
             "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
+
+
+def run_flags(flags, run_dir):
+    """train_phase2's run of these flags (which name --out run_dir), trained in its folder or
+    continued there if it stopped; returns its results.json record."""
+    run_args = train_phase2.resolve_settings(train_phase2.parse_args(flags))  # as results.json records them
+    previous = read_run(run_dir)
+    # With --params the width is found from the model, the budget and the data, all compared.
+    keys = [key for key in train_phase2.RUN_SETTINGS if not (key == "width" and run_args.params)]
+    same = previous is not None and all(train_phase2.settings_of(previous).get(key) == getattr(run_args, key)
+                                        for key in keys)
+    if same and previous["status"] != "complete":  # a worker stopped or vanished
+        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
+    elif same:
+        print(f"{run_dir} holds this run, finished: recording it")
+        result = previous
+    else:
+        if previous is not None:  # another run's (of a study since deleted): stopped or finished
+            print(f"{run_dir} holds a run of other settings: training this one in its place")
+            shutil.rmtree(run_dir)
+        result = train_phase2.main(run_args)
+    return result
 
 
 DEPLOYMENT_FIELDS = ("onnx_bytes", "ort_ms_batch1", "ort_ms_batch256", "int8_test_acc", "int8_bytes",

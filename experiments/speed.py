@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import train_phase2
-from experiments.report import cpu_name
+from neuroshrink.machine import cpu_name
 from model import Net
 from neuroshrink import data, precision
 from neuroshrink.flags import Parser, positive

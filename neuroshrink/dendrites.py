@@ -169,7 +169,7 @@ class Tracker:
         with guarded(), warnings.catch_warnings():
             # It steps a new schedule to its place before the optimizer's first step; torch warns.
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-            made = tracker.setup_optimizer(model, {"params": params, "lr": self.recipe.lr}, scheduler_args)
+            made = tracker.setup_optimizer(model, {"params": params, **self.recipe.optimizer_args()}, scheduler_args)
         return made[0] if isinstance(made, tuple) else made  # 3.2: (optimizer, scheduler); 3.1: optimizer
 
     @property

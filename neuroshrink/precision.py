@@ -7,10 +7,15 @@ export stay in fp32, so the accuracies a run reports are those of the exported f
 """
 
 import contextlib
+import copy
+import time
 
 import torch
+import torch.nn.functional as F
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CHOICES = ("auto", *PRECISIONS)
+FASTER = 0.9  # auto takes a lower precision only if its training step took at most 90 % of fp32's
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -22,6 +27,38 @@ def available(device):
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return ["fp32", "bf16"]
     return ["fp32"]
+
+
+def measure(model, images, labels, device, batch_size, seconds=0.5):
+    """Milliseconds per training step (forward, loss, backward) of a copy of `model` on one
+    batch of `images`, in each precision this device trains in. The copy's weights are
+    never stepped; the model itself is not touched."""
+    model = copy.deepcopy(model).to(device).train()
+    x, y = images[:batch_size].to(device), labels[:batch_size].to(device)
+    times = {}
+    for name in available(device):
+        amp = Precision(name, device)
+        for timed in (False, True):  # a warm-up pass, then the timed ones
+            steps, start = 0, time.perf_counter()
+            while not timed and steps < 2 or timed and (steps < 3 or time.perf_counter() - start < seconds):
+                with amp.autocast():
+                    loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                steps += 1
+        times[name] = 1000 * (time.perf_counter() - start) / steps
+    return times
+
+
+def choose(times):
+    """--precision auto: the fastest precision measured, if it took at most FASTER of fp32's
+    time; otherwise fp32. fp16 only where bf16 is missing (it needs loss scaling, and bf16
+    keeps fp32's range)."""
+    lower = [name for name in ("bf16",) if name in times] or [name for name in ("fp16",) if name in times]
+    best = min(lower, key=times.get, default=None)
+    return best if best and times[best] <= FASTER * times["fp32"] else "fp32"
 
 
 class Precision:

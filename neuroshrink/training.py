@@ -6,8 +6,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
-def cross_entropy(logits, images, labels):
-    return F.cross_entropy(logits, labels)
+class CrossEntropy:
+    """Cross-entropy on the labels, with label smoothing (Szegedy et al., 2016): the target
+    puts `label_smoothing` of its mass evenly on all classes."""
+
+    def __init__(self, label_smoothing=0.0):
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, logits, images, labels):
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+
+cross_entropy = CrossEntropy()
 
 
 class Distillation:
@@ -15,20 +25,23 @@ class Distillation:
     KL divergence from the teacher's outputs, both softened by the temperature (the T^2
     factor keeps the soft term's gradients the size of the hard term's)."""
 
-    def __init__(self, teacher, weight, temperature):
+    def __init__(self, teacher, weight, temperature, label_smoothing=0.0):
         self.teacher, self.weight, self.temperature = teacher, weight, temperature
+        self.hard = CrossEntropy(label_smoothing)
 
     def __call__(self, logits, images, labels):
         t = self.temperature
         with torch.no_grad():
             soft_targets = F.softmax(self.teacher(images).float() / t, dim=1)
         soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), soft_targets, reduction="batchmean") * t * t
-        return (1 - self.weight) * F.cross_entropy(logits, labels) + self.weight * soft
+        return (1 - self.weight) * self.hard(logits, images, labels) + self.weight * soft
 
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp, loss_fn=cross_entropy):
-    """One pass over shuffled in-memory batches, in `amp`'s precision, minimising
-    loss_fn(logits, images, labels). Returns (mean loss, accuracy %)."""
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp, loss_fn=cross_entropy,
+                    augment=None):
+    """One pass over shuffled in-memory batches, each augmented if `augment` is given, in
+    `amp`'s precision, minimising loss_fn(logits, images, labels). Returns (mean loss,
+    accuracy % on the batches as trained)."""
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
     total_loss = torch.zeros((), device=labels.device)
@@ -36,6 +49,8 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, amp
     for start in progress(range(0, len(labels), batch_size)):
         idx = order[start:start + batch_size]
         x, y = images[idx], labels[idx]
+        if augment:
+            x = augment(x, generator)
         optimizer.zero_grad(set_to_none=True)
         with amp.autocast():
             logits = model(x)

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from conftest import DIGITS, within_budget
-from model import MODELS, Conv2Pool, Net, ResCNN, SlimCNN, count_parameters, layer_widths, width_for_params
+from model import MODELS, CompactCNN, Conv2Pool, Net, ResCNN, SlimCNN, count_parameters, layer_widths, width_for_params
 
 
 @pytest.mark.parametrize("channels, size, width, params", [
@@ -65,7 +65,7 @@ def test_rescnn_is_residual_with_batchnorm_and_a_strided_conv():
 
 
 def test_built_in_models_by_name():
-    assert MODELS == {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN}
+    assert MODELS == {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN, "compact": CompactCNN}
 
 
 @pytest.mark.parametrize("name, budget", [("net", 300), ("net", 3658), ("net", 50000), ("rescnn", 300),
@@ -82,6 +82,10 @@ def test_params_gives_the_width_of_the_budget(name, budget):
     ("slim", 1, 8, 1.0, 241_898),
     ("slim", 1, 28, 0.5, 61_050),
     ("slim", 3, 32, 0.125, 4_110),       # only the stem sees the 3 channels
+    ("compact", 1, 28, 1.0, 303_338),    # the head sees 7x7 positions of 128 channels
+    ("compact", 1, 8, 1.0, 261_098),     # 8x8: no stride, 4x4 positions
+    ("compact", 1, 28, 0.5, 91_770),
+    ("compact", 3, 32, 0.25, 35_858),    # 32x32: 8x8 positions
 ])
 def test_new_families_output_shape_and_exact_parameter_count(name, channels, size, width, params):
     model = MODELS[name](channels, size, 10, width)

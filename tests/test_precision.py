@@ -4,6 +4,7 @@ import torch
 
 import train_phase2
 from conftest import fails, files, metrics, run
+from neuroshrink import precision
 
 
 def test_bf16_dendritic_run_restructures_and_records_its_precision(bf16_run, quick_run):
@@ -22,10 +23,27 @@ def test_bf16_plain_run_completes(bf16_run, tmp_path):
     assert evaluated["test_acc"] == pytest.approx(result["final"]["test_acc"])  # the fp32 export, same accuracy
 
 
+def test_auto_takes_a_lower_precision_only_where_it_was_measured_faster():
+    assert precision.choose({"fp32": 10.0}) == "fp32"
+    assert precision.choose({"fp32": 10.0, "bf16": 8.9}) == "bf16"
+    assert precision.choose({"fp32": 10.0, "bf16": 9.5}) == "fp32"   # within 10 %: not worth the rounding
+    assert precision.choose({"fp32": 10.0, "bf16": 12.0}) == "fp32"  # AVX512-BF16 convolutions, slower than fp32
+    assert precision.choose({"fp32": 10.0, "bf16": 6.0, "fp16": 3.0}) == "bf16"  # fp16 only where bf16 is missing
+    assert precision.choose({"fp32": 10.0, "fp16": 3.0}) == "fp16"
+
+
+def test_auto_resolves_to_a_precision_this_device_has_and_records_it(tmp_path):
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--precision", "auto")
+    measured = result["precision"]
+    assert result["settings"]["precision"] == "auto"
+    assert set(measured["ms_per_step"]) == set(precision.available(torch.device("cpu")))
+    assert measured["chosen"] == precision.choose(measured["ms_per_step"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("flags, message", [
     (["--device", "cuda"], "--device cuda is not available here; choose from auto, cpu"),
-    (["--precision", "fp16"], "--precision fp16 is not available on cpu here; choose from fp32"),
+    (["--precision", "fp16"], "--precision fp16 is not available on cpu here; choose from auto, fp32"),
 ])
 def test_what_this_machine_cannot_do_changes_nothing(quick_run, capsys, flags, message):
     before = files(quick_run["out"])

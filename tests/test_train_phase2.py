@@ -87,7 +87,7 @@ def test_final_accuracy_is_the_best_validation_epochs(quick_run):
 BAD_FLAGS = [
     (["--dataset", "imagenet"], "choose from digits, mnist, fashion-mnist, cifar10, folder:PATH, npz:PATH"),
     (["--device", "tpu"], "choose from 'auto', 'cpu', 'cuda', 'mps'"),
-    (["--precision", "fp8"], "choose from 'fp32', 'bf16', 'fp16'"),
+    (["--precision", "fp8"], "choose from 'auto', 'fp32', 'bf16', 'fp16'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--width", "0"], "must be a finite number > 0"),
     (["--width", "-1"], "must be a finite number > 0"),
@@ -106,7 +106,7 @@ BAD_FLAGS = [
     (["--model", "rescnn", "--dropout", "0.3"], "--dropout: the model rescnn has no nn.Dropout layer"),
     (["--teacher", "no/such/model.ts"], "--teacher no/such/model.ts: cannot load it as a TorchScript model"),
     (["--distill-weight", "1.5"], "'1.5' must be below 1"),
-    (["--optimizer", "sgd"], "choose from 'adam', 'adadelta'"),
+    (["--optimizer", "sgd"], "choose from 'adam', 'adamw', 'adadelta'"),
     (["--schedule", "onecycle"], "choose from 'none', 'cosine', 'step', 'plateau'"),
     (["--params", "1000"], "--params: only for plain runs (add --no-dendrites)"),
     (["--restart-at", "3"], "--restart-at: only for plain runs (add --no-dendrites)"),
