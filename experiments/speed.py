@@ -16,6 +16,10 @@ printed, never asserted: run nothing else meanwhile.
     python -m experiments.speed                                  # digits, about a minute
     python -m experiments.speed --dataset fashion-mnist --width 0.25
     python -m experiments.speed --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
+    python -m experiments.speed --dataset fashion-mnist --recipe-costs           # what the strong recipe's parts cost
+
+The time-to-accuracy comparison of today's recipe and the strong one is experiments.strong_recipe
+(its runs are full training runs, resumable, with records of their own).
 """
 
 import contextlib
@@ -51,6 +55,10 @@ def get_args_parser():
                    help="only profile one training pass of the converted model with 2 dendrite sets, per precision")
     p.add_argument("--precisions", nargs="+", default=None, choices=precision.PRECISIONS,
                    help="precisions of (b) and (c) (default: every one this CPU trains in)")
+    p.add_argument("--recipe-costs", action="store_true",
+                   help="only time one epoch of the compact CNN at --params under each part of the strong recipe "
+                        "(batch size, channels-last, augmentation, label smoothing, bf16, threads)")
+    p.add_argument("--params", type=positive(int), default=75000, help="with --recipe-costs: the compact CNN's budget")
     return p
 
 
@@ -111,6 +119,46 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
                 train_one_epoch(model, optimizer, x, y, batch_size, torch.Generator(), amp)
         print(f"\n[{name}] one pass {time.perf_counter() - t0:.2f} s (with profiling)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
+def recipe_costs(splits, budget, fraction=0.25):
+    """Seconds per training epoch (the project's train_one_epoch over a `fraction` of the
+    training images, scaled to the whole) of the compact CNN at `budget` parameters, under
+    each part of the strong recipe in turn; one warm-up pass before each timed one."""
+    from model import CompactCNN, width_for_params
+    from neuroshrink.augment import Augment
+    from neuroshrink.training import CrossEntropy
+
+    shape = dict(in_channels=splits.in_channels, image_size=splits.image_size, num_classes=splits.num_classes)
+    width = width_for_params(CompactCNN, budget, **shape)
+    n = int(len(splits.train[1]) * fraction)
+    x, y = splits.train[0][:n], splits.train[1][:n]
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    variants = [(f"batch {b}", dict(batch=b)) for b in (64, 128, 256, 512)]
+    variants += [("batch 256, channels-last", dict(cl=True)),
+                 ("batch 256, channels-last, augmentation (shift-flip)", dict(cl=True, aug=True)),
+                 ("batch 256, channels-last, augmentation, label smoothing 0.1", dict(cl=True, aug=True, smooth=True))]
+    variants += [("the same, bf16 autocast", dict(cl=True, aug=True, smooth=True, amp="bf16"))
+                 ] if "bf16" in precision.available(cpu) else []
+    variants += [("the same, fp32, 1 thread", dict(cl=True, aug=True, smooth=True, threads=1))] if threads > 1 else []
+    print(f"\nrecipe costs: compact CNN width {width:g}, {budget:,} parameters budget; seconds per epoch of "
+          f"{len(splits.train[1]):,} images (timed on {n:,}), fp32 and {threads} threads unless said")
+    for name, v in variants:
+        torch.set_num_threads(v.get("threads", threads))
+        torch.manual_seed(1)
+        model = CompactCNN(width=width, **shape)
+        if v.get("cl"):
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        loss = CrossEntropy(0.1 if v.get("smooth") else 0.0)
+        augment = Augment(2, flip=True) if v.get("aug") else None
+        amp = precision.Precision(v.get("amp", "fp32"), cpu)
+        for _ in range(2):  # a warm-up pass, then the timed one
+            t0 = time.perf_counter()
+            train_one_epoch(model, optimizer, x, y, v.get("batch", 256), torch.Generator().manual_seed(1), amp,
+                            loss, augment)
+        print(f"    {name:60s} {(time.perf_counter() - t0) / fraction:6.1f} s")
+    torch.set_num_threads(threads)
 
 
 def demo(out, *flags):
@@ -178,6 +226,8 @@ def main(args):
     t0 = time.perf_counter()
     splits = data.load(args.dataset)
     print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
+    if args.recipe_costs:
+        return recipe_costs(splits, args.params)
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             return profile_dendritic(splits, args.width, args.batch_size,

@@ -39,7 +39,7 @@ TODAY = ["--model", "net", "--width", "0.25", "--dropout", "0.1", "--lr", "0.000
 # test): 92.13, 92.10, 91.78. The level is the lowest, rounded down, so that every run of
 # today's recipe reaches it; the report also gives the test accuracy at the epoch it was reached.
 LEVEL = 91.75
-FIELDS = ("model", "width", "params", "recipe", "seed", "test_acc", "val_acc", "epochs", "train_seconds",
+FIELDS = ("run", "model", "width", "params", "recipe", "seed", "test_acc", "val_acc", "epochs", "train_seconds",
           "precision", "cpu", "threads", "best_epoch", "level_epoch", "level_seconds", "level_test_acc", "date")
 
 
@@ -102,7 +102,7 @@ def main(args):
             run_flags([*flags, *common, "--out", str(runs_dir / name)], runs_dir / name)
             write_csv(results_dir / "recipe.csv", finished_rows(args, runs_dir))
     rows = read_csv(results_dir / "recipe.csv")
-    report = write_report(rows, args.level, results_dir)
+    report = write_report(rows, args, results_dir)
     print("\n" + report)
     return rows
 
@@ -113,7 +113,7 @@ def finished_rows(args, runs_dir):
     for name, _ in plan(args):
         run = read_run(runs_dir / name)
         if run and run["status"] == "complete":
-            rows.append(row_of(run, args.level))
+            rows.append({"run": name} | row_of(run, args.level))
     return rows
 
 
@@ -162,8 +162,10 @@ def groups(rows):
     return out
 
 
-def write_report(rows, level, results_dir):
-    machines = sorted({f"{r['cpu']}, {r['date']}" for r in rows})
+def write_report(rows, args, results_dir):
+    level, timed_budget = args.level, args.budgets[0]
+    machines = sorted({f"{r['cpu']}, {r['threads']} thread{'' if r['threads'] == '1' else 's'}, {r['date']}"
+                       for r in rows})
     lines = ["## The strong recipe against today's", "",
              f"Plain runs on {results_dir.name}, one row per model × recipe × width, mean ± std over seeds; test "
              "accuracy at the epoch validation chose (today's recipe stops early; the strong recipe trains its "
@@ -175,28 +177,49 @@ def write_report(rows, level, results_dir):
         lines.append(f"| {model} | {recipe} | {float(width):g} | {int(rs[0]['params']):,} | {len(rs)} "
                      f"| {fmt(num('test_acc'))} | {fmt(num('val_acc'))} | {fmt(num('epochs'), 1)} "
                      f"| {fmt((num('train_seconds')[0] / 60, num('train_seconds')[1] / 60), 1)} |")
-    lines += ["", f"### Time to today's accuracy (validation {level:g} %)", "",
-              "Training seconds until validation first reached the level, the timed pairs trained one after "
-              "the other in one process; test accuracy at that epoch and at the end.", "",
-              "| run | params | epoch reached | seconds | test acc % then | final test acc % |", "|---|---|---|---|---|---|"]
-    timed = [r for r in rows if r["recipe"] == "default" or r["width"] == rows[1]["width"]] if len(rows) > 1 else rows
-    for r in timed:
-        lines.append(f"| {r['model']} {r['recipe']} seed {r['seed']} | {int(r['params']):,} | {r['level_epoch'] or 'never'} "
-                     f"| {r['level_seconds'] or '-'} | {r['level_test_acc'] or '-'} | {float(r['test_acc']):.2f} |")
+    lines += ["", *time_to_level(rows, level, timed_budget)]
     report = "\n".join(lines) + "\n"
     (results_dir / "recipe.md").write_text(report)
     plot(rows, results_dir / "recipe.png")
     return report
 
 
+def time_to_level(rows, level, budget):
+    """The timed pairs, seed by seed: training seconds (epoch) until validation first reached
+    `level`, their ratio, the test accuracy at that epoch; and the means."""
+    today = {r["seed"]: r for r in rows if r["run"].startswith("today-")}
+    strong = {r["seed"]: r for r in rows if r["run"].startswith(f"strong-{budget}-")}
+    lines = [f"### Time to today's accuracy: validation {level:g} %", "",
+             "Training seconds (evaluation excluded) until validation first reached the level, each pair trained "
+             "one after the other in one process; the test accuracy at that epoch; the ratio is strong / today.", "",
+             "| seed | today: seconds (epoch) | strong: seconds (epoch) | strong / today | today: test acc % then "
+             "| strong: test acc % then |", "|---|---|---|---|---|---|"]
+    ratios = []
+
+    def reached(r):
+        return f"{float(r['level_seconds']):,.0f} ({r['level_epoch']})" if r and r["level_epoch"] else "never"
+    for seed in sorted(today.keys() | strong.keys(), key=int):
+        a, b = today.get(seed), strong.get(seed)
+        ratio = ""
+        if a and b and a["level_epoch"] and b["level_epoch"]:
+            ratios.append(float(b["level_seconds"]) / float(a["level_seconds"]))
+            ratio = f"{ratios[-1]:.2f}"
+        lines.append(f"| {seed} | {reached(a)} | {reached(b)} | {ratio} | {(a or {}).get('level_test_acc') or '-'} "
+                     f"| {(b or {}).get('level_test_acc') or '-'} |")
+    if ratios:
+        lines.append(f"| mean | | | {fmt(mean_std(ratios))} | | |")
+    return lines
+
+
 def plot(rows, path):
-    """Test accuracy against training minutes, one marker per model × recipe × width."""
+    """Test accuracy against training minutes, one marker per model × recipe × width (its
+    runs' threads in the legend: minutes on one thread are not minutes on two)."""
     import matplotlib.pyplot as plt
 
     fig, ax = new_figure()
     for (model, recipe, width), rs in groups(rows).items():
         ax.plot([float(r["train_seconds"]) / 60 for r in rs], [float(r["test_acc"]) for r in rs], "o",
-                label=f"{model} {recipe}, {int(rs[0]['params']):,} params")
+                label=f"{model} {recipe}, {int(rs[0]['params']):,} params, threads {'/'.join(sorted({r['threads'] for r in rs}))}")
     ax.set_xlabel("training minutes")
     ax.set_ylabel("test accuracy %")
     ax.set_title("Test accuracy against training time (each point a seed)")

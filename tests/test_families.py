@@ -18,3 +18,13 @@ def test_every_candidate_trains_at_the_budget_for_the_same_epochs(tmp_path):
         assert result["restructures"] == [] and result["settings"]["no_dendrites"]
     report = (tmp_path / "digits" / "families-4000.md").read_text()
     assert "| net |" in report and "| slim |" in report and "2 epochs" in report
+
+
+def test_the_strong_recipe_reaches_every_candidate(tmp_path):
+    args = families.get_args_parser().parse_args(["--quick", "--budget", "4000", "--epochs", "2", "--models", "compact",
+                                                  "--recipe", "strong", "--results", str(tmp_path)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        (_, _, result), = families.main(args)
+    settings = result["settings"]
+    assert (settings["recipe"], settings["schedule_epochs"], result["final"]["epochs"]) == ("strong", 2, 2)
+    assert "the strong recipe" in (tmp_path / "digits" / "families-4000-strong.md").read_text()

@@ -35,9 +35,11 @@ COMMANDS = {
 }
 # Reports made from the records in a sweep.db of a built-in data set. Kept as written: a families
 # report (a timing measurement) and the own-data example (its report needs its image folder).
-AS_WRITTEN = ("fashion-mnist/families-80000.md", "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md")
+FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-strong.md")
+AS_WRITTEN = (*FAMILIES, "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md")
+RECIPE = "fashion-mnist/recipe.md"  # made from recipe.csv, not a sweep.db
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
-                 if str(path.relative_to(ROOT / "results")) not in AS_WRITTEN)
+                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, RECIPE))
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
 
@@ -83,12 +85,30 @@ def test_the_readmes_answer_table_is_rows_of_a_committed_verdict():
     assert len(methods) >= 4 and header == table[0] and set(methods) <= set(table)
 
 
-def test_the_docs_show_the_families_measurement_as_it_is():
-    committed = (ROOT / "results" / "fashion-mnist" / "families-80000.md").read_text()
+@pytest.mark.parametrize("report", FAMILIES)
+def test_the_docs_show_the_families_measurement_as_it_is(report):
+    committed = (ROOT / "results" / report).read_text()
     table = committed[committed.index("| model |"):].strip()
     assert table in (ROOT / "docs" / "families.md").read_text()
 
 
 def test_the_own_data_page_shows_its_examples_report_as_it_is():
-    report = (ROOT / "results" / AS_WRITTEN[1]).read_text()
+    report = (ROOT / "results" / AS_WRITTEN[-1]).read_text()
     assert accuracy_table(report) in (ROOT / "docs" / "own-data.md").read_text()
+
+
+@pytest.mark.skipif(not (ROOT / "results" / RECIPE).exists(), reason="no recipe report committed yet")
+def test_the_recipe_report_is_what_its_csv_gives_and_the_docs_show_it(tmp_path):
+    from experiments import strong_recipe
+
+    committed = ROOT / "results" / RECIPE
+    store = tmp_path / "fashion-mnist"
+    store.mkdir()
+    shutil.copy(committed.with_suffix(".csv"), store / "recipe.csv")
+    with contextlib.redirect_stdout(io.StringIO()):
+        strong_recipe.main(strong_recipe.get_args_parser().parse_args(
+            ["--dataset", "fashion-mnist", "--report-only", "--results", str(tmp_path)]))
+    report = (store / "recipe.md").read_text()
+    assert report == committed.read_text()
+    table = report[report.index("| model |"):report.index("\n\n", report.index("| model |"))]
+    assert table in (ROOT / "docs" / "recipe.md").read_text()
