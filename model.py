@@ -144,38 +144,19 @@ class SlimCNN(nn.Module):
         if image_size < 2:
             raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 2")
         self.widths = c1, c2, c3 = scaled(SLIM_CHANNELS, width)
-        self.stem = conv_bn(in_channels, c1, stride=2 if image_size >= 16 else 1)
-        self.conv2 = conv_bn(c1, c2)
-        self.conv3 = conv_bn(c2, c3)
-        self.conv4 = conv_bn(c3, c3)
-        self.head = nn.Linear(c3, num_classes)
-
-    def forward(self, x):                      # (N, in_channels, S, S); 28x28 shown
-        x = F.relu(self.stem(x))               # (N, c1, 14, 14)  (8x8: stride 1, 8x8)
-        x = F.relu(self.conv2(x))              # (N, c2, 14, 14)
-        x = F.max_pool2d(x, 2)                 # (N, c2, 7, 7)
-        x = F.relu(self.conv3(x))              # (N, c3, 7, 7)
-        x = F.relu(self.conv4(x))              # (N, c3, 7, 7)
-        return self.head(x.mean(dim=(2, 3)))   # (N, num_classes)
-
-
-class CompactCNN(nn.Module):
-    """stem conv-BN-ReLU (stride 2 on images of side >= 16) -> conv-BN-ReLU -> maxpool ->
-    2 x conv-BN-ReLU -> linear over the positions. The stride and the pool put three of the
-    four convolutions at 14x14 or 7x7 (cheap on a CPU); the position-wise head learns fast."""
-
-    def __init__(self, in_channels=1, image_size=28, num_classes=10, width=1.0):
-        super().__init__()
-        if image_size < 2:
-            raise ValueError(f"image_size {image_size} is too small; the CNN needs >= 2")
-        self.widths = c1, c2, c3 = scaled(SLIM_CHANNELS, width)
         stride = 2 if image_size >= 16 else 1
         side = ((image_size - 1) // stride + 1) // 2  # after the stem and the pool
         self.stem = conv_bn(in_channels, c1, stride)
         self.conv2 = conv_bn(c1, c2)
         self.conv3 = conv_bn(c2, c3)
         self.conv4 = conv_bn(c3, c3)
-        self.head = nn.Linear(c3 * side * side, num_classes)
+        self.head = nn.Linear(self.head_inputs(c3, side), num_classes)
+
+    def head_inputs(self, channels, side):
+        return channels
+
+    def readout(self, x):                      # (N, c3, 7, 7) -> (N, c3)
+        return x.mean(dim=(2, 3))              # global average pool
 
     def forward(self, x):                      # (N, in_channels, S, S); 28x28 shown
         x = F.relu(self.stem(x))               # (N, c1, 14, 14)  (8x8: stride 1, 8x8)
@@ -183,7 +164,19 @@ class CompactCNN(nn.Module):
         x = F.max_pool2d(x, 2)                 # (N, c2, 7, 7)
         x = F.relu(self.conv3(x))              # (N, c3, 7, 7)
         x = F.relu(self.conv4(x))              # (N, c3, 7, 7)
-        return self.head(torch.flatten(x, 1))  # (N, num_classes)
+        return self.head(self.readout(x))      # (N, num_classes)
+
+
+class CompactCNN(SlimCNN):
+    """SlimCNN's stages, then a linear layer over the last feature map's positions instead of
+    the pooling. The stride and the pool put three of the four convolutions at 14x14 or 7x7
+    (cheap on a CPU); the position-wise head learns fast."""
+
+    def head_inputs(self, channels, side):
+        return channels * side * side
+
+    def readout(self, x):                      # (N, c3, 7, 7) -> (N, c3 * 49)
+        return torch.flatten(x, 1)
 
 
 MODELS = {"net": Net, "rescnn": ResCNN, "conv2pool": Conv2Pool, "slim": SlimCNN, "compact": CompactCNN}  # --model names
