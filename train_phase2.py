@@ -29,7 +29,7 @@ from importlib.metadata import version
 import torch
 
 from model import MODELS, count_parameters
-from neuroshrink import augment, data, export, machine, models, precision, wandb_log
+from neuroshrink import augment, data, export, machine, models, precision, recipes, wandb_log
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, non_negative, number, positive, probability
 from neuroshrink.recipes import AUGMENTS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe
@@ -38,6 +38,7 @@ from neuroshrink.stopping import EarlyStopping
 from neuroshrink.training import CrossEntropy, Distillation, evaluate, train_one_epoch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SWITCHES = ("history", "fixed")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")  # the library's pai_forward_function (dendrites.ACTIVATIONS)
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  # --quick
              timing_seconds=0)  # inference timing: 5 passes per batch size, not 0.3 s
@@ -45,13 +46,13 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  
 # run folder continues the run there only if they all agree.
 RUN_SETTINGS = ("dataset", "data_dir", "image_size", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
                 "optimizer", "schedule", "precision", "seed", "patience", "recipe", "weight_decay", "warmup",
-                "label_smoothing", "augment", "schedule_epochs", "channels_last",
+                "label_smoothing", "augment", "schedule_epochs", "channels_last", "switch", "train_images",
                 "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
                 "teacher", "distill_weight", "temperature", "restart_at", "lr_trace",
                 "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb", "quantize")
 # What the settings added with --recipe were before it: a run recorded earlier was trained so.
 BEFORE_RECIPES = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
-                  "channels_last": False}
+                  "channels_last": False, "switch": "history", "train_images": None}
 
 
 def settings_of(run):
@@ -85,7 +86,8 @@ def get_args_parser():
                    help="defaults of the training flags below: default (Adam 1e-3, batch 64, no schedule, early "
                         "stopping); strong (AdamW 3e-3 with weight decay 0.05, batch 256, 2 warm-up epochs then "
                         "cosine over 30 epochs, label smoothing 0.1, shifts and, where the data allow, flips; plain "
-                        "runs train all 30 epochs). A flag given overrides its recipe's value")
+                        "runs train all 30 epochs, dendritic runs add dendrites as each schedule ends; on digits "
+                        "batch 32 and no augmentation). A flag given overrides its recipe's value")
     p.add_argument("--epochs", type=positive(int), default=200,
                    help="cap on epochs; the tracker (or early stopping) normally ends the run first "
                         "(--recipe strong: plain runs train exactly --epochs, 30 unless given)")
@@ -127,6 +129,10 @@ def get_args_parser():
     p.add_argument("--patience", type=positive(int), default=5,
                    help="epochs without validation improvement before the tracker adds dendrites "
                         "(plain runs: before early stopping)")
+    p.add_argument("--switch", default="history", choices=SWITCHES,
+                   help="when the tracker adds dendrites: history (once validation has not improved for --patience "
+                        "epochs; the library's default) or fixed (every --schedule-epochs epochs, as each schedule "
+                        "ends; --recipe strong's)")
     p.add_argument("--max-dendrites", type=positive(int), default=3, help="most dendrite sets to add")
     p.add_argument("--improvement-threshold", type=non_negative, nargs="+", default=None, metavar="GAIN",
                    help="the library's improvement_threshold: the validation gain that counts as an "
@@ -174,6 +180,9 @@ def get_args_parser():
                    help="with --teacher: the soft targets' share of the loss (0: labels only)")
     x.add_argument("--temperature", type=positive(float), default=4.0,
                    help="with --teacher: the softmax temperature of the soft targets")
+    x.add_argument("--train-images", type=positive(int), default=None, metavar="N",
+                   help="train on the first N training images only (a search on a reduced budget); validation "
+                        "and test stay whole")
     x.add_argument("--min-epochs", type=positive(int), default=1,
                    help="train at least this many epochs (to match a dendritic run's budget)")
     x.add_argument("--restart-at", type=positive(int), nargs="+", default=[], metavar="EPOCH",
@@ -200,9 +209,9 @@ def parse_args(argv=None):
 
 def apply_recipe(args):
     """The recipe's values of the flags not given. --recipe strong trains plain runs for a
-    fixed budget (no early stopping); dendritic runs keep the epoch cap, and the library
-    starts a new 30-epoch schedule at every restructure."""
-    defaults = dict(RECIPES[args.recipe])
+    fixed budget (no early stopping); dendritic runs keep the epoch cap, the library adds
+    dendrites as each 30-epoch schedule ends (--switch fixed) and starts a new one."""
+    defaults = recipes.defaults(args.recipe, data.label(args.dataset))
     if args.recipe == "strong":
         cycle = defaults.pop("epochs")
         if args.no_dendrites:  # one schedule over the whole budget
@@ -284,9 +293,12 @@ def resolve_precision(args, device, model, splits, folder):
     return precision.Precision(name, device), chosen
 
 
-def load_splits(dataset, data_dir, quick, image_size=None):
+def load_splits(dataset, data_dir, quick, image_size=None, train_images=None):
+    """The data set's splits; with --quick the first few of each, with --train-images the first
+    N training images (a reduced-budget search) and every validation and test image."""
     splits = data.load(dataset, data_dir, image_size)
-    return data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if quick else splits
+    splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if quick else splits
+    return data.subset(splits, train_images, None) if train_images else splits
 
 
 def make_model(args, splits):
@@ -317,6 +329,7 @@ def make_tracker(args, save_name):
     from neuroshrink import dendrites  # perforatedai: only dendritic runs load it
     return dendrites.Tracker(save_name, args.patience, args.max_dendrites, recipe, args.capacity_test,
                              args.graph_every_epoch, args.graph_at_end,
+                             switch_every=args.schedule_epochs if args.switch == "fixed" else None,
                              improvement_threshold=args.improvement_threshold, candidate_init=args.candidate_init,
                              activation=args.dendrite_activation)
 
@@ -334,7 +347,7 @@ def main(args):
         folder.read_settings_for_resume(args, RUN_SETTINGS)
     device = resolve_hardware(resolve_settings(args))
     # Data and model before --out is touched: bad input leaves it as it was.
-    splits = load_splits(args.dataset, args.data_dir, args.quick, args.image_size).to(device)
+    splits = load_splits(args.dataset, args.data_dir, args.quick, args.image_size, args.train_images).to(device)
     torch.manual_seed(args.seed)
     model, loss_fn = make_model(args, splits), make_loss(args, splits, device)
     if args.channels_last:
@@ -409,7 +422,8 @@ def evaluate_saved(folder, device, quantize=None):
     if run is None or run["status"] != "complete" or not (folder.path / "model.ts").exists():
         raise UsageError(f"{flag}: {folder.path} holds no finished run (results.json and model.ts)")
     settings = run["settings"]
-    splits = load_splits(settings["dataset"], settings["data_dir"], settings["quick"], settings.get("image_size"))
+    splits = load_splits(settings["dataset"], settings["data_dir"], settings["quick"], settings.get("image_size"),
+                         settings.get("train_images"))
     model = export.load_torchscript(folder.path / "model.ts", device)
     test_acc = evaluate(model, splits.test[0].to(device), splits.test[1].to(device))
     print(f"evaluate: {folder.path}/model.ts test_acc={test_acc:.2f} (the run reported {run['final']['test_acc']:.2f})")

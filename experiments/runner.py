@@ -16,9 +16,11 @@ import train_phase2
 from neuroshrink import data, models, precision
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, positive
+from neuroshrink.recipes import RECIPES
 from neuroshrink.run_folder import Interrupted, read_run
 
-SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick")  # every stored run must share these
+SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick", "recipe")  # every stored run shares these
+BEFORE = {"recipe": "default"}  # what a sweep stored before a setting was added to SWEEP_SETTINGS was run with
 
 
 def common_parser(name, description):
@@ -32,6 +34,8 @@ def common_parser(name, description):
     p.add_argument("--model", default="net",
                    help="net, rescnn, or your own package.module:factory (train_phase2 --model)")
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
+    p.add_argument("--recipe", default="default", choices=RECIPES,
+                   help="every run's training recipe (train_phase2 --recipe)")
     p.add_argument("--patience", type=positive(int), default=5)
     p.add_argument("--max-dendrites", type=positive(int), default=3)
     p.add_argument("--epochs", type=positive(int), default=200, help="cap for every run")
@@ -71,9 +75,10 @@ def check_settings(study, args):
         study.set_user_attr("sweep", {key: getattr(args, key) for key in SWEEP_SETTINGS})
         return
     for key in SWEEP_SETTINGS:
-        if stored[key] != getattr(args, key):
+        if stored.get(key, BEFORE.get(key)) != getattr(args, key):
             raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
-                             f"{stored[key]}, not {getattr(args, key)}; use another --results folder")
+                             f"{stored.get(key, BEFORE.get(key))}, not {getattr(args, key)}; "
+                             "use another --results folder")
 
 
 def run_cell(args, cell, run_dir, extra=()):
@@ -85,6 +90,7 @@ def run_cell(args, cell, run_dir, extra=()):
     flags += ["--image-size", str(args.image_size)] if args.image_size else []
     flags += ["--model", args.model] if args.model != "net" else []
     flags += ["--threads", str(args.threads)] if args.threads else []
+    flags += ["--recipe", args.recipe] if args.recipe != "default" else []
     flags += ["--quick"] if args.quick else []
     flags += ["--wandb"] if args.wandb else []
     flags += ["--quantize", args.quantize] if args.quantize else []

@@ -36,6 +36,19 @@ training (seeds 0..S) is a cost of pruning and distillation, reported with them.
     python -m experiments.shrink --dataset fashion-mnist --epochs 60 --trials 4
     python -m experiments.shrink --report-only
 
+With --recipe strong (the five methods above the library recipes', on the compact CNN), every
+run trains with the strong recipe: a dendritic run adds its set as each schedule of
+--schedule-epochs ends (the library's fixed switch), and every other run trains exactly the
+same seed's dendritic epochs (plain: under one schedule; matched: under its restarts). The
+search may run on a reduced budget, the same for every method (--search-epochs,
+--search-images); it draws --random-trials configurations at random, then TPE's. Every run is
+also quantized to int8; --time-inference then times every final model in ONNX Runtime, one
+after another in one process, and the report (shrink-<model>-strong.*) counts bytes and
+milliseconds:
+
+    python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --search-images 15000
+    python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --time-inference
+
 Like the width sweep it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
 by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
@@ -50,7 +63,7 @@ from pathlib import Path
 import optuna
 import torch.nn as nn
 
-from experiments import report, spaces, studies
+from experiments import report, spaces, studies, verdict
 from experiments.report import deployment_table, mean_std
 from experiments.runner import check_settings, cli, common_parser, folders, run_cell
 from model import MODELS, count_parameters, width_for_params
@@ -87,10 +100,14 @@ METHODS = (
     Method("restarts-api", plain=True, recipe=API_RECIPE, paired="dendritic-api", control="plain-api"),
 )
 BY_NAME = {m.name: m for m in METHODS}
-# No rescnn width gives 1,000 parameters on digits within 10 %, nor 300 with one dendrite set.
+WIDE = Method("wide", plain=True)  # the model pruned and distilled from
+STRONG_METHODS = ("dendritic", "plain", "matched", "pruned", "distilled")  # the library recipes bring their own
+# No rescnn width gives 1,000 parameters on digits within 10 %, nor 300 with one dendrite set;
+# no compact width gives 5,000 with one set (4,469 is the nearest), 4,700 it does.
 DEFAULT_BUDGETS = {("digits", "net"): [1000, 3658, 13706, 300, 50000], ("digits", "rescnn"): [3658, 13706, 50000],
-                   ("fashion-mnist", "net"): [5500, 19000]}
-DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25}  # wider than the largest budget
+                   ("fashion-mnist", "net"): [5500, 19000], ("fashion-mnist", "compact"): [20000, 4700, 75000]}
+# The wide model pruned and distilled from: wider than the largest budget (compact: 303,338 parameters).
+DEFAULT_WIDE = {"digits": 2.0, "fashion-mnist": 0.25, ("fashion-mnist", "compact"): 1.0}
 FRACTIONS = (2, 4, 8)  # default budgets elsewhere: 1/2, 1/4, 1/8 of the model's size at width 1
 
 
@@ -104,11 +121,26 @@ def get_args_parser():
     p.add_argument("--wide", type=positive(float), default=None,
                    help="width of the wide plain model that is pruned and distilled from "
                         "(default: digits 2, fashion-mnist 0.25 for the built-in models; otherwise 1)")
-    p.add_argument("--methods", nargs="+", default=[m.name for m in METHODS], choices=[m.name for m in METHODS],
-                   metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)})")
-    p.add_argument("--trials", type=positive(int), default=8,
+    p.add_argument("--methods", nargs="+", default=None, choices=[m.name for m in METHODS],
+                   metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)}; default: all, "
+                                          f"--recipe strong: {', '.join(STRONG_METHODS)})")
+    p.add_argument("--trials", type=positive(int), default=None,
                    help="search trials per method and budget, the same for every method "
-                        "(fewer only where a method's space has fewer configurations)")
+                        "(fewer only where a method's space has fewer configurations; default 8, --recipe strong 12)")
+    strong = p.add_argument_group("--recipe strong")
+    strong.add_argument("--schedule-epochs", type=positive(int), default=15, metavar="S",
+                        help="each architecture's schedule: a dendritic run adds its set after S epochs and trains "
+                             "S more; every other run trains as many")
+    strong.add_argument("--search-epochs", type=positive(int), default=None, metavar="S",
+                        help="the search's schedule, the same for every method (default: --schedule-epochs)")
+    strong.add_argument("--search-images", type=positive(int), default=None, metavar="N",
+                        help="the search trains on the first N training images, every method (default: all)")
+    strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
+                        help="the search's first K configurations are drawn at random, the rest by TPE")
+    strong.add_argument("--time-inference", action="store_true",
+                        help="no training: time every stored final model (fp32 and int8) in ONNX Runtime on one "
+                             "thread, one after another, into shrink-<model>-strong-latency.json; nothing else "
+                             "may run meanwhile")
     return p
 
 
@@ -117,13 +149,13 @@ def get_args_parser():
 DROPOUTS = (0.1, 0.3, 0.5)
 
 
-def suggest(trial, method, dropout=True):
+def suggest(trial, method, dropout=True, strong=False):
     """A configuration from the method's search space. Every method: dropout, if the model has
     any. This project's recipe: also the learning rate, patience and schedule (none or
-    cosine). Dendritic: what the library's W&B sweep template searches. Distilled: the soft
+    cosine); the strong recipe: the learning rate, weight decay and label smoothing. Dendritic: what the library's W&B sweep template searches. Distilled: the soft
     targets' weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
-    hp |= {} if method.recipe else spaces.suggest_recipe(trial)
+    hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
     hp |= {} if method.plain else spaces.suggest_dendrites(trial)
     if method.wide == "--teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
@@ -139,10 +171,30 @@ def width_for(args, method, budget, shape):
     return width_for_params(models.model_factory(args.model), budget, count=count, **shape)
 
 
-def flags(args, method, budget, hp, seed, wide_runs):
+def budget_epochs(args, search=False):
+    """--recipe strong: the epochs of a dendritic run (a schedule per architecture), which
+    every other run of the same seed trains (the search's: its reduced schedule)."""
+    return (args.max_dendrites + 1) * (args.search_epochs if search else args.schedule_epochs)
+
+
+def strong_flags(args, method, epochs, search):
+    """--recipe strong: a dendritic run adds its set as each schedule ends; any other trains
+    exactly `epochs` (plain: under one schedule; a control: under the dendritic run's). A
+    search's reduction (its schedule, its training images, its epochs: a dendritic trial whose
+    set was rolled back and tried again stops there too) is the same for every method."""
+    schedule = args.search_epochs if search else args.schedule_epochs
+    extra = ["--train-images", str(args.search_images)] if search and args.search_images else []
+    if not method.plain:
+        return extra + ["--schedule-epochs", str(schedule)] + (["--epochs", str(epochs)] if search else [])
+    return extra + ["--epochs", str(epochs), "--min-epochs", str(epochs),
+                    "--schedule-epochs", str(schedule if method.control else epochs)]
+
+
+def flags(args, method, budget, hp, seed, wide_runs, epochs=None, search=False):
     """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
-    budget's size, the recipe, the wide model it starts from, the configuration."""
-    extra = list(method.recipe)
+    budget's size, the recipe, the wide model it starts from, the configuration; with
+    --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
+    extra = list(method.recipe) + (strong_flags(args, method, epochs, search) if args.recipe == "strong" else [])
     extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
     if method.wide:
         wide = wide_runs[seed]
@@ -155,7 +207,8 @@ def flags(args, method, budget, hp, seed, wide_runs):
 def search_space(args, method):
     """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
     trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
-    suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout)
+    suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout,
+            args.recipe == "strong")
     return trial.distributions
 
 
@@ -171,7 +224,7 @@ def without_repeats(args, method):
 
 
 def study_name(args, stage, method=None, budget=None):
-    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
+    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
     if stage == "wide":
         return f"{name}-wide"
     if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
@@ -186,7 +239,25 @@ def open_study(args, url, name, sampler=None):
     study = studies.open_study(url, name, args.heartbeat, sampler=sampler)
     if not args.report_only:
         check_settings(study, args)
+        if args.recipe == "strong":
+            check_strong_settings(study, args)
     return study
+
+
+STRONG_SETTINGS = ("schedule_epochs", "search_epochs", "search_images", "random_trials", "trials")
+
+
+def check_strong_settings(study, args):
+    """Every run of a --recipe strong study shares its budgets and its search's: the first
+    worker sets them."""
+    wanted = {key: getattr(args, key) for key in STRONG_SETTINGS}
+    stored = study.user_attrs.get("strong")
+    if stored is None:
+        study.set_user_attr("strong", wanted)
+    elif stored != wanted:
+        key = next(k for k in STRONG_SETTINGS if stored[k] != wanted[k])
+        raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
+                         f"{stored[key]}, not {wanted[key]}; use another --results folder")
 
 
 def train_wide(args, url, runs):
@@ -195,12 +266,14 @@ def train_wide(args, url, runs):
     if study is None:
         return {}, []
 
+    epochs = budget_epochs(args) if args.recipe == "strong" else 1
+
     def train(cell):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
-        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}",
-                                    ["--no-dendrites"])
+        extra = strong_flags(args, WIDE, epochs, search=False) if args.recipe == "strong" else []
+        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", ["--no-dendrites", *extra])
         return record["val_acc"], record
-    cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": 1} for s in range(args.seeds + 1)]
+    cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
     if not args.report_only:
         studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
     records = studies.records(study)
@@ -211,7 +284,8 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     """The method's search trials at the budget (seed 0, validation only); returns the study."""
     size = without_repeats(args, method)
     with studies.quietly():  # "experimental"; it draws at random, never the same configuration twice
-        sampler = optuna.samplers.BruteForceSampler(seed=spaces.SEARCH_SEED) if size else None
+        sampler = optuna.samplers.BruteForceSampler(seed=spaces.SEARCH_SEED) if size else (
+            studies.SeededTPE(random_trials=args.random_trials) if args.recipe == "strong" else None)
     study = open_study(args, url, study_name(args, "search", method, budget), sampler)
     if study is None or args.report_only:
         return study
@@ -220,11 +294,13 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
-        hp = suggest(trial, method, args.model_has_dropout)
+        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong")
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0, "min_epochs": 1}
+        epochs = budget_epochs(args, search=True) if args.recipe == "strong" else 1
+        cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0,
+                "min_epochs": epochs}
         record = run_cell(args, cell, runs / study.study_name / name,
-                                    flags(args, method, budget, hp, 0, wide_runs))
+                          flags(args, method, budget, hp, 0, wide_runs, epochs, search=True))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
     studies.search(study, trials, train, poll=min(5, args.heartbeat))
@@ -261,7 +337,7 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
 
     def train(cell):
         print(f"\n=== {study.study_name} seed {cell['seed']}: {hp}", flush=True)
-        extra = flags(args, method, budget, hp, cell["seed"], wide_runs)
+        extra = flags(args, method, budget, hp, cell["seed"], wide_runs, cell["min_epochs"])
         if method.control:  # the paired dendritic run's restarts and learning rates
             extra += ["--lr-trace", *map(str, cell["lr_trace"])]
             extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
@@ -271,12 +347,14 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
     return study
 
 
-def run_budget(args, url, budget, shape, wide_runs, runs):
-    """Every method at one budget, dendritic methods first (the others pair with their seeds).
-    Returns {method name: (its seed records, the accuracy of its undecided search or None)}."""
-    results, chosen_hp, undecided = {}, {}, {}
+def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
+    """The methods at one budget, dendritic methods first (the others pair with their seeds):
+    without `wide_runs` those that do not start from the wide model, with it those that do
+    (`before`: the others' results, to pair with). Returns {method name: (its seed records,
+    the accuracy of its undecided search or None)}, `before` included."""
+    results, chosen_hp, undecided = dict(before or {}), {}, {}
     for method in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain):
-        if method.wide and not wide_runs:
+        if bool(method.wide) != bool(wide_runs):
             continue
         if method.control is None:
             found = search_method(args, url, method, budget, shape, wide_runs, runs)
@@ -303,8 +381,9 @@ def verdict_rows(args, results, wide_records):
     """Per budget and method: the numbers of its seed runs."""
     wide_minutes = sum(r["wall_seconds"] for r in wide_records if r["seed"] > 0) / 60 / max(args.seeds, 1)
     rows = []
+    order = [m.name for m in sorted(METHODS, key=lambda m: m.plain)]  # dendritic methods first, as they train
     for budget, by_method in results.items():
-        for name, (records, undecided) in by_method.items():
+        for name, (records, undecided) in sorted(by_method.items(), key=lambda item: order.index(item[0])):
             if not records:
                 continue
             method = BY_NAME[name]
@@ -488,9 +567,33 @@ def data_shape_checked(args):
     return shape
 
 
-def main(args):
+def resolve_defaults(args):
+    """The defaults that depend on the recipe, the data and the model; flags that do not go
+    together refused."""
+    strong = args.recipe == "strong"
+    args.methods = args.methods or list(STRONG_METHODS if strong else (m.name for m in METHODS))
+    args.trials = args.trials or (12 if strong else 8)
+    args.search_epochs = args.search_epochs or args.schedule_epochs
+    if strong:
+        args.quantize = "int8"  # every final model, for its bytes and accuracy in int8
+        other = [name for name in args.methods if name not in STRONG_METHODS]
+        if other:
+            raise UsageError(f"--recipe strong: {', '.join(other)} train with a library recipe of their own; "
+                             f"choose from {', '.join(STRONG_METHODS)}")
+        if args.epochs < budget_epochs(args):
+            raise UsageError(f"--epochs {args.epochs}: a dendritic run takes {budget_epochs(args)} "
+                             f"({args.max_dendrites + 1} schedules of {args.schedule_epochs}); raise it")
+    elif args.search_images or args.time_inference:
+        raise UsageError(f"--{'search-images' if args.search_images else 'time-inference'}: "
+                         "only with --recipe strong")
     check_methods(args.methods)
-    args.wide = args.wide or (DEFAULT_WIDE.get(args.dataset, 0.25) if built_in(args) else 1.0)
+    args.wide = args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
+                              if built_in(args) else 1.0)
+
+
+def main(args):
+    resolve_defaults(args)
+    args.report_only = args.report_only or args.time_inference  # a timing pass trains nothing
     results_dir, runs = folders(args)
     # A report of a built-in model and data set reads the records only (no data needed).
     shape = None if args.report_only and built_in(args) else data_shape_checked(args)
@@ -502,14 +605,28 @@ def main(args):
                                              width=1.0)
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
 
+    # Every budget's methods that need no wide model first, then the wide model and the methods
+    # that start from it: a sweep stopped part-way has the central comparison at every budget.
+    results = {budget: run_budget(args, url, budget, shape, {}, runs) for budget in args.budgets}
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
     wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])
-    results = {budget: run_budget(args, url, budget, shape, wide_runs, runs) for budget in args.budgets}
+    if wide_runs:
+        results = {budget: run_budget(args, url, budget, shape, wide_runs, runs, results[budget])
+                   for budget in args.budgets}
     rows = verdict_rows(args, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
         return None
     name = f"shrink-{models.label(args.model)}"
+    if args.recipe == "strong":
+        name += "-strong"
+        if args.time_inference:  # the test images, as every run's own timing used
+            images = data.load(args.dataset, args.data_dir, args.image_size).test[0]
+            verdict.time_inference(rows, images, results_dir / f"{name}-latency.json")
+        report = verdict.write(args, rows, wide_records, results_dir, name)
+        print("\n" + report)
+        print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png, {name}-budgets.png")
+        return rows
     report = table(args, rows, wide_records)
     (results_dir / f"{name}.md").write_text(report)
     write_csv(rows, results_dir / f"{name}.csv")

@@ -72,10 +72,11 @@ class SeededTPE(optuna.samplers.TPESampler):
     continued. (Seeding the sampler once per process would repeat the first draws after every
     restart, and give two workers started together the same draws.) With fewer than TPE's 10
     start-up trials every draw is random, so the whole search is reproduced; after them, TPE
-    also depends on the finished trials it sees."""
+    also depends on the finished trials it sees. `random_trials`: that number of start-up
+    trials (Optuna's default 10)."""
 
-    def __init__(self, seed=0):
-        super().__init__()
+    def __init__(self, seed=0, random_trials=10):
+        super().__init__(n_startup_trials=random_trials)
         self.seed = seed
 
     def sample_independent(self, study, trial, param_name, param_distribution):

@@ -217,7 +217,7 @@ def load(name, data_dir=None, image_size=None):
 
 
 def subset(splits, n_train, n_eval):
-    """The first n of each split (they are already shuffled and stratified); for smoke runs."""
+    """The first n of each split (they are already shuffled and stratified); None: all of it."""
     def head(part, n):
         return part[0][:n], part[1][:n]
 

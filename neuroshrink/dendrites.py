@@ -71,8 +71,11 @@ ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
 
 def configure(patience, max_dendrites, capacity_test=False, improvement_threshold=None, candidate_init=None,
-              activation="sigmoid", scheduled=False):
+              activation="sigmoid", scheduled=False, switch_every=None):
     """Fresh library settings for one run; they must all be set before conversion.
+    Dendrites are added once validation has not improved for `patience` epochs (the library's
+    history mode), or with `switch_every` every that many epochs (its fixed mode: at the end
+    of each schedule, so that no architecture is cut off mid-schedule).
     None keeps the library's default (improvement_threshold [0.001, 0.0001, 0.0],
     candidate_weight_initialization_multiplier 0.01). With a learning-rate schedule
     (`scheduled`) its learning-rate search and dont_give_up_unless_learning_rate_lowered
@@ -83,8 +86,11 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     _set("testing_dendrite_capacity", capacity_test)  # True: the library's smoke test
     _set("switch_mode", GPA.pc.DOING_HISTORY)         # add dendrites when val stalls...
     _set("n_epochs_to_switch", patience)               # ...for this many epochs
+    if switch_every:                                   # or every this many epochs
+        _set("switch_mode", GPA.pc.DOING_FIXED_SWITCH)
+        _set("fixed_switch_num", switch_every)
     _set("max_dendrites", max_dendrites)
-    if not scheduled:
+    if not scheduled or switch_every:
         _set("find_best_lr", False)                    # its LR search needs a scheduler
     _set("module_names_to_track", NORM_LAYERS)
     _set("pai_forward_function", ACTIVATIONS[activation])
@@ -124,8 +130,10 @@ class Tracker:
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
     def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
-                 graph_every_epoch=False, graph_at_end=False, **library_settings):
-        configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none", **library_settings)
+                 graph_every_epoch=False, graph_at_end=False, switch_every=None, **library_settings):
+        configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none",
+                  switch_every=switch_every, **library_settings)
+        self.switch_every = switch_every
         self.save_name, self.recipe = save_name, recipe
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s
         # here). Unless asked to, it is drawn only where it changes: in the call after a
@@ -210,6 +218,7 @@ class Tracker:
             kind = "dendrites added"
             detail = (f"dendrite set {now_sets} added " + (
                 "(capacity test: one set per epoch)" if GPA.pc.get_testing_dendrite_capacity() else
+                f"at the end of a {self.switch_every}-epoch schedule" if self.switch_every else
                 f"after {GPA.pc.get_n_epochs_to_switch()} epochs without validation improvement"))
         elif now_tries > tries:
             kind, detail = "dendrites rolled back", (

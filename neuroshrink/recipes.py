@@ -29,13 +29,26 @@ AUGMENTS = ("none", "shift", "shift-flip", "auto")  # auto: shift-flip where the
 # Each recipe's defaults of train_phase2's flags. "default" is what every committed command
 # before --recipe meant; "strong" is the modern recipe (docs/recipe.md says how it was chosen).
 # Its plain runs train the whole fixed budget and report the epoch validation chose; its
-# patience is the dendritic runs' (a switch once validation stalls as the schedule ends).
+# dendritic runs add dendrites as each schedule ends (switch "fixed"), not when validation
+# stalls mid-schedule (switch "history", after `patience` epochs).
 RECIPES = {
     "default": dict(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="none", warmup=0, label_smoothing=0.0,
-                    augment="none", batch_size=64, epochs=200, patience=5, channels_last=False),
+                    augment="none", batch_size=64, epochs=200, patience=5, channels_last=False, switch="history"),
     "strong": dict(optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="cosine", warmup=2, label_smoothing=0.1,
-                   augment="auto", batch_size=256, epochs=30, patience=3, channels_last=True),
+                   augment="auto", batch_size=256, epochs=30, patience=3, channels_last=True, switch="fixed"),
 }
+
+
+# A recipe's changes for one data set. Digits (1,077 training images of 8x8 pixels): batch 256
+# is 5 steps an epoch, and a 2-pixel shift moves a quarter of the image. Measured (net 3,658
+# parameters, plain, seed 1, 30 epochs): 60.0 % at batch 256 with shifts, 89.4 % at batch 32
+# with shifts, 97.8 % at batch 32 without.
+VARIANTS = {("strong", "digits"): dict(batch_size=32, augment="none")}
+
+
+def defaults(recipe, dataset):
+    """The flags' values of `recipe` on `dataset` (a data.label): the recipe's, with its variant."""
+    return RECIPES[recipe] | VARIANTS.get((recipe, dataset), {})
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):

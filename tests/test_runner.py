@@ -56,3 +56,15 @@ def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, monkeypat
         runner.cli(width_sweep.main, width_sweep.get_args_parser)
     message = str(stopped.value.code)
     assert message.startswith("error: cannot open the storage nosuchdb://x") and "\n" not in message
+
+
+def test_a_sweep_stored_before_recipes_holds_default_recipe_runs(tmp_path):
+    """Studies committed before --recipe was a sweep setting lack the key: their runs were
+    trained with the default recipe, and a strong worker must not add to them."""
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "old")
+    args = width_sweep.get_args_parser().parse_args([])
+    study.set_user_attr("sweep", {key: getattr(args, key) for key in runner.SWEEP_SETTINGS if key != "recipe"})
+    runner.check_settings(study, args)
+    args.recipe = "strong"
+    with pytest.raises(UsageError, match="--recipe default, not strong"):
+        runner.check_settings(study, args)

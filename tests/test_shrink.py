@@ -93,7 +93,8 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
 
 
 def test_a_finite_search_space_is_drawn_without_repeats():
-    with_dropout, without = argparse.Namespace(model_has_dropout=True), argparse.Namespace(model_has_dropout=False)
+    with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default")
+    without = argparse.Namespace(model_has_dropout=False, recipe="default")
     assert shrink.without_repeats(with_dropout, shrink.BY_NAME["plain-mnist"]) == 3
     assert shrink.without_repeats(with_dropout, shrink.BY_NAME["restarts-api"]) == 3  # its plain recipe's
     assert shrink.without_repeats(with_dropout, shrink.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3

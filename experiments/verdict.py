@@ -1,0 +1,235 @@
+"""The verdict of experiments.shrink under the strong recipe, counted in what a deployment pays.
+
+Every method's row is followed by its int8 row: the same runs' final models (same seeds, same
+weights) quantized by ONNX Runtime (static, QDQ, per-channel int8 weights, calibrated on
+training images, no retraining). Bytes are the sizes of each run's model.onnx and
+model.int8.onnx, recorded when the run wrote them. Milliseconds come from one timing pass
+(time_inference) over every final model, one after another in one process on one thread,
+nothing else running; the latency file names its CPU and date. Writes shrink-<model>-strong.md
+and .csv (the tables), .png (test accuracy against bytes) and -budgets.png (per budget, the
+methods sorted by accuracy).
+"""
+
+import csv
+import json
+import statistics
+from importlib.metadata import version
+from pathlib import Path
+
+from experiments import spaces
+from experiments.report import fmt, mean_std
+from neuroshrink import export, machine
+
+KINDS = (("fp32", "onnx", "model.onnx"), ("int8", "int8", "model.int8.onnx"))  # (row, record key, file)
+
+
+# ---------------------------------------------------------------- the timing pass
+
+def time_inference(rows, images, path, min_seconds=0.3):
+    """Time every seed run's model.onnx and model.int8.onnx in ONNX Runtime on one thread at
+    batch 1 and 256 (`images`: test images), one after another; write them to `path` (JSON)
+    with the machine and the date. Every model is timed again: a speed is compared only with
+    speeds measured in the same pass."""
+    runs = {}
+    for row in rows:
+        for record in row["records"]:
+            runs[record["run"]] = {kind: export.latency(Path(record["run"]) / file, images, min_seconds)["ort_ms"]
+                                   for kind, _, file in KINDS}
+            print(f"timed {record['run']}: " + ", ".join(f"{kind} {ms['1']:.3f} / {ms['256']:.2f} ms"
+                                                        for kind, ms in runs[record["run"]].items()))
+    latency = {"cpu": machine.cpu_name(), "date": machine.today(), "threads": 1,
+               "onnxruntime": version("onnxruntime"), "batch_sizes": [1, 256], "runs": runs}
+    Path(path).write_text(json.dumps(latency, indent=1) + "\n")
+    return latency
+
+
+def read_latency(path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+# ---------------------------------------------------------------- rows: a method's fp32 and int8
+
+def kind_rows(rows, latency):
+    """Each shrink row as two: fp32 (the trained model) and int8 (its quantized copy), with the
+    numbers of their seed runs."""
+    timed = (latency or {}).get("runs", {})
+    out = []
+    for row in sorted(rows, key=lambda r: r["budget"]):
+        for kind, key, _ in KINDS:
+            records = [r for r in row["records"] if r.get(key)]
+            if not records:
+                continue
+            times = [timed[r["run"]][kind] for r in records if r["run"] in timed]
+            out.append({"budget": row["budget"], "method": row["method"], "kind": kind, "n": len(records),
+                        "test_acc": [r["test_acc"] if kind == "fp32" else r["int8"]["test_acc"] for r in records],
+                        "params": [r["params"] for r in records], "bytes": [r[key]["bytes"] for r in records],
+                        "ms1": [t["1"] for t in times], "ms256": [t["256"] for t in times],
+                        "minutes": [r["wall_seconds"] / 60 for r in records], "wide_minutes": row["wide_minutes"],
+                        "epochs": [r["epochs"] for r in records], "hp": row["hp"], "undecided": row["undecided"]})
+    return out
+
+
+def label(row):
+    return row["method"] + (" int8" if row["kind"] == "int8" else "")
+
+
+def mean(values):
+    return statistics.fmean(values)
+
+
+def kb(values):
+    return f"{mean(values) / 1000:,.1f}"
+
+
+# ---------------------------------------------------------------- the report
+
+def table(args, rows, wide_records, latency):
+    """The verdict report (markdown): every method and its int8 copy at every budget, then
+    the accuracy by budget, then the best per budget and what is within its spread."""
+    lines = [f"## Which method shrinks a CNN best, trained well? {args.dataset}, {args.model}, strong recipe", "",
+             f"Every run: the strong recipe; a dendritic run adds its set after a {args.schedule_epochs}-epoch "
+             f"schedule and trains another, the others train the same seed's dendritic epochs. Each method tuned "
+             f"by {args.trials} search trials ({args.random_trials} random, then TPE) on validation, seed 0, "
+             f"each on a schedule of {args.search_epochs} epochs"
+             + (f" and the first {args.search_images:,} training images" if args.search_images else "")
+             + " for every method; then seeds 1-" + f"{args.seeds} of its choice, tested: mean ± std over those "
+             "seeds. int8: the same runs' final models, quantized (ONNX Runtime static QDQ, per-channel, "
+             "calibrated on training images, no retraining). kB: the ONNX file's size (1 kB = 1,000 bytes).", ""]
+    if latency:
+        lines += [f"Milliseconds: ONNX Runtime {latency['onnxruntime']}, one thread, median per forward pass, every "
+                  f"model timed one after another in one pass on the {latency['cpu']}, {latency['date']}.", ""]
+    else:
+        lines += ["Milliseconds: not yet timed (`--time-inference`).", ""]
+    wide = [r for r in wide_records if r["seed"] > 0]
+    if wide:
+        lines += [f"The wide model (plain, width {args.wide:g}, {fmt(mean_std([r['params'] for r in wide]), 0)} "
+                  f"parameters) pruned and distilled from: test {fmt(mean_std([r['test_acc'] for r in wide]))} %, "
+                  f"{fmt(mean_std([r['wall_seconds'] / 60 for r in wide]), 1)} training minutes per seed, "
+                  "added to those methods' training.", ""]
+    lines += ["| budget | method | test acc % | params | kB | ms, batch 1 | ms, batch 256 | training min | epochs "
+              "| seeds | configuration |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        minutes = f"{mean(row['minutes']):.1f}" + (f" + {row['wide_minutes']:.1f}" if row["wide_minutes"] else "")
+        ms = (f"{statistics.median(row['ms1']):.3f}", f"{statistics.median(row['ms256']):.2f}") if row["ms1"] else ("", "")
+        config = "the same runs, quantized" if row["kind"] == "int8" else spaces.describe(row["hp"])
+        lines.append(f"| {row['budget']:,} | {label(row)} | {fmt(mean_std(row['test_acc']))} "
+                     f"| {mean(row['params']):,.0f} | {kb(row['bytes'])} | {ms[0]} | {ms[1]} | {minutes} "
+                     f"| {mean(row['epochs']):.0f} | {row['n']} | {config}"
+                     + (" (search undecided)" if row["undecided"] is not None and row["kind"] == "fp32" else "") + " |")
+    budgets = sorted({r["budget"] for r in rows})
+    cell = {(label(r), r["budget"]): r for r in rows}
+    lines += ["", "Test accuracy % by budget (mean ± std over seeds; kB in brackets):", "",
+              "| method | " + " | ".join(f"{b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name in dict.fromkeys(label(r) for r in rows):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{fmt(mean_std(cell[name, b]['test_acc']))} ({kb(cell[name, b]['bytes'])})" if (name, b) in cell else ""
+            for b in budgets) + " |")
+    lines += ["", "Best mean test accuracy per budget, what is within one standard deviation of it, and the "
+                  "fewest bytes among those:", ""]
+    for budget in budgets:
+        lines.append(f"- {budget:,}: " + best_line(args, [r for r in rows if r["budget"] == budget]))
+    return "\n".join(lines) + "\n"
+
+
+def best_line(args, at):
+    complete = {r["method"] for r in at if r["n"] == args.seeds and r["kind"] == "fp32"}
+    if len(complete) < len(args.methods):  # a sweep still running: no verdict from part of it
+        return f"not all in yet ({len(complete)} of {len(args.methods)} methods with every seed); no verdict"
+    best = max(at, key=lambda r: mean(r["test_acc"]))
+    floor = mean(best["test_acc"]) - mean_std(best["test_acc"])[1]
+    near = [r for r in at if r is not best and mean(r["test_acc"]) >= floor]
+    smallest = min([best, *near], key=lambda r: mean(r["bytes"]))
+    return (f"**{label(best)}** {fmt(mean_std(best['test_acc']))} % ({kb(best['bytes'])} kB)"
+            + (f"; within its spread: {', '.join(label(r) for r in near)}" if near else "; nothing else within its spread")
+            + (f"; fewest bytes among them: **{label(smallest)}** {mean(smallest['test_acc']):.2f} % "
+               f"({kb(smallest['bytes'])} kB)" if smallest is not best else ""))
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["budget", "method", "precision", "seed_runs", "test_acc_mean", "test_acc_std", "params_mean",
+                         "bytes_mean", "ort_ms_batch1", "ort_ms_batch256", "training_minutes", "wide_minutes",
+                         "epochs_mean", "configuration"])
+        for r in rows:
+            acc, std = mean_std(r["test_acc"])
+            writer.writerow([r["budget"], r["method"], r["kind"], r["n"], round(acc, 3), round(std, 3),
+                             round(mean(r["params"])), round(mean(r["bytes"])),
+                             round(statistics.median(r["ms1"]), 4) if r["ms1"] else "",
+                             round(statistics.median(r["ms256"]), 3) if r["ms256"] else "",
+                             round(mean(r["minutes"]), 3), round(r["wide_minutes"], 3), round(mean(r["epochs"]), 1),
+                             spaces.describe(r["hp"])])
+
+
+# ---------------------------------------------------------------- the plots
+
+def plot_bytes(args, rows, path):
+    """Test accuracy against bytes, one marker and colour per method: fp32 filled, int8 hollow,
+    each pair joined by a thin line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors, markers = plt.rcParams["axes.prop_cycle"].by_key()["color"], "osD^v<>ph*"
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for i, method in enumerate(methods):
+        style = dict(color=colors[i % len(colors)], marker=markers[i % len(markers)], capsize=3, linestyle="none")
+        for budget in sorted({r["budget"] for r in rows}):
+            pair = {r["kind"]: r for r in rows if r["method"] == method and r["budget"] == budget}
+            points = {kind: (mean(r["bytes"]) / 1000, *mean_std(r["test_acc"])) for kind, r in pair.items()}
+            if len(points) == 2:
+                ax.plot(*zip(*[p[:2] for p in points.values()]), color=style["color"], linewidth=0.8, alpha=0.6)
+            for kind, (x, y, err) in points.items():
+                ax.errorbar(x, y, yerr=err, markerfacecolor="none" if kind == "int8" else style["color"],
+                            label=f"{method} ({kind})" if budget == min(r["budget"] for r in rows
+                                                                       if r["method"] == method) else None, **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size, kB (ONNX file; log scale)")
+    ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+    ax.set_title(f"{args.dataset}, {args.model}, strong recipe: filled fp32, hollow int8 of the same runs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_budgets(args, rows, path):
+    """Per budget, a dot plot: every method and its int8 copy, sorted by mean test accuracy,
+    with its spread; kB beside each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({r["budget"] for r in rows})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4.5), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        at = sorted((r for r in rows if r["budget"] == budget), key=lambda r: mean(r["test_acc"]))
+        for y, r in enumerate(at):
+            acc, std = mean_std(r["test_acc"])
+            ax.errorbar(acc, y, xerr=std, fmt="o", color="tab:blue" if r["kind"] == "fp32" else "tab:orange",
+                        markerfacecolor="none" if r["kind"] == "int8" else None, capsize=3)
+            ax.annotate(f" {kb(r['bytes'])} kB", (acc + std, y), fontsize=7, va="center")
+        ax.set_yticks(range(len(at)), [label(r) for r in at], fontsize=8)
+        ax.set_title(f"{budget:,} parameters")
+        ax.set_xlabel("test accuracy %")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.margins(x=0.25)
+    fig.suptitle(f"{args.dataset}, {args.model}, strong recipe: methods by accuracy "
+                 "(blue fp32, hollow orange int8; mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(args, rows, wide_records, results_dir, name):
+    """The verdict's files in results_dir: <name>.md, .csv, .png, -budgets.png; returns the report."""
+    latency = read_latency(results_dir / f"{name}-latency.json")
+    both = kind_rows(rows, latency)
+    text = table(args, both, wide_records, latency)
+    (results_dir / f"{name}.md").write_text(text)
+    write_csv(both, results_dir / f"{name}.csv")
+    plot_bytes(args, both, results_dir / f"{name}.png")
+    plot_budgets(args, both, results_dir / f"{name}-budgets.png")
+    return text

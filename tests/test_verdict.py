@@ -1,0 +1,123 @@
+"""experiments/shrink.py --recipe strong and experiments/verdict.py, trained for real on tiny
+data: the search's reduction is every method's, every method trains the dendritic run's
+epochs, the int8 row is the same run's model quantized, the report counts the files' bytes
+and regenerates from its records."""
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+import train_phase2
+from conftest import built_once, sweep_here
+from experiments import shrink, studies, verdict
+from neuroshrink import export
+from neuroshrink.errors import UsageError
+
+STRONG = ("--recipe", "strong", "--budgets", "1000", "--trials", "2", "--random-trials", "1", "--schedule-epochs", "1",
+          "--search-images", "300", "--epochs", "10")
+SEARCHED = ("dendritic", "plain", "pruned", "distilled")
+
+
+@pytest.fixture(scope="session")
+def strong_sweep(tmp_path_factory):
+    """Every method of the strong verdict at one budget: 2 search trials each on 300 training
+    images and 1-epoch schedules, the wide model, then seed 1 of each."""
+    tmp = built_once(tmp_path_factory, "strong_sweep", lambda folder: sweep_here(folder, *STRONG, script="shrink"))
+    url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
+
+    def records(method, stage="seeds"):
+        return studies.records(studies.open_study(url, f"shrink-digits-net-strong-b1000-{method}-{stage}"))
+    return {"tmp": tmp, "records": records}
+
+
+def run_of(record):
+    return json.loads((Path(record["run"]) / "results.json").read_text())
+
+
+def search_runs(tmp, method):
+    return [json.loads(p.read_text()) for p in
+            sorted((tmp / "runs" / "digits" / f"shrink-digits-net-strong-b1000-{method}-search").glob("*/results.json"))]
+
+
+def test_the_search_reduction_is_the_same_for_every_method(strong_sweep):
+    """Every search trial, whatever its method: the same training images, the same epochs."""
+    budgets = {}
+    for method in SEARCHED:
+        runs = search_runs(strong_sweep["tmp"], method)
+        assert len(runs) == 2, method
+        budgets[method] = {(r["settings"]["data_sizes"]["train"], r["final"]["epochs"]) for r in runs}
+    assert budgets == {method: {(300, 2)} for method in SEARCHED}  # 2 epochs: a schedule each side of the switch
+
+
+def test_every_method_trains_the_dendritic_runs_epochs(strong_sweep):
+    dendritic, = strong_sweep["records"]("dendritic")
+    assert dendritic["restarts"] == [1]  # the set added as its first 1-epoch schedule ended
+    for method in ("plain", "matched", "pruned", "distilled"):
+        record, = strong_sweep["records"](method)
+        settings = run_of(record)["settings"]
+        assert record["epochs"] == dendritic["epochs"] == settings["min_epochs"], method
+        assert settings["recipe"] == "strong" and settings["train_images"] is None, method
+        # plain: one schedule over the budget; matched: the dendritic run's, restarted where it restructured
+        assert settings["schedule_epochs"] == (1 if method == "matched" else dendritic["epochs"]), method
+    matched = run_of(strong_sweep["records"]("matched")[0])
+    assert matched["settings"]["restart_at"] == dendritic["restarts"]
+
+
+def test_the_int8_row_is_the_same_runs_model_quantized(strong_sweep, tmp_path):
+    for method in shrink.STRONG_METHODS:
+        record, = strong_sweep["records"](method)
+        run = Path(record["run"])
+        assert record["int8"]["bytes"] == (run / "model.int8.onnx").stat().st_size
+        assert record["onnx"]["bytes"] == (run / "model.onnx").stat().st_size
+        assert record["onnx"]["test_acc"] == pytest.approx(record["test_acc"])  # the trained model, exported
+        # Quantizing the run's own model.onnx again gives its int8 model's accuracy.
+        settings = run_of(record)["settings"]
+        splits = train_phase2.load_splits(settings["dataset"], settings["data_dir"], settings["quick"])
+        shutil.copy(run / "model.onnx", tmp_path / "model.onnx")
+        again = export.quantize_int8(tmp_path, splits.train[0][:export.CALIBRATION_IMAGES])
+        assert export.ort_accuracy(export.ort_session(again), *splits.test) == record["int8"]["test_acc"], method
+
+
+def test_the_report_counts_the_files_bytes_and_regenerates(strong_sweep, tmp_path):
+    results = strong_sweep["tmp"] / "results" / "digits"
+    rows = list(csv.DictReader(open(results / "shrink-net-strong.csv")))
+    assert {(r["method"], r["precision"]) for r in rows} == {(m, k) for m in shrink.STRONG_METHODS
+                                                             for k in ("fp32", "int8")}
+    for row in rows:
+        record, = strong_sweep["records"](row["method"])
+        file = "model.onnx" if row["precision"] == "fp32" else "model.int8.onnx"
+        assert int(row["bytes_mean"]) == (Path(record["run"]) / file).stat().st_size
+    before = {name: (results / name).read_bytes() for name in ("shrink-net-strong.md", "shrink-net-strong.csv")}
+    copy = tmp_path / "results" / "digits"
+    shutil.copytree(results, copy)
+    sweep_here(tmp_path, *STRONG, "--report-only", script="shrink")
+    assert {name: (copy / name).read_bytes() for name in before} == before
+
+
+def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
+    shutil.copytree(strong_sweep["tmp"] / "results", tmp_path / "results")
+    args = shrink.get_args_parser().parse_args(["--quick", "--seeds", "1", *STRONG, "--report-only",
+                                                "--results", str(tmp_path / "results")])
+    rows = shrink.main(args)
+    images = train_phase2.load_splits("digits", None, True).test[0]
+    latency = verdict.time_inference(rows, images, tmp_path / "latency.json", min_seconds=0)
+    assert set(latency["runs"]) == {r["run"] for row in rows for r in row["records"]}
+    assert all(ms[kind][batch] > 0 for ms in latency["runs"].values() for kind in ("fp32", "int8")
+               for batch in ("1", "256"))
+    both = verdict.kind_rows(rows, latency)
+    assert all(len(r["ms1"]) == r["n"] for r in both)
+    assert statistics.median(both[0]["ms1"]) == latency["runs"][rows[0]["records"][0]["run"]][both[0]["kind"]]["1"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--recipe", "strong", "--methods", "dendritic-mnist"), "train with a library recipe of their own"),
+    (("--search-images", "100"), "only with --recipe strong"),
+    (("--recipe", "strong", "--epochs", "20", "--schedule-epochs", "15"), "a dendritic run takes 30"),
+])
+def test_flags_that_do_not_go_together_are_refused(flags, message):
+    args = shrink.get_args_parser().parse_args(list(flags))
+    with pytest.raises(UsageError, match=message):
+        shrink.resolve_defaults(args)
