@@ -165,19 +165,21 @@ def write_csv(rows, path):
 
 def plot_bytes(args, rows, path):
     """Test accuracy against bytes, one marker and colour per method: fp32 filled, int8 hollow,
-    each pair joined by a thin line."""
+    each pair joined by a thin line. Methods of the same size are nudged apart sideways."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     colors, markers = plt.rcParams["axes.prop_cycle"].by_key()["color"], "osD^v<>ph*"
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for i, method in enumerate(methods):
+        nudge = 1 + 0.025 * (i - (len(methods) - 1) / 2)
         style = dict(color=colors[i % len(colors)], marker=markers[i % len(markers)], capsize=3, linestyle="none")
         for budget in sorted({r["budget"] for r in rows}):
             pair = {r["kind"]: r for r in rows if r["method"] == method and r["budget"] == budget}
-            points = {kind: (mean(r["bytes"]) / 1000, *mean_std(r["test_acc"])) for kind, r in pair.items()}
+            points = {kind: (nudge * mean(r["bytes"]) / 1000, *mean_std(r["test_acc"])) for kind, r in pair.items()}
             if len(points) == 2:
                 ax.plot(*zip(*[p[:2] for p in points.values()]), color=style["color"], linewidth=0.8, alpha=0.6)
             for kind, (x, y, err) in points.items():
@@ -185,26 +187,31 @@ def plot_bytes(args, rows, path):
                             label=f"{method} ({kind})" if budget == min(r["budget"] for r in rows
                                                                        if r["method"] == method) else None, **style)
     ax.set_xscale("log")
-    ax.set_xlabel("model size, kB (ONNX file; log scale)")
+    for axis in (ax.xaxis,):
+        axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
+    ax.set_xlabel("model size, kB (the ONNX file; log scale; methods of one size nudged apart)")
     ax.set_ylabel("test accuracy % (mean ± std over seeds)")
     ax.set_title(f"{args.dataset}, {args.model}, strong recipe: filled fp32, hollow int8 of the same runs")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_budgets(args, rows, path):
-    """Per budget, a dot plot: every method and its int8 copy, sorted by mean test accuracy,
-    with its spread; kB beside each."""
+    """Per budget, a dot plot: every method and its int8 copy, sorted by mean test accuracy
+    (the best on top), with its spread; kB beside each."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     budgets = sorted({r["budget"] for r in rows})
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4.5), squeeze=False)
-    for ax, budget in zip(axes[0], budgets):
+    columns = min(3, len(budgets))
+    lines = -(-len(budgets) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.6 * columns, 3.6 * lines + 0.6), squeeze=False)
+    for ax, budget in zip(axes.flat, budgets):
         at = sorted((r for r in rows if r["budget"] == budget), key=lambda r: mean(r["test_acc"]))
         for y, r in enumerate(at):
             acc, std = mean_std(r["test_acc"])
@@ -216,6 +223,8 @@ def plot_budgets(args, rows, path):
         ax.set_xlabel("test accuracy %")
         ax.grid(True, axis="x", alpha=0.3)
         ax.margins(x=0.25)
+    for ax in list(axes.flat)[len(budgets):]:
+        ax.axis("off")
     fig.suptitle(f"{args.dataset}, {args.model}, strong recipe: methods by accuracy "
                  "(blue fp32, hollow orange int8; mean ± std over seeds)")
     fig.tight_layout()
