@@ -28,6 +28,8 @@ COMMANDS = {
                                                           "--search-epochs", "5", "--search-images", "15000"]),
     "rerun/digits/shrink-net.md": ("shrink", []),
     "rerun/digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
+    "rerun/digits/shrink-net-strong.md": ("shrink", ["--recipe", "strong", "--budgets", "3658", "--methods", "dendritic",
+                                                   "matched"]),
     "rerun/fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4",
                                                      "--methods", "dendritic", "matched"]),
     **{f"precision-{precision}/digits/results.md": ("width_sweep", ["--widths", "0.25", "0.125", "--precision", precision])
