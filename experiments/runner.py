@@ -19,8 +19,8 @@ from neuroshrink.flags import Parser, positive
 from neuroshrink.recipes import RECIPES
 from neuroshrink.run_folder import Interrupted, read_run
 
-SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick", "recipe")  # every stored run shares these
-BEFORE = {"recipe": "default"}  # what a sweep stored before a setting was added to SWEEP_SETTINGS was run with
+SWEEP_SETTINGS = ("patience", "max_dendrites", "epochs", "precision", "quick", "recipe")  # every run of a sweep shares
+BEFORE = {"recipe": "default"}  # what sweeps stored before a setting joined SWEEP_SETTINGS were run with
 
 
 def common_parser(name, description):

@@ -120,7 +120,8 @@ def get_args_parser():
                         "of the model's parameters at width 1, those every method can reach)")
     p.add_argument("--wide", type=positive(float), default=None,
                    help="width of the wide plain model that is pruned and distilled from "
-                        "(default: digits 2, fashion-mnist 0.25 for the built-in models; otherwise 1)")
+                        "(default: digits 2, fashion-mnist 0.25, with compact 1, for the built-in models; "
+                        "otherwise 1)")
     p.add_argument("--methods", nargs="+", default=None, choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)}; default: all, "
                                           f"--recipe strong: {', '.join(STRONG_METHODS)})")
@@ -152,8 +153,9 @@ DROPOUTS = (0.1, 0.3, 0.5)
 def suggest(trial, method, dropout=True, strong=False):
     """A configuration from the method's search space. Every method: dropout, if the model has
     any. This project's recipe: also the learning rate, patience and schedule (none or
-    cosine); the strong recipe: the learning rate, weight decay and label smoothing. Dendritic: what the library's W&B sweep template searches. Distilled: the soft
-    targets' weight and temperature."""
+    cosine); the strong recipe: the learning rate, weight decay and label smoothing.
+    Dendritic: what the library's W&B sweep template searches. Distilled: the soft targets'
+    weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
     hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
     hp |= {} if method.plain else spaces.suggest_dendrites(trial)
@@ -224,7 +226,8 @@ def without_repeats(args, method):
 
 
 def study_name(args, stage, method=None, budget=None):
-    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
+    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
+    name += "-strong" if args.recipe == "strong" else ""
     if stage == "wide":
         return f"{name}-wide"
     if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
