@@ -47,12 +47,14 @@ QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  
 RUN_SETTINGS = ("dataset", "data_dir", "image_size", "model", "width", "params", "prune_from", "epochs", "batch_size", "lr",
                 "optimizer", "schedule", "precision", "seed", "patience", "recipe", "weight_decay", "warmup",
                 "label_smoothing", "augment", "schedule_epochs", "channels_last", "switch", "train_images",
-                "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation", "dropout",
+                "prune_importance", "max_dendrites", "improvement_threshold", "candidate_init", "dendrite_activation",
+                "dropout",
                 "teacher", "distill_weight", "temperature", "restart_at", "lr_trace",
                 "min_epochs", "no_dendrites", "capacity_test", "quick", "graph_every_epoch", "wandb", "quantize")
 # What the settings added with --recipe were before it: a run recorded earlier was trained so.
 BEFORE_RECIPES = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
-                  "channels_last": False, "switch": "history", "train_images": None}
+                  "channels_last": False, "switch": "history", "train_images": None,
+                  "prune_importance": "magnitude"}
 
 
 def settings_of(run):
@@ -174,6 +176,10 @@ def get_args_parser():
     x.add_argument("--prune-from", default=None, metavar="RUN",
                    help="start from the trained model of the finished plain run in RUN, pruned in channels "
                         "and units (torch-pruning, global magnitude) down to --params, then fine-tuned")
+    x.add_argument("--prune-importance", default="magnitude", choices=("magnitude", "lamp"),
+                   help="with --prune-from: how channels are ranked across layers: magnitude (their weights' L2 "
+                        "norm) or lamp (layer-adaptive magnitude, comparable across layers after weight decay "
+                        "and BatchNorm)")
     x.add_argument("--teacher", default=None, metavar="MODEL_TS",
                    help="distil from this TorchScript model (a run's model.ts, e.g. a wider plain CNN's)")
     x.add_argument("--distill-weight", type=probability, default=0.5,
@@ -305,7 +311,8 @@ def make_model(args, splits):
     """The model to train: built at --width, or at the width --params asks for (recorded in
     args.width), or with --prune-from a finished plain run's model pruned to --params."""
     if args.prune_from:
-        model = models.pruned_from_run(args.prune_from, args.params, splits, args.dataset, args.quick)
+        model = models.pruned_from_run(args.prune_from, args.params, splits, args.dataset, args.quick,
+                                       args.prune_importance)
         return models.set_dropout(model, args.dropout, args.prune_from).train()
     if args.params:
         args.width = models.width_for_budget(args.model, args.params, splits)

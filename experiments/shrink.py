@@ -7,7 +7,9 @@ At each budget (parameters), each method makes a model of that size:
                        with the set the model has the budget; a run that keeps no set ends
                        at about half of it
     pruned             a wide plain CNN, trained, pruned in channels and units down to the
-                       budget (torch-pruning, global magnitude), then fine-tuned
+                       budget (torch-pruning, global magnitude; --recipe strong: global
+                       LAMP, whose scores stay comparable across layers after weight decay),
+                       then fine-tuned
     distilled          the narrow CNN trained on the labels and the same wide CNN's soft outputs
     *-mnist            the library's MNIST example recipe: Adadelta lr 1, StepLR(1, 0.7)
     *-api              its API README's recipe: Adam with ReduceLROnPlateau
@@ -186,6 +188,8 @@ def strong_flags(args, method, epochs, search):
     set was rolled back and tried again stops there too) is the same for every method."""
     schedule = args.search_epochs if search else args.schedule_epochs
     extra = ["--train-images", str(args.search_images)] if search and args.search_images else []
+    # Magnitude pruning of a weight-decayed model collapses layers (docs/verdict-strong.md).
+    extra += ["--prune-importance", "lamp"] if method.wide == "--prune-from" else []
     if not method.plain:
         return extra + ["--schedule-epochs", str(schedule)] + (["--epochs", str(epochs)] if search else [])
     return extra + ["--epochs", str(epochs), "--min-epochs", str(epochs),

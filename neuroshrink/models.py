@@ -100,7 +100,7 @@ def width_for_budget(spec, budget, splits):
         raise UsageError(f"--params {budget}: {e}") from None
 
 
-def pruned_from_run(run_dir, budget, splits, dataset, quick):
+def pruned_from_run(run_dir, budget, splits, dataset, quick, importance="magnitude"):
     """The trained model of the finished plain run in `run_dir`, rebuilt as an nn.Module from
     its model.ts weights, then pruned in channels and units to about `budget` parameters."""
     run = read_run(run_dir)
@@ -114,7 +114,7 @@ def pruned_from_run(run_dir, budget, splits, dataset, quick):
     model.load_state_dict(load_torchscript(os.path.join(run_dir, "model.ts")).state_dict())
     from . import pruning  # torch-pruning is needed for --prune-from only
     try:
-        return pruning.prune_to(model, budget, splits.train[0][:2].cpu())
+        return pruning.prune_to(model, budget, splits.train[0][:2].cpu(), importance)
     except ValueError as e:
         raise UsageError(f"--prune-from {run_dir}: {e}") from None
 

@@ -22,6 +22,21 @@ def test_pruning_reaches_the_budget_and_keeps_the_classes(budget):
     assert pruned(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_lamp_chooses_the_same_shape_whatever_one_layers_scale():
+    """Weight decay shrinks some layers' weights more than others' (and BatchNorm undoes a
+    convolution's scale): the shape global pruning chooses must not follow a layer's scale.
+    LAMP's does not; magnitude pruning's does."""
+    def shape(importance, scale):
+        torch.manual_seed(0)
+        model = Net(width=1.0, **DIGITS)
+        with torch.no_grad():
+            model.fc1.weight.mul_(scale)
+        pruned = pruning.prune_to(model, 3658, torch.zeros(2, 1, 8, 8), importance)
+        return pruned.conv1.out_channels, pruned.conv2.out_channels, pruned.fc1.out_features
+    assert shape("lamp", 1.0) == shape("lamp", 0.05)
+    assert shape("magnitude", 1.0) != shape("magnitude", 0.05)
+
+
 @pytest.fixture(scope="module")
 def wide_run(tmp_path_factory):
     """A finished plain --quick run at width 0.5 (13,706 parameters): what gets pruned."""
