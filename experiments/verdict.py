@@ -13,6 +13,7 @@ methods sorted by accuracy).
 import csv
 import json
 import statistics
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def kind_rows(rows, latency):
                         "params": [r["params"] for r in records], "bytes": [r[key]["bytes"] for r in records],
                         "ms1": [t["1"] for t in times], "ms256": [t["256"] for t in times],
                         "minutes": [r["wall_seconds"] / 60 for r in records], "wide_minutes": row["wide_minutes"],
+                        "cpus": [r["settings"].get("cpu") for r in records],
                         "epochs": [r["epochs"] for r in records], "hp": row["hp"], "undecided": row["undecided"]})
     return out
 
@@ -101,6 +103,8 @@ def table(args, rows, wide_records, latency):
     else:
         lines += ["Milliseconds: not yet timed (`--time-inference`).", ""]
     wide = [r for r in wide_records if r["seed"] > 0]
+    lines += [training_machines([c for r in rows if r["kind"] == "fp32" for c in r["cpus"]]
+                                + [r["settings"].get("cpu") for r in wide]), ""]
     if wide:
         lines += [f"The wide model (plain, width {args.wide:g}, {fmt(mean_std([r['params'] for r in wide]), 0)} "
                   f"parameters) pruned and distilled from: test {fmt(mean_std([r['test_acc'] for r in wide]))} %, "
@@ -129,6 +133,16 @@ def table(args, rows, wide_records, latency):
     for budget in budgets:
         lines.append(f"- {budget:,}: " + best_line(args, [r for r in rows if r["budget"] == budget]))
     return "\n".join(lines) + "\n"
+
+
+def training_machines(cpus):
+    """Where the training minutes were measured: a sweep continued on another machine mixes CPUs,
+    and minutes compare only between runs on one CPU."""
+    counts = Counter(cpus).most_common()
+    where = " and ".join(f"{f'the {cpu}' if cpu else 'an unrecorded CPU'} ({n} run{'s' * (n > 1)})"
+                         for cpu, n in counts)
+    return (f"Training minutes: each seed run's wall clock, on {where}"
+            + ("; they compare only between runs on one CPU." if len(counts) > 1 else "."))
 
 
 def best_line(args, at):
