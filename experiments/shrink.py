@@ -46,7 +46,10 @@ search may run on a reduced budget, the same for every method (--search-epochs,
 --search-images); it draws --random-trials configurations at random, then TPE's. Every run is
 also quantized to int8; --time-inference then times every final model in ONNX Runtime, one
 after another in one process, and the report (shrink-<model>-strong.*) counts bytes and
-milliseconds:
+milliseconds. Each seed run's model.onnx and model.int8.onnx, and the wide model's model.ts and
+results.json, are kept with the records (shrink-<model>-strong-models/): a sweep continued on
+another machine starts pruning and distillation from them, and the timing pass times them in a
+fresh clone, on any CPU:
 
     python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --search-images 15000
     python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --time-inference
@@ -141,9 +144,9 @@ def get_args_parser():
     strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
                         help="the search's first K configurations are drawn at random, the rest by TPE")
     strong.add_argument("--time-inference", action="store_true",
-                        help="no training: time every stored final model (fp32 and int8) in ONNX Runtime on one "
-                             "thread, one after another, into shrink-<model>-strong-latency.json; nothing else "
-                             "may run meanwhile")
+                        help="no training: time every final model (fp32 and int8; from its run folder, else "
+                             "the copy kept with the records) in ONNX Runtime on one thread, one after another, "
+                             "into shrink-<model>-strong-latency.json; nothing else may run meanwhile")
     return p
 
 
@@ -279,12 +282,18 @@ def train_wide(args, url, runs):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
         extra = strong_flags(args, WIDE, epochs, search=False) if args.recipe == "strong" else []
         record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", ["--no-dendrites", *extra])
+        if args.kept:
+            verdict.keep([record], args.kept, verdict.WIDE_FILES)
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
     if not args.report_only:
         studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
     records = studies.records(study)
-    return {r["seed"]: Path(r["run"]) for r in records}, records
+    if not args.kept or args.report_only:  # a report needs the wide model's records only
+        return {r["seed"]: Path(r["run"]) for r in records}, records
+    verdict.keep(records, args.kept, verdict.WIDE_FILES)
+    # its own run folder, or (trained on another machine) the copy kept with the records
+    return {r["seed"]: verdict.run_folder(r, args.kept, verdict.WIDE_FILES) for r in records}, records
 
 
 def search_method(args, url, method, budget, shape, wide_runs, runs):
@@ -349,6 +358,8 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
             extra += ["--lr-trace", *map(str, cell["lr_trace"])]
             extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
         record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
+        if args.kept:
+            verdict.keep([record], args.kept, verdict.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
     studies.work(study, cells_for, train, poll=min(5, args.heartbeat))
     return study
@@ -611,6 +622,9 @@ def main(args):
     model = models.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
                                              width=1.0)
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
+    name = f"shrink-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
+    # the strong verdict's final models and wide models, kept next to their records
+    args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
 
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.
@@ -624,12 +638,11 @@ def main(args):
     if not rows:
         print("nothing stored to report yet")
         return None
-    name = f"shrink-{models.label(args.model)}"
     if args.recipe == "strong":
-        name += "-strong"
+        verdict.keep([r for row in rows for r in row["records"]], args.kept, verdict.SEED_FILES)
         if args.time_inference:  # the test images, as every run's own timing used
             images = data.load(args.dataset, args.data_dir, args.image_size).test[0]
-            verdict.time_inference(rows, images, results_dir / f"{name}-latency.json")
+            verdict.time_inference(rows, images, results_dir / f"{name}-latency.json", args.kept)
         report = verdict.write(args, rows, wide_records, results_dir, name)
         print("\n" + report)
         print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png, {name}-budgets.png")

@@ -13,7 +13,8 @@ import pytest
 import train_phase2
 from conftest import built_once, sweep_here
 from experiments import shrink, studies, verdict
-from neuroshrink import export
+from model import count_parameters
+from neuroshrink import export, models
 from neuroshrink.errors import UsageError
 
 STRONG = ("--recipe", "strong", "--budgets", "1000", "--trials", "1", "--random-trials", "1", "--schedule-epochs", "1",
@@ -29,7 +30,8 @@ def strong_sweep(tmp_path_factory):
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
 
     def records(method, stage="seeds"):
-        return studies.records(studies.open_study(url, f"shrink-digits-net-strong-b1000-{method}-{stage}"))
+        name = "shrink-digits-net-strong-" + ("wide" if method == "wide" else f"b1000-{method}-{stage}")
+        return studies.records(studies.open_study(url, name))
     return {"tmp": tmp, "records": records}
 
 
@@ -97,13 +99,36 @@ def test_the_report_counts_the_files_bytes_and_regenerates(strong_sweep, tmp_pat
     assert {name: (copy / name).read_bytes() for name in before} == before
 
 
+def elsewhere(record, tmp_path):
+    """The record as another machine sees it: its run folder is not there."""
+    return record | {"run": str(tmp_path / "not-here" / Path(record["run"]).parent.name / Path(record["run"]).name)}
+
+
+def test_the_final_models_are_kept_with_the_records_for_another_machine(strong_sweep, tmp_path):
+    kept = strong_sweep["tmp"] / "results" / "digits" / "shrink-net-strong-models"
+    for method, files in [*((m, verdict.SEED_FILES) for m in shrink.STRONG_METHODS), ("wide", verdict.WIDE_FILES)]:
+        for record in strong_sweep["records"](method):
+            for file in files:
+                assert (verdict.kept(record, kept) / file).read_bytes() == (Path(record["run"]) / file).read_bytes()
+    # Without its run folder (a sweep continued elsewhere), pruning starts from the kept wide model.
+    wide = elsewhere(strong_sweep["records"]("wide")[1], tmp_path)
+    folder = verdict.run_folder(wide, kept, verdict.WIDE_FILES)
+    assert folder == verdict.kept(wide, kept)
+    splits = train_phase2.load_splits("digits", None, True)
+    assert count_parameters(models.pruned_from_run(folder, 1000, splits, "digits", True, "lamp")) <= 1100
+    with pytest.raises(UsageError, match="neither there nor in"):
+        verdict.run_folder(wide, tmp_path / "empty", verdict.WIDE_FILES)
+
+
 def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     shutil.copytree(strong_sweep["tmp"] / "results", tmp_path / "results")
     args = shrink.get_args_parser().parse_args(["--quick", "--seeds", "1", *STRONG, "--report-only",
                                                 "--results", str(tmp_path / "results")])
     rows = shrink.main(args)
     images = train_phase2.load_splits("digits", None, True).test[0]
-    latency = verdict.time_inference(rows, images, tmp_path / "latency.json", min_seconds=0)
+    kept = tmp_path / "results" / "digits" / "shrink-net-strong-models"  # the run folders are not needed
+    rows = [row | {"records": [elsewhere(r, tmp_path) for r in row["records"]]} for row in rows]
+    latency = verdict.time_inference(rows, images, tmp_path / "latency.json", kept, min_seconds=0)
     assert set(latency["runs"]) == {r["run"] for row in rows for r in row["records"]}
     assert all(ms[kind][batch] > 0 for ms in latency["runs"].values() for kind in ("fp32", "int8")
                for batch in ("1", "256"))
