@@ -120,7 +120,8 @@ def run_flags(flags, run_dir):
     same = previous is not None and all(train_phase2.settings_of(previous).get(key) == getattr(run_args, key)
                                         for key in keys)
     if same and previous["status"] != "complete":  # a worker stopped or vanished
-        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir)]))
+        threads = ["--threads", str(run_args.threads)] if run_args.threads else []  # a worker's, not a run setting
+        result = train_phase2.main(train_phase2.parse_args(["--resume", "--graph-at-end", "--out", str(run_dir), *threads]))
     elif same:
         print(f"{run_dir} holds this run, finished: recording it")
         result = previous

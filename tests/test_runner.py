@@ -23,6 +23,23 @@ def test_a_sweeps_threads_reach_its_runs(tmp_path):
     assert record["settings"]["threads"] == 2
 
 
+def test_a_stopped_run_continues_on_the_sweeps_threads(tmp_path, monkeypatch):
+    """A worker's first run may be one a stopped worker left: it too trains on --threads, not
+    on torch's one thread per core beside the other worker."""
+    import torch
+
+    args = width_sweep.get_args_parser().parse_args(["--quick", "--threads", "2", "--epochs", "3"])
+    cell = {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 3}
+    try:
+        with stopped_after(monkeypatch, 1):
+            runner.run_cell(args, cell, tmp_path / "run")
+        torch.set_num_threads(1)  # as a new worker's process starts: not 2
+        assert runner.run_cell(args, cell, tmp_path / "run")["epochs"] == 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded(tmp_path, monkeypatch, capsys):
     """A sweep's run folder may hold a stopped run of other settings: the trial of the same
     name of a study since deleted. It is trained anew, not continued (a stopped run of the
