@@ -32,6 +32,9 @@ COMMANDS = {
                                                    "matched"]),
     "rerun/fashion-mnist/shrink-net.md": ("shrink", [*FASHION, "--epochs", "60", "--trials", "4",
                                                      "--methods", "dendritic", "matched"]),
+    "rerun/fashion-mnist/shrink-compact-strong.md": ("shrink", [*FASHION, "--model", "compact", "--recipe", "strong",
+                                                                "--search-epochs", "5", "--search-images", "15000",
+                                                                "--budgets", "4700", "--methods", "dendritic", "matched"]),
     **{f"precision-{precision}/digits/results.md": ("width_sweep", ["--widths", "0.25", "0.125", "--precision", precision])
        for precision in ("fp32", "bf16")},
     **{f"precision-{precision}/fashion-mnist/results.md": (
