@@ -416,14 +416,16 @@ def export_model(folder, model, tracker, splits, args, clock):
     min_seconds = QUICK["timing_seconds"] if args.quick else 0.3
     inference = export.inference_ms(folder.path / "model.ts", splits.test[0], min_seconds=min_seconds)
     clock.lap("inference timing")  # TorchScript, batch 1 and 256, the process's threads
-    deployed = export.deployment(folder.path, model, splits.to("cpu"), args.quantize, min_seconds)
+    deployed = export.deployment(folder.path, model, splits.to("cpu"), args.quantize, min_seconds,
+                                 provenance(folder.result["settings"]))
     clock.lap("onnx")
     return {"clean_model_max_logit_difference": difference, "inference_ms": inference, **deployed}
 
 
 def evaluate_saved(folder, device, quantize=None):
-    """Reload the TorchScript model of a finished run and recompute its test accuracy; with
-    `quantize`, also export and quantize it (no training) and add that to its results.json."""
+    """Reload the TorchScript model of a finished run, recompute its test accuracy, and export
+    it again (no training): a self-contained model.onnx, and model.int8.onnx where the run had
+    one or `quantize` asks; what the export measured replaces the old in its results.json."""
     run = read_run(folder.path)
     flag = "--quantize" if quantize else "--evaluate"
     if run is None or run["status"] != "complete" or not (folder.path / "model.ts").exists():
@@ -434,14 +436,19 @@ def evaluate_saved(folder, device, quantize=None):
     model = export.load_torchscript(folder.path / "model.ts", device)
     test_acc = evaluate(model, splits.test[0].to(device), splits.test[1].to(device))
     print(f"evaluate: {folder.path}/model.ts test_acc={test_acc:.2f} (the run reported {run['final']['test_acc']:.2f})")
-    deployed = {}
-    if quantize:
-        deployed = export.deployment(folder.path, model.cpu(), splits, quantize,
-                                     QUICK["timing_seconds"] if settings["quick"] else 0.3)
-        folder.result = run
-        folder.finish({k: v for k, v in run["final"].items() if k != "export_errors"} | deployed)
-        report_deployment(deployed)
+    quantize = quantize or ("int8" if "int8" in run["final"] else None)
+    deployed = export.deployment(folder.path, model.cpu(), splits, quantize,
+                                 QUICK["timing_seconds"] if settings["quick"] else 0.3, provenance(settings))
+    run["settings"]["normalisation"] = splits.normalisation  # a run recorded before it was
+    folder.result = run
+    folder.finish({k: v for k, v in run["final"].items() if k != "export_errors"} | deployed)
+    report_deployment(deployed)
     return {"test_acc": test_acc, "reported_test_acc": run["final"]["test_acc"], **deployed}
+
+
+def provenance(settings):
+    """What made a run's model, for its self-contained ONNX files."""
+    return {key: settings.get(key) for key in ("dataset", "model", "params", "seed", "torch", "perforatedai")}
 
 
 # ---------------------------------------------------------------- the run's record
@@ -539,7 +546,8 @@ def run_settings(args, device, splits, model):
             "device": str(device), "cpu": machine.cpu_name(), "date": machine.today(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "perforatedai": None if args.no_dendrites else version("perforatedai"),
-            "data_sizes": splits.sizes(), "classes": splits.classes, "layer_widths": getattr(model, "widths", None),
+            "data_sizes": splits.sizes(), "classes": splits.classes, "normalisation": splits.normalisation,
+            "layer_widths": getattr(model, "widths", None),
             "plain_params": count_parameters(model)}
 
 

@@ -16,7 +16,7 @@ dataset's own test set where it has one, untouched.
 import gzip
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,11 @@ SYSTEM_IDX_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+# The built-in sets' class names, in label order (torchvision's for the three it knows).
+CLASS_NAMES = {"digits": [str(i) for i in range(10)], "mnist": [str(i) for i in range(10)],
+               "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                 "Sneaker", "Bag", "Ankle boot"],
+               "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
 
 
 @dataclass
@@ -46,6 +51,9 @@ class Splits:
     test: tuple
     num_classes: int
     classes: list | None = None  # class names, where the source has them (your own images)
+    # The training split's per-channel statistics every image was normalised with, {"mean": [...],
+    # "std": [...]} over raw pixel values: what a deployed model applies to the pixels it is given.
+    normalisation: dict | None = None
 
     @property
     def in_channels(self):
@@ -57,8 +65,17 @@ class Splits:
 
     def to(self, device):
         """The same splits with every tensor on `device`."""
-        return Splits(self.name, *((x.to(device), y.to(device)) for x, y in (self.train, self.val, self.test)),
-                      num_classes=self.num_classes, classes=self.classes)
+        return replace(self, **{part: tuple(t.to(device) for t in getattr(self, part))
+                                for part in ("train", "val", "test")})
+
+    def class_names(self):
+        """The classes' names in label order: the source's, the built-in set's, else the labels."""
+        return self.classes or CLASS_NAMES.get(self.name) or [str(i) for i in range(self.num_classes)]
+
+    def pixels(self, images):
+        """Normalised `images` back as the raw pixels they were made from (uint8, rounded):
+        what a deployed model is given."""
+        return pixels(images, self.normalisation)
 
     def sizes(self):
         return {part: len(getattr(self, part)[1]) for part in ("train", "val", "test")}
@@ -213,7 +230,15 @@ def load(name, data_dir=None, image_size=None):
     std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     norm = [((x - mean) / std, y) for x, y in (train, val, test)]
     num_classes = len(classes) if classes else int(max(y.max() for _, y in norm)) + 1
-    return Splits(name, *norm, num_classes=num_classes, classes=classes)
+    normalisation = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    return Splits(name, *norm, num_classes=num_classes, classes=classes, normalisation=normalisation)
+
+
+def pixels(images, normalisation):
+    """Normalised images (N, C, S, S) as uint8 pixels: x * std + mean, rounded."""
+    mean, std = (torch.tensor(normalisation[k], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+                 for k in ("mean", "std"))
+    return (images.float() * std + mean).round().clamp(0, 255).to(torch.uint8)
 
 
 def subset(splits, n_train, n_eval):
@@ -221,5 +246,5 @@ def subset(splits, n_train, n_eval):
     def head(part, n):
         return part[0][:n], part[1][:n]
 
-    return Splits(splits.name, head(splits.train, n_train), head(splits.val, n_eval),
-                  head(splits.test, n_eval), splits.num_classes, splits.classes)
+    return replace(splits, train=head(splits.train, n_train), val=head(splits.val, n_eval),
+                   test=head(splits.test, n_eval))

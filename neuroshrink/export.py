@@ -9,26 +9,35 @@ set), so the trace is taken from the trained model and the difference is measure
 
 model.onnx: the same trace through the TorchScript-based ONNX exporter (dynamo=False; the
 dynamo exporter fails on the library's modules, see docs/usage.md), with a dynamic batch
-dimension, checked in ONNX Runtime against PyTorch. model.int8.onnx: ONNX Runtime's static
-post-training quantization (QDQ, per-channel int8 weights, int8 activations) calibrated on
-training images. Latency is measured where an edge device runs it: ONNX Runtime on one CPU
-thread, next to TorchScript on one thread, in the same process.
+dimension, made self-contained: it takes raw uint8 pixels and normalises them itself, and its
+metadata carries the class names, the image size and channels, the normalisation, its test
+accuracy and the versions that made it (docs/deploy.md). It is checked in ONNX Runtime
+against PyTorch. model.int8.onnx: ONNX Runtime's static post-training quantization (QDQ,
+per-channel int8 weights, int8 activations) of the network, calibrated on training images,
+with the same normalisation and metadata. Latency is measured where an edge device runs it:
+ONNX Runtime on one CPU thread, next to TorchScript on one thread, in the same process.
 """
 
 import json
 import os
+import subprocess
 import time
 import warnings
 from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .data import pixels
 from .errors import first_line
 
 ONNX_OPSET = 17
 CALIBRATION_IMAGES = 512  # training images int8 calibration sees (never validation or test)
 TOLERANCE = 1e-4  # largest logit difference between ONNX Runtime and PyTorch that is float rounding
+PIXELS = "pixels"  # a self-contained model's input: raw uint8 pixels, NCHW
+NETWORK_INPUT = "images"  # the network's own input: normalised float images (an older model.onnx's input)
 
 
 @contextmanager
@@ -104,24 +113,82 @@ def torch_threads(n):
 
 # ---------------------------------------------------------------- ONNX and ONNX Runtime
 
-def export_onnx(folder, images, classes=None):
-    """<folder>/model.onnx from <folder>/model.ts, batch dimension dynamic; the class names, if
-    any, in its metadata ("classes", JSON)."""
-    traced = load_torchscript(folder / "model.ts")
+def export_network(model_ts, target, images):
+    """`target`: the TorchScript model at `model_ts` as ONNX, taking normalised float images
+    (input "images", batch dimension dynamic). The network only: self_contained() adds the rest."""
+    traced = load_torchscript(model_ts)
     with torchscript_quietly(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter's notice
         warnings.filterwarnings("ignore", "no signature found")  # it reads a traced module's inputs from `images`
-        torch.onnx.export(traced, (images[:2].cpu(),), str(folder / "model.onnx.tmp"), dynamo=False,
-                          opset_version=ONNX_OPSET, input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-    if classes:
-        import onnx
+        torch.onnx.export(traced, (images[:2].cpu(),), str(target), dynamo=False,
+                          opset_version=ONNX_OPSET, input_names=[NETWORK_INPUT], output_names=["logits"],
+                          dynamic_axes={NETWORK_INPUT: {0: "batch"}, "logits": {0: "batch"}})
+    return target
 
-        exported = onnx.load(str(folder / "model.onnx.tmp"))
-        onnx.helper.set_model_props(exported, {"classes": json.dumps(classes)})
-        onnx.save(exported, str(folder / "model.onnx.tmp"))
-    os.replace(folder / "model.onnx.tmp", folder / "model.onnx")
-    return folder / "model.onnx"
+
+def self_contained(source, target, normalisation, metadata):
+    """Write `target`: the ONNX model at `source` made deployable on its own. Its input becomes
+    raw pixels, uint8 (N, C, S, S) as the training images were read, which a Cast, Sub and Div
+    at the front normalise exactly as training did; `metadata` (class names, image size,
+    normalisation, versions, ...) goes into its metadata_props, values JSON-encoded. A model
+    that takes pixels already (a self-contained one, exported again) only gets the metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    network_input = next((i for i in graph.input if i.name == NETWORK_INPUT), None)
+    if network_input is not None:
+        shape = ["batch", *(d.dim_value for d in network_input.type.tensor_type.shape.dim[1:])]
+        graph.input.remove(network_input)
+        graph.input.insert(0, helper.make_tensor_value_info(PIXELS, TensorProto.UINT8, shape))
+        for name in ("mean", "std"):
+            value = np.asarray(normalisation[name], np.float32).reshape(1, -1, 1, 1)
+            graph.initializer.append(numpy_helper.from_array(value, f"pixel_{name}"))
+        steps = [helper.make_node("Cast", [PIXELS], ["pixels_float"], to=TensorProto.FLOAT, name="pixels_to_float"),
+                 helper.make_node("Sub", ["pixels_float", "pixel_mean"], ["pixels_centred"], name="minus_mean"),
+                 helper.make_node("Div", ["pixels_centred", "pixel_std"], [NETWORK_INPUT], name="over_std")]
+        for step in reversed(steps):  # before every node: the network reads NETWORK_INPUT from them
+            graph.node.insert(0, step)
+        metadata = {"normalisation": normalisation, **metadata}
+    props = {p.key: p.value for p in model.metadata_props} | {k: json.dumps(v) for k, v in metadata.items()}
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target) + ".tmp")
+    os.replace(str(target) + ".tmp", target)  # never half a file
+    return Path(target)
+
+
+def read_metadata(path):
+    """An ONNX model's metadata, values decoded (those the quantizer wrote are plain text)."""
+    def decoded(text):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return {k: decoded(v) for k, v in ort_session(path).get_modelmeta().custom_metadata_map.items()}
+
+
+def describe(splits, **about):
+    """What a self-contained model carries about itself: its classes, input, normalisation, and
+    what made it (`about`: the run's test accuracy, library versions, ...)."""
+    return {"classes": splits.class_names(), "image_size": splits.image_size, "channels": splits.in_channels,
+            "input": f"{PIXELS}: uint8 (N, {splits.in_channels}, {splits.image_size}, {splits.image_size}), "
+                     "raw pixel values as the training images held them",
+            "neuroshrink": project_revision(),
+            "onnxruntime": version("onnxruntime"), **about}
+
+
+def project_revision():
+    """The commit of this checkout (with "+changes" when it has uncommitted ones), else "unknown"."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
+                                capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return commit.stdout.strip() or "unknown"
 
 
 def ort_session(path, threads=1):
@@ -134,34 +201,47 @@ def ort_session(path, threads=1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def ort_logits(session, images, batch_size=1024):
-    x = images.cpu().numpy()
-    return np.concatenate([session.run(None, {"images": x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+def model_input(session, images):
+    """What the session's model takes for the normalised `images`: their raw pixels (uint8, by
+    the normalisation in its metadata) for a self-contained model, the images themselves for a
+    network-only one (an older run's)."""
+    if session.get_inputs()[0].type == "tensor(uint8)":
+        normalisation = json.loads(session.get_modelmeta().custom_metadata_map["normalisation"])
+        return pixels(images.cpu(), normalisation).numpy()
+    return images.cpu().numpy()
+
+
+def ort_logits(session, x, batch_size=1024):
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
 def ort_accuracy(session, images, labels):
-    return 100.0 * float((ort_logits(session, images).argmax(1) == labels.cpu().numpy()).mean())
+    x = model_input(session, images)
+    return 100.0 * float((ort_logits(session, x).argmax(1) == labels.cpu().numpy()).mean())
 
 
 def check_onnx(path, model, splits):
-    """How model.onnx in ONNX Runtime compares with the trained model: the largest logit
-    difference on the validation images, and its test accuracy."""
+    """How the ONNX model at `path`, given the raw pixels, compares with the trained model given
+    the normalised images: the largest logit difference on the validation images, its test
+    accuracy, its bytes."""
     session = ort_session(path)
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device  # the model may be on a GPU
     with torch.no_grad():
         reference = torch.cat([model(x.to(device)).cpu() for x in splits.val[0].split(1024)]).float().numpy()
-    difference = float(np.abs(ort_logits(session, splits.val[0]) - reference).max())
-    return {"bytes": path.stat().st_size, "max_logit_difference": difference,
-            "within_tolerance": difference <= TOLERANCE, "test_acc": ort_accuracy(session, *splits.test)}
+    logits = ort_logits(session, model_input(session, splits.val[0]))
+    difference = float(np.abs(logits - reference).max())
+    return {"bytes": path.stat().st_size, "max_logit_difference": difference, "within_tolerance": difference <= TOLERANCE,
+            "test_acc": ort_accuracy(session, *splits.test)}
 
 
 def latency(path, images, min_seconds=0.3, torchscript=None):
-    """One-thread milliseconds per forward pass at batch 1 and 256: ONNX Runtime, and the
-    TorchScript model beside it when given."""
+    """One-thread milliseconds per forward pass at batch 1 and 256 (of the normalised `images`,
+    given as the model takes them): ONNX Runtime, and the TorchScript model beside it when given."""
     session, x = ort_session(path), images.cpu()
-    times = {"ort_ms": median_ms(lambda b: session.run(None, {"images": b}), x.numpy(), min_seconds=min_seconds)}
+    name, given = session.get_inputs()[0].name, model_input(session, x)
+    times = {"ort_ms": median_ms(lambda b: session.run(None, {name: b}), given, min_seconds=min_seconds)}
     if torchscript is not None:
         model = load_torchscript(torchscript)
         with torch_threads(1), torch.no_grad():
@@ -173,49 +253,63 @@ class CalibrationImages:
     """ONNX Runtime's calibration reader over `images` (training images only), in batches."""
 
     def __init__(self, images, batch_size=64):
-        self.batches = iter([{"images": images[i:i + batch_size].cpu().numpy()}
+        self.batches = iter([{NETWORK_INPUT: images[i:i + batch_size].cpu().numpy()}
                              for i in range(0, len(images), batch_size)])
 
     def get_next(self):
         return next(self.batches, None)
 
 
-def quantize_int8(folder, calibration_images):
-    """<folder>/model.int8.onnx: static post-training quantization of model.onnx (QDQ,
-    per-channel int8 weights, int8 activations), calibrated on `calibration_images`."""
+def quantize_int8(source, target, calibration_images):
+    """`target`: static post-training quantization of the network-only ONNX model at `source`
+    (QDQ, per-channel int8 weights, int8 activations), calibrated on `calibration_images`
+    (normalised training images). self_contained() then puts the fp32 normalisation in front."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = folder / "model.prepared.onnx"
+    prepared = Path(target).with_suffix(".prepared.onnx")
     try:
-        quant_pre_process(str(folder / "model.onnx"), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(folder / "model.int8.onnx.tmp"), CalibrationImages(calibration_images),
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target) + ".tmp", CalibrationImages(calibration_images),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
-    os.replace(folder / "model.int8.onnx.tmp", folder / "model.int8.onnx")
-    return folder / "model.int8.onnx"
+    os.replace(str(target) + ".tmp", target)
+    return Path(target)
 
 
-def deployment(folder, model, splits, quantize=None, min_seconds=0.3):
-    """What an edge deployment of the run in `folder` pays: model.onnx checked in ONNX Runtime
-    against `model`, its bytes and one-thread latency beside TorchScript's; with
-    quantize="int8" the same for model.int8.onnx, calibrated on training images only. A step
-    that fails is recorded in "export_errors" (one line each), never raised: the trained run
-    is kept either way."""
+def deployment(folder, model, splits, quantize=None, min_seconds=0.3, about=None):
+    """What an edge deployment of the run in `folder` pays: model.onnx, self-contained (raw
+    pixels in, the normalisation and `describe(splits, **about)` inside), checked in ONNX
+    Runtime against `model`, its bytes and one-thread latency beside TorchScript's; with
+    quantize="int8" the same for model.int8.onnx, the network quantized (calibrated on training
+    images only) with the same normalisation in front. Each file's test accuracy goes into its
+    metadata. A step that fails is recorded in "export_errors" (one line each), never raised:
+    the trained run is kept either way."""
     found, errors = {}, []
+    network, quantized = folder / "network.onnx", folder / "network.int8.onnx"
+    metadata = describe(splits, **(about or {}))
     try:
-        path = export_onnx(folder, splits.val[0], splits.classes)
-        found["onnx"] = check_onnx(path, model, splits) | latency(path, splits.test[0], min_seconds,
-                                                                   torchscript=folder / "model.ts")
-    except Exception as e:  # an op the exporter or the runtime cannot handle, for one
-        errors.append(f"model.onnx: {first_line(e)}")
-    if quantize == "int8" and "onnx" in found:
         try:
-            path = quantize_int8(folder, splits.train[0][:CALIBRATION_IMAGES])
-            found["int8"] = {"bytes": path.stat().st_size, "test_acc": ort_accuracy(ort_session(path), *splits.test),
-                             **latency(path, splits.test[0], min_seconds)}
-        except Exception as e:
-            errors.append(f"model.int8.onnx: {first_line(e)}")
+            export_network(folder / "model.ts", network, splits.val[0])
+            path = self_contained(network, folder / "model.onnx", splits.normalisation, metadata)
+            found["onnx"] = check_onnx(path, model, splits) | latency(path, splits.test[0], min_seconds,
+                                                                       torchscript=folder / "model.ts")
+            self_contained(path, path, None, {"test_acc": found["onnx"]["test_acc"]})
+            found["onnx"]["bytes"] = path.stat().st_size
+        except Exception as e:  # an op the exporter or the runtime cannot handle, for one
+            errors.append(f"model.onnx: {first_line(e)}")
+        if quantize == "int8" and "onnx" in found:
+            try:
+                quantize_int8(network, quantized, splits.train[0][:CALIBRATION_IMAGES])
+                path = self_contained(quantized, folder / "model.int8.onnx", splits.normalisation, metadata)
+                test_acc = ort_accuracy(ort_session(path), *splits.test)
+                self_contained(path, path, None, {"test_acc": test_acc})
+                found["int8"] = {"bytes": path.stat().st_size, "test_acc": test_acc,
+                                 **latency(path, splits.test[0], min_seconds)}
+            except Exception as e:
+                errors.append(f"model.int8.onnx: {first_line(e)}")
+    finally:
+        network.unlink(missing_ok=True), quantized.unlink(missing_ok=True)
     return found | ({"export_errors": errors} if errors else {})

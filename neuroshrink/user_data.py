@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import images as image_files
 from .errors import DataError, first_line
 
 KINDS = ("folder", "npz")
 MIN_PER_CLASS = 5       # a stratified 60 / 20 / 20 split needs at least one image per class in each part
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's single-channel modes
 
 
 def is_user_source(name):
@@ -81,7 +81,7 @@ def load_folder(root, image_size, cache_dir, split):
 
 def read_folder(root, parts, image_size, split):
     """The images of the class folders (under train/, val/, test/ when `parts` names them)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import find_classes, make_dataset
 
     top = root / "train" if parts else root
     try:
@@ -96,7 +96,7 @@ def read_folder(root, parts, image_size, split):
         unknown = sorted(set(find_classes(folder)[0]) - set(classes)) if part else []
         if unknown:
             raise DataError(f"folder:{root}: {part}/ has classes that train/ has not: {', '.join(unknown)}")
-        samples[part] = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        samples[part] = make_dataset(folder, class_to_idx, extensions=image_files.EXTENSIONS, allow_empty=True)
     everything = [path for found in samples.values() for path, _ in found]
     if not everything:
         raise DataError(f"folder:{root}: no images (PNG, JPEG, ...) in its class folders")
@@ -117,37 +117,26 @@ def read_folder(root, parts, image_size, split):
 
 
 def read_images(root, paths, image_size):
-    """Every image as float (N, C, S, S): the majority's channels, one square size."""
-    from PIL import Image, UnidentifiedImageError
-
-    def opened(path):
-        try:
-            image = Image.open(path)
-            image.load()
-            return image
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise DataError(f"folder:{root}: {path} cannot be read as an image ({first_line(e)})") from None
-    images = [opened(p) for p in paths]
-    grey = [image.mode in GREY_MODES for image in images]
-    mode = "L" if sum(grey) * 2 >= len(grey) else "RGB"
-    converted = sum(g != (mode == "L") for g in grey)
+    """Every image as float (N, C, S, S): the majority's channels, one square size, each read as
+    images.to_array reads it for predict."""
+    loaded = [image_files.open_image(p, f"folder:{root}: ") for p in paths]
+    grey = [image_files.is_grey(image) for image in loaded]
+    channels = 1 if sum(grey) * 2 >= len(grey) else 3
+    converted = sum(g != (channels == 1) for g in grey)
     if converted:
-        print(f"folder:{root}: {converted} of {len(images)} images converted to "
-              f"{'grey' if mode == 'L' else 'colour'}, as most of its images are")
-    sizes = {image.size for image in images}
+        print(f"folder:{root}: {converted} of {len(loaded)} images converted to "
+              f"{'grey' if channels == 1 else 'colour'}, as most of its images are")
+    sizes = {image.size for image in loaded}
     if image_size is None:
         (width, height), *others = sorted(sizes)
         if others:
-            example = {image.size: path for image, path in zip(images, paths)}
+            example = {image.size: path for image, path in zip(loaded, paths)}
             raise DataError(f"folder:{root}: images of different sizes ({width}x{height} in {example[(width, height)]}, "
                             f"{others[0][0]}x{others[0][1]} in {example[others[0]]}); pass --image-size S to resize all")
         if width != height:
             raise DataError(f"folder:{root}: the images are {width}x{height}, not square; pass --image-size S")
         image_size = width
-    arrays = [np.asarray(image.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-                         if image.size != (image_size, image_size) else image.convert(mode)) for image in images]
-    x = torch.from_numpy(np.stack(arrays)).float()
-    return x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)  # (N, C, S, S)
+    return torch.from_numpy(np.stack([image_files.to_array(image, channels, image_size) for image in loaded])).float()
 
 
 # ---------------------------------------------------------------- arrays

@@ -14,8 +14,9 @@ from conftest import ROOT, fails, run
 from neuroshrink import data, export
 
 
-def test_evaluate_reloads_the_saved_model(quick_run):
-    args = train_phase2.parse_args(["--evaluate", "--out", str(quick_run["out"])])
+def test_evaluate_reloads_the_saved_model(quick_run, tmp_path):
+    shutil.copytree(quick_run["out"], tmp_path / "PAI")  # --evaluate exports it again: the shared run stays
+    args = train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")])
     evaluated = train_phase2.main(args)
     assert evaluated["test_acc"] == pytest.approx(quick_run["result"]["final"]["test_acc"])
 
@@ -64,7 +65,7 @@ def test_onnx_models_load_in_onnx_runtime_without_torch_and_give_the_runs_accura
     the test images in a fresh process where torch cannot be imported."""
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
-    np.save(tmp_path / "x.npy", splits.test[0].numpy())
+    np.save(tmp_path / "x.npy", splits.pixels(splits.test[0]).numpy())  # raw pixels: the models normalise
     np.save(tmp_path / "y.npy", splits.test[1].numpy())
     plain, plain_out = plain_int8_run
     models = [quick_run["out"] / "model.onnx", plain_out / "model.onnx", plain_out / "model.int8.onnx"]
@@ -76,7 +77,7 @@ import onnxruntime as ort
 x, y = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "y.npy")!r})
 for path in {[str(m) for m in models]!r}:
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    print(100.0 * float((session.run(None, {{"images": x}})[0].argmax(1) == y).mean()))
+    print(100.0 * float((session.run(None, {{"pixels": x}})[0].argmax(1) == y).mean()))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -113,9 +114,9 @@ def test_a_finished_run_is_quantized_without_training_on_training_images_only(qu
     seen = []
     quantize = export.quantize_int8
 
-    def quantize_and_note(folder, calibration_images):
+    def quantize_and_note(source, target, calibration_images):
         seen.append(calibration_images.clone())
-        return quantize(folder, calibration_images)
+        return quantize(source, target, calibration_images)
     monkeypatch.setattr(export, "quantize_int8", quantize_and_note)
     monkeypatch.setattr(train_phase2, "train_one_epoch", None)  # nothing may train
     evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--quantize", "int8", "--out", str(out)]))

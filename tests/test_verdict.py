@@ -78,8 +78,9 @@ def test_the_int8_row_is_the_same_runs_model_quantized(strong_sweep, tmp_path):
         # Quantizing the run's own model.onnx again gives its int8 model's accuracy.
         settings = run_of(record)["settings"]
         splits = train_phase2.load_splits(settings["dataset"], settings["data_dir"], settings["quick"])
-        shutil.copy(run / "model.onnx", tmp_path / "model.onnx")
-        again = export.quantize_int8(tmp_path, splits.train[0][:export.CALIBRATION_IMAGES])
+        network = export.export_network(run / "model.ts", tmp_path / "network.onnx", splits.val[0])
+        again = export.quantize_int8(network, tmp_path / "int8.onnx", splits.train[0][:export.CALIBRATION_IMAGES])
+        again = export.self_contained(again, tmp_path / "model.int8.onnx", splits.normalisation, {})
         assert export.ort_accuracy(export.ort_session(again), *splits.test) == record["int8"]["test_acc"], method
 
 
