@@ -68,7 +68,7 @@ from pathlib import Path
 import optuna
 import torch.nn as nn
 
-from experiments import report, spaces, studies, verdict
+from experiments import deploy, report, spaces, studies, verdict
 from experiments.report import deployment_table, mean_std
 from experiments.runner import check_settings, cli, common_parser, folders, run_cell
 from model import MODELS, count_parameters, width_for_params
@@ -143,6 +143,10 @@ def get_args_parser():
                         help="the search trains on the first N training images, every method (default: all)")
     strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
                         help="the search's first K configurations are drawn at random, the rest by TPE")
+    p.add_argument("--fit", type=deploy.limit, nargs="+", default=None, metavar="LIMIT",
+                   help="no training: of every seed run's fp32 and int8 model, ship the most accurate on validation "
+                        "whose file and one-thread batch-1 latency fit, e.g. --fit 30kB 0.05ms "
+                        "(to <results>/<dataset>/deploy/<study>/fit-<limits>/)")
     strong.add_argument("--time-inference", action="store_true",
                         help="no training: time every final model (fp32 and int8; from its run folder, else "
                              "the copy kept with the records) in ONNX Runtime on one thread, one after another, "
@@ -611,7 +615,7 @@ def resolve_defaults(args):
 
 def main(args):
     resolve_defaults(args)
-    args.report_only = args.report_only or args.time_inference  # a timing pass trains nothing
+    args.report_only = args.report_only or args.time_inference or bool(args.fit)  # these train nothing
     results_dir, runs = folders(args)
     # A report of a built-in model and data set reads the records only (no data needed).
     shape = None if args.report_only and built_in(args) else data_shape_checked(args)
@@ -638,14 +642,18 @@ def main(args):
     if not rows:
         print("nothing stored to report yet")
         return None
+    splits = data.load(args.dataset, args.data_dir, args.image_size)
     if args.recipe == "strong":
         verdict.keep([r for row in rows for r in row["records"]], args.kept, verdict.SEED_FILES)
+    if args.fit:
+        return ship_fit(args, rows, splits, results_dir, name)
+    if args.recipe == "strong":
         if args.time_inference:  # the test images, as every run's own timing used
-            images = data.load(args.dataset, args.data_dir, args.image_size).test[0]
-            verdict.time_inference(rows, images, results_dir / f"{name}-latency.json", args.kept)
+            verdict.time_inference(rows, splits.test[0], results_dir / f"{name}-latency.json", args.kept)
         report = verdict.write(args, rows, wide_records, results_dir, name)
         print("\n" + report)
         print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png, {name}-budgets.png")
+        ship_winners(args, rows, splits, results_dir, name)
         return rows
     report = table(args, rows, wide_records)
     (results_dir / f"{name}.md").write_text(report)
@@ -653,6 +661,23 @@ def main(args):
     plot(args, rows, results_dir / f"{name}.png")
     print("\n" + report)
     print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png")
+    ship_winners(args, rows, splits, results_dir, name)
+    return rows
+
+
+def ship_winners(args, rows, splits, results_dir, name):
+    latency = verdict.read_latency(results_dir / f"{name}-latency.json")
+    for folder in deploy.winners(rows, splits, args.kept, latency, results_dir / "deploy" / name, name, args.seeds):
+        print(f"ship: {folder}/ (model.onnx, model.int8.onnx where quantized, README.md)")
+
+
+def ship_fit(args, rows, splits, results_dir, name):
+    latency = verdict.read_latency(results_dir / f"{name}-latency.json")
+    found = deploy.fit(rows, splits, args.kept, latency, results_dir / "deploy" / name, name, args.fit)
+    if found is None:
+        raise UsageError(f"--fit: no model of {name} is within {deploy.describe(args.fit)}")
+    folder, text = found
+    print(text + f"\nwrote {folder}/")
     return rows
 
 

@@ -59,6 +59,8 @@ class Model:
 def image_files(paths, classes):
     """(file, true class or None) for every image the paths name: a file itself, a folder's
     image files, and its sub-folders' image files labelled with the sub-folder's name."""
+    # A folder cannot be named "T-shirt/top": "T-shirt-top" or "T-shirt_top" names that class.
+    by_folder = {name.replace("/", sep): name for name in classes for sep in "/-_"}
     found = []
     for path in map(Path, paths):
         if path.is_file():
@@ -66,10 +68,10 @@ def image_files(paths, classes):
         elif path.is_dir():
             found += [(f, None) for f in sorted(path.iterdir()) if f.is_file() and is_image_file(f)]
             for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                if sub.name not in classes:
+                if sub.name not in by_folder:
                     raise UsageError(f"{sub}: a sub-folder is taken as the true class of its images, and "
                                      f"{sub.name!r} is not one of the model's ({', '.join(classes)})")
-                found += [(f, sub.name) for f in sorted(sub.iterdir()) if f.is_file() and is_image_file(f)]
+                found += [(f, by_folder[sub.name]) for f in sorted(sub.iterdir()) if f.is_file() and is_image_file(f)]
         else:
             raise UsageError(f"{path}: no such file or folder")
     if not found:

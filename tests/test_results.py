@@ -47,7 +47,8 @@ FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-str
 AS_WRITTEN = (*FAMILIES, "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md")
 RECIPE = "fashion-mnist/recipe.md"  # made from recipe.csv, not a sweep.db
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
-                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, RECIPE))
+                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, RECIPE)
+                 and "deploy" not in path.parts)  # a shipped model's README: experiments/deploy.py
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
 

@@ -155,3 +155,37 @@ def test_flags_that_do_not_go_together_are_refused(flags, message):
     args = shrink.get_args_parser().parse_args(list(flags))
     with pytest.raises(UsageError, match=message):
         shrink.resolve_defaults(args)
+
+
+def test_the_sweep_ships_the_winner_chosen_by_validation(strong_sweep):
+    """deploy/<study>/<budget>/: the method with the best mean validation accuracy, its best
+    validation seed, both files self-contained, a README with the predict command."""
+    from neuroshrink import predict
+
+    records = [r for m in shrink.STRONG_METHODS for r in strong_sweep["records"](m)]
+    best = max(records, key=lambda r: r["val_acc"])  # one seed a method: its mean is its seed's
+    folder = strong_sweep["tmp"] / "results" / "digits" / "deploy" / "shrink-net-strong" / "1000"
+    for file, key in (("model.onnx", "onnx"), ("model.int8.onnx", "int8")):
+        meta = export.read_metadata(folder / file)
+        assert (meta["method"], meta["seed"], meta["test_acc"]) == (best["method"], best["seed"], best[key]["test_acc"])
+        assert predict.Model(folder / file).classes == [str(i) for i in range(10)]
+    assert "python -m neuroshrink.predict model.onnx" in (folder / "README.md").read_text()
+    assert "ship: " in (strong_sweep["tmp"] / "output.txt").read_text()
+
+
+def test_fit_ships_the_most_accurate_on_validation_within_the_limits(strong_sweep, tmp_path):
+    shutil.copytree(strong_sweep["tmp"] / "results", tmp_path / "results")
+    records = [r for m in shrink.STRONG_METHODS for r in strong_sweep["records"](m)]
+    sweep_here(tmp_path, *STRONG, "--fit", "1MB", "1000ms", script="shrink")  # every file fits
+    folder = tmp_path / "results" / "digits" / "deploy" / "shrink-net-strong" / "fit-1000kB-1000ms"
+    (shipped,) = folder.glob("*.onnx")
+    splits = train_phase2.load_splits("digits", None, True)
+    validation = export.ort_accuracy(export.ort_session(shipped), *splits.val)
+    assert validation >= max(r["val_acc"] for r in records)  # no fp32 file is better on validation
+    meta = export.read_metadata(shipped)
+    chosen = next(r for r in records if (r["method"], r["seed"]) == (meta["method"], meta["seed"]))
+    assert meta["test_acc"] == chosen["onnx" if shipped.name == "model.onnx" else "int8"]["test_acc"]
+    assert f"{validation:.2f}" in (folder / "README.md").read_text()
+    smallest = min(min(r["onnx"]["bytes"], r["int8"]["bytes"]) for r in records)
+    with pytest.raises(UsageError, match=f"no model of shrink-net-strong is within {smallest - 1:,} bytes"):
+        sweep_here(tmp_path, *STRONG, "--fit", f"{smallest - 1}B", script="shrink")  # below the smallest file

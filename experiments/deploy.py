@@ -1,0 +1,160 @@
+"""A study's answer as files to ship: per budget its winner, and with --fit the model that fits a
+device.
+
+The winner of a budget is chosen by validation, never by test: the method with the best mean
+validation accuracy over its seeds, then that method's seed with the best validation accuracy.
+Its model.onnx and model.int8.onnx go to <results>/<dataset>/deploy/<study>/<budget>/ with a
+README.md: how it was made, its test accuracy (reported, not used to choose), bytes,
+milliseconds and the predict command. --fit 30kB and/or 0.05ms names, among every seed run's
+fp32 and int8 file, the most accurate on validation whose file and one-thread latency at batch 1
+fit, and writes it to deploy/<study>/fit-<limits>/ the same way.
+
+Every file shipped is self-contained (export.self_contained): raw pixels in, the training
+normalisation and the class names inside. A model exported before that is made so on the way
+out (no retraining); the bytes are those of the files shipped.
+"""
+
+import argparse
+import re
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from experiments import spaces, verdict
+from neuroshrink import export
+
+UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000 ** 2}
+
+
+def limit(text):
+    """A --fit limit: ("bytes", n) for 30kB, 120000B, 1.5MB; ("ms", x) for 0.05ms."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|ms)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size (e.g. 30kB, 120000B, 1.5MB) or a latency (e.g. 0.05ms)")
+    value, unit = float(match[1]), match[2]
+    return ("ms", value) if unit == "ms" else ("bytes", value * UNITS[unit])
+
+
+def describe(limits):
+    return " and ".join(f"{v:g} ms at batch 1" if k == "ms" else f"{v:,.0f} bytes" for k, v in limits)
+
+
+def candidates(rows, kept):
+    """(row, record, kind, folder holding its files) for every seed run's fp32 and int8 file
+    there is on this machine."""
+    for row in rows:
+        for record in row["records"]:
+            place = files_of(record, kept)
+            for kind, key, file in verdict.KINDS:
+                if place and record.get(key) and (place / file).exists():
+                    yield row, record, kind, place
+
+
+def files_of(record, kept):
+    """The folder with the run's ONNX files: its run folder, else the copy kept with the records."""
+    for place in (Path(record["run"]), kept and verdict.kept(record, kept)):
+        if place and (place / "model.onnx").exists():
+            return place
+    return None
+
+
+def ms_of(record, kind, latency):
+    """One-thread ms at batch 1: the study's timing pass where it ran, else the run's own."""
+    timed = (latency or {}).get("runs", {}).get(record["run"])
+    if timed:
+        return timed[kind]["1"], "the study's timing pass"
+    return record["onnx" if kind == "fp32" else "int8"]["ort_ms"]["1"], "measured by the run as it finished"
+
+
+def ship(row, record, kind, place, splits, target, study):
+    """`target` (a file path): the run's `kind` file, self-contained; returns its path."""
+    key, file = {k: (key, f) for k, key, f in verdict.KINDS}[kind]
+    about = {"dataset": record["dataset"], "study": study, "budget": row["budget"], "method": row["method"],
+             "seed": record["seed"], "params": record["params"], "test_acc": record[key]["test_acc"]}
+    return export.self_contained(place / file, target, splits.normalisation, export.describe(splits, **about))
+
+
+def readme(title, why, chosen, splits, study, latency):
+    """The README of a shipped model: `chosen` is [(row, record, kind, path)]."""
+    row, record = chosen[0][:2]
+    lines = [f"# {title}", "", why, "",
+             f"Made by: {study}, method **{row['method']}**, seed {record['seed']}, {record['params']:,} parameters, "
+             f"configuration {spaces.describe(row['hp'])}; trained on {record['settings'].get('cpu', 'an unrecorded CPU')}"
+             f", {record['settings'].get('date', '')}.", "",
+             "| file | validation acc % | test acc % (reported, not used to choose) | bytes | ms, batch 1 (ONNX Runtime, "
+             "1 thread) |", "|---|---|---|---|---|"]
+    for _, rec, kind, path in chosen:
+        key = "onnx" if kind == "fp32" else "int8"
+        ms, source = ms_of(rec, kind, latency)
+        val = rec["val_acc"] if kind == "fp32" else validation(path, splits)
+        lines.append(f"| {path.name} | {val:.2f} | {rec[key]['test_acc']:.2f} | {path.stat().st_size:,} | {ms:.3f} |")
+    lines += ["", f"Milliseconds: {source}" + (f" ({latency['cpu']}, {latency['date']})" if latency and
+                                                 source.startswith("the study") else "") + ".",
+              "", f"Input: raw pixels, uint8 (N, {splits.in_channels}, {splits.image_size}, {splits.image_size}); "
+              f"the model normalises them itself. Classes: {', '.join(splits.class_names())}.", "",
+              "Classify image files (needs onnxruntime, Pillow and NumPy only):", "", "```",
+              f"python -m neuroshrink.predict {chosen[0][3].name} IMAGE_OR_FOLDER ...", "```", "",
+              "More in docs/deploy.md."]
+    return "\n".join(lines) + "\n"
+
+
+def validation(path, splits):
+    """Validation accuracy of a shipped file in ONNX Runtime (an int8 file's is not recorded)."""
+    return export.ort_accuracy(export.ort_session(path), *splits.val)
+
+
+def winners(rows, splits, kept, latency, deploy, study, seeds):
+    """Per budget whose every method has every seed: the winner by validation, shipped."""
+    written = []
+    for budget in sorted({r["budget"] for r in rows}):
+        complete = [r for r in rows if r["budget"] == budget and r["n"] == seeds]
+        if len(complete) < len([r for r in rows if r["budget"] == budget]) or not complete:
+            continue
+        row = max(complete, key=lambda r: statistics.fmean(x["val_acc"] for x in r["records"]))
+        record = max(row["records"], key=lambda x: x["val_acc"])
+        place = files_of(record, kept)
+        if place is None:
+            print(f"deploy {budget:,}: the winner's files ({record['run']}) are not on this machine; not shipped")
+            continue
+        folder = deploy / str(budget)
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen = [(row, record, kind, ship(row, record, kind, place, splits, folder / file, study))
+                  for kind, key, file in verdict.KINDS if record.get(key) and (place / file).exists()]
+        why = (f"The winner at {budget:,} parameters: the method with the best mean validation accuracy over its "
+               f"{seeds} seeds ({row['method']}, {statistics.fmean(x['val_acc'] for x in row['records']):.2f} %), "
+               "then its seed with the best validation accuracy. Chosen by validation, never by test.")
+        (folder / "README.md").write_text(readme(f"Ship this: {budget:,} parameters", why, chosen, splits, study,
+                                                 latency))
+        written.append(folder)
+    return written
+
+
+def fit(rows, splits, kept, latency, deploy, study, limits):
+    """The most accurate file on validation, over every seed run's fp32 and int8 file, whose
+    bytes and batch-1 ms are within `limits` [("bytes", n), ("ms", x)]; shipped, and returned
+    as (its folder, its README) or None when nothing fits."""
+    name = "fit-" + "-".join(f"{v:g}ms" if k == "ms" else f"{v / 1000:g}kB" for k, v in limits)
+    fitting = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (row, record, kind, place) in enumerate(candidates(rows, kept)):
+            path = ship(row, record, kind, place, splits, Path(tmp) / f"{i}.onnx", study)
+            measured = {"bytes": path.stat().st_size, "ms": ms_of(record, kind, latency)[0]}
+            if all(measured[k] <= v for k, v in limits):
+                val = record["val_acc"] if kind == "fp32" else validation(path, splits)
+                fitting.append((val, row, record, kind, path))
+        if not fitting:
+            return None
+        val, row, record, kind, path = max(fitting, key=lambda f: f[0])
+        folder = deploy / name
+        folder.mkdir(parents=True, exist_ok=True)
+        file = {k: f for k, _, f in verdict.KINDS}[kind]
+        for old in folder.glob("*.onnx"):
+            old.unlink()
+        shutil.copyfile(path, folder / file)
+    why = (f"The most accurate model on validation ({val:.2f} %) among the {len(fitting)} files of this study "
+           f"(of every seed run's fp32 and int8 model) that are within {describe(limits)}. Chosen by validation, "
+           "never by test.")
+    text = readme(f"Fits {describe(limits)}", why, [(row, record, kind, folder / file)], splits, study, latency)
+    (folder / "README.md").write_text(text)
+    return folder, text
