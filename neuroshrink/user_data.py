@@ -4,8 +4,11 @@
                   (or any image Pillow reads). If PATH has train/ and test/ sub-folders (and
                   optionally val/), each laid out so, they are the splits; otherwise the images
                   are split 60 / 20 / 20 with the fixed seed the built-in sets use.
-    npz:PATH      arrays x (N, H, W) or (N, C, H, W) and y (N,) of integer labels, optionally
-                  x_test and y_test (then the test split, and validation is carved from x).
+    npz:PATH      arrays x (N, H, W), (N, C, H, W) or (N, H, W, C) with C 1 or 3 (the layout
+                  the shape proves; an array layout="nchw" or "nhwc" where it reads both ways),
+                  pixel values uint8 0-255, floats 0-1 or 0-255, or bool; y (N,) of integer
+                  labels (any values: class k is the k-th smallest); optionally x_test and
+                  y_test (then the test split, and validation is carved from x).
 
 Images keep their channels: all grey gives 1 channel, all colour 3. A folder that mixes them is
 converted to the kind most of its images are (said in one line). One image size for all: the
@@ -16,7 +19,9 @@ sizes and modification times: the next run starts at once, and a changed folder 
 
 import hashlib
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,18 +70,42 @@ def load_folder(root, image_size, cache_dir, split):
     key = json.dumps([str(root.resolve()), image_size,
                       [(str(p.relative_to(root)), st.st_size, st.st_mtime_ns) for p, st in stats]])
     cache = Path(cache_dir) / "cache" / f"folder-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.pt"
-    if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
-        if saved["key"] == key:
-            print(f"folder:{root}: {sum(len(y) for _, y in saved['parts'])} images from the cache {cache}")
-            return (*((x.float(), y) for x, y in saved["parts"]), saved["classes"])
+    saved = read_cache(cache, root)
+    if saved and saved["key"] == key:
+        print(f"folder:{root}: {sum(len(y) for _, y in saved['parts'])} images from the cache {cache}")
+        return (*((x.float(), y) for x, y in saved["parts"]), saved["classes"])
     parts, classes = read_folder(root, parts, image_size, split)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "classes": classes, "parts": [(x.to(torch.uint8), y) for x, y in parts]},
-               cache.with_suffix(".tmp"))
-    os.replace(cache.with_suffix(".tmp"), cache)  # written once the folder read without error
+    write_cache(cache, {"key": key, "classes": classes, "parts": [(x.to(torch.uint8), y) for x, y in parts]})
     print(f"folder:{root}: {sum(len(y) for _, y in parts)} images in {len(classes)} classes, read and cached in {cache}")
     return (*parts, classes)
+
+
+def read_cache(cache, root):
+    """The cache's contents, or None where there is none or it cannot be read (cut short by a full
+    disk, say): it is only a copy, and the folder is read again (said in a line)."""
+    if not cache.is_file():
+        return None
+    try:
+        saved = torch.load(cache, weights_only=True)
+        if not {"key", "classes", "parts"} <= set(saved):
+            raise ValueError("not a cache of this project")
+        return saved
+    except Exception as e:  # torch raises RuntimeError, EOFError, pickle errors... for a damaged file
+        print(f"folder:{root}: the cache {cache} cannot be read ({first_line(e)}); reading the folder again")
+        return None
+
+
+def write_cache(cache, contents):
+    """Write the cache through a temporary file of its own and an atomic rename: a reader never
+    sees half a file, and two processes caching the same folder at once both leave a good one."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=cache.parent, prefix=f"{cache.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(contents, temporary)
+        os.replace(temporary, cache)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def read_folder(root, parts, image_size, split):
@@ -142,39 +171,118 @@ def read_images(root, paths, image_size):
 # ---------------------------------------------------------------- arrays
 
 def load_npz(path, image_size, split):
+    source = f"npz:{path}"
     try:
         arrays = dict(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as e:
-        raise DataError(f"npz:{path}: cannot be read as an .npz file ({first_line(e)})") from None
+        raise DataError(f"{source}: cannot be read as an .npz file ({first_line(e)})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise DataError(f"npz:{path} has no array {missing[0]!r}; it needs x (N, H, W) or (N, C, H, W) and y (N,), "
-                        "optionally x_test and y_test")
+        raise DataError(f"{source} has no array {missing[0]!r}; it needs x (N, H, W), (N, C, H, W) or (N, H, W, C) "
+                        "and y (N,), optionally x_test and y_test")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"npz:{path}: x_test and y_test go together; it has only one of them")
-    pairs = [(arrays["x"], arrays["y"], "x", "y")]
-    if "x_test" in arrays:
-        pairs.append((arrays["x_test"], arrays["y_test"], "x_test", "y_test"))
-    for x, y, xn, yn in pairs:
-        if x.ndim not in (3, 4):
-            raise DataError(f"npz:{path}: {xn} has shape {x.shape}; expected (N, H, W) or (N, C, H, W)")
-        if y.ndim != 1 or len(y) != len(x):
-            raise DataError(f"npz:{path}: {yn} has shape {y.shape} for {len(x)} images in {xn}; expected ({len(x)},)")
-        if y.dtype.kind not in "iu":
-            raise DataError(f"npz:{path}: the labels {yn} are {y.dtype}, not integers; save them as y.astype(int)")
-    classes = np.unique(np.concatenate([y for _, y, _, _ in pairs]))
-    tensors = [(square(torch.from_numpy(x).float(), image_size, f"npz:{path}"),
-                torch.from_numpy(np.searchsorted(classes, y)).long()) for x, y, _, _ in pairs]
+        raise DataError(f"{source}: x_test and y_test go together; it has only one of them")
+    layout = str(arrays["layout"]) if "layout" in arrays else None
+    if layout not in (None, *LAYOUTS):
+        raise DataError(f"{source}: layout is {layout!r}; choose from {', '.join(LAYOUTS)}")
+    names = ["x", "x_test"] if "x_test" in arrays else ["x"]
+    images = [channels_first(arrays[n], n, source, layout) for n in names]
+    images = pixel_values(images, names, source)
+    labels = [checked_labels(arrays[n.replace("x", "y")], n.replace("x", "y"), len(x), source)
+              for n, x in zip(names, images)]
+    classes = np.unique(np.concatenate(labels))
+    if not np.array_equal(classes, np.arange(len(classes))):
+        shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
+        print(f"{source}: the labels are {shown}, not 0..{len(classes) - 1}: class k is the k-th smallest, "
+              "and its value is its class name")
+    tensors = [(square(torch.from_numpy(x), image_size, source), torch.from_numpy(np.searchsorted(classes, y)).long())
+               for x, y in zip(images, labels)]
+    if len(tensors) == 2 and tensors[0][0].shape[1:] != tensors[1][0].shape[1:]:
+        raise DataError(f"{source}: x holds images of {tuple(tensors[0][0].shape[1:])} (C, H, W), x_test of "
+                        f"{tuple(tensors[1][0].shape[1:])}; they must be alike")
     names = [str(c) for c in classes]
-    if len(pairs) == 1:
-        return (*split_arrays(*tensors[0], names, split, f"npz:{path}"), names)
+    if len(tensors) == 1:
+        return (*split_arrays(*tensors[0], names, split, source), names)
     (x, y), test = tensors
-    return (*carve_val(x, y, names, split, f"npz:{path}"), test, names)
+    return (*carve_val(x, y, names, split, source), test, names)
+
+
+LAYOUTS = ("nchw", "nhwc")  # what an .npz may name in an array "layout" where x's shape reads both ways
+CHANNELS = (1, 3)
+
+
+def channels_first(x, name, source, layout=None):
+    """x as (N, C, H, W), from the layout its shape proves: (N, H, W) is grey, (N, C, H, W) and
+    (N, H, W, C) are told apart by which axis holds 1 or 3 channels (where both could, by which
+    reading gives square images); a shape that still reads two ways needs `layout`."""
+    shape = tuple(x.shape)
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim != 4:
+        flat = f"; flat vectors? reshape them, e.g. x.reshape(-1, {math.isqrt(shape[1])}, {math.isqrt(shape[1])})" \
+            if x.ndim == 2 and math.isqrt(shape[1]) ** 2 == shape[1] else ""
+        raise DataError(f"{source}: {name} has shape {shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) "
+                        f"with C 1 or 3{flat}")
+    first = shape[1] in CHANNELS and (layout or "nchw") == "nchw"
+    last = shape[3] in CHANNELS and (layout or "nhwc") == "nhwc"
+    if first and last:  # e.g. (N, 3, 32, 3): the reading that gives square images, if only one does
+        first, last = shape[2] == shape[3], shape[1] == shape[2]
+        if first == last:
+            raise DataError(f"{source}: {name} of shape {shape} reads two ways, (N, C, H, W) = {shape} or "
+                            f"(N, H, W, C) = {shape}; say which: np.savez(..., layout='nchw') or layout='nhwc'")
+    if not (first or last):
+        why = f" (layout {layout!r})" if layout else ""
+        raise DataError(f"{source}: {name} of shape {shape} has no axis of 1 or 3 channels where a layout puts "
+                        f"it{why}: expected (N, C, H, W) or (N, H, W, C) with C 1 or 3")
+    if last:
+        print(f"{source}: {name} is channel-last (N, H, W, C) = {shape} (Keras, TensorFlow): read as such")
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def pixel_values(images, names, source):
+    """The images as float32 pixel values 0-255: uint8 and integers in 0-255 as they are, bool as
+    0 and 255, floats in 0-1 scaled by 255 and floats in 0-255 as they are (either said in a
+    line); NaN, infinity, other ranges and other types stopped in one line."""
+    for x, name in zip(images, names):
+        if x.dtype.kind not in "buif":
+            raise DataError(f"{source}: {name} is {x.dtype}; pixel values are numbers (uint8 0-255, or floats)")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = ~np.isfinite(x)
+            raise DataError(f"{source}: {name} holds {int(bad.sum()):,} NaN or infinite value(s), the first at index "
+                            f"{tuple(int(i) for i in np.argwhere(bad)[0])}; replace or drop those images")
+    kinds = {x.dtype.kind for x in images}
+    if kinds == {"b"}:
+        print(f"{source}: {' and '.join(names)} are bool: False is 0, True is 255")
+        return [x.astype(np.float32) * 255 for x in images]
+    low, high = min(float(x.min()) for x in images), max(float(x.max()) for x in images)
+    if low < 0 or high > 255:
+        raise DataError(f"{source}: pixel values from {low:g} to {high:g}; save raw pixel values, 0-255 (uint8) or "
+                        "0-1 (floats), not normalised ones: the run normalises them itself")
+    if "f" in kinds:
+        scale = 255.0 if high <= 1 else 1.0
+        print(f"{source}: floats from {low:g} to {high:g}: taken as " + ("0-1, scaled to 0-255" if scale > 1 else
+                                                                          "pixel values 0-255"))
+        return [x.astype(np.float32) * scale for x in images]
+    return [x.astype(np.float32) for x in images]
+
+
+def checked_labels(y, name, count, source):
+    """The labels as integers: integer arrays as they are, floats that are whole numbers (as Keras
+    saves them) as integers; anything else stopped in one line."""
+    if y.ndim == 2 and len(y) == count:
+        raise DataError(f"{source}: {name} has shape {y.shape}: one-hot? save the class numbers, y.argmax(1)")
+    if y.ndim != 1 or len(y) != count:
+        raise DataError(f"{source}: {name} has shape {y.shape} for {count} images; expected ({count},)")
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        return y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{source}: the labels {name} are {y.dtype}, not integers; save them as y.astype(int)")
+    return y
 
 
 def square(x, image_size, source):
-    """(N, C, S, S) from (N, H, W) or (N, C, H, W), resized to --image-size if given."""
-    x = x.unsqueeze(1) if x.ndim == 3 else x
+    """(N, C, S, S) from (N, C, H, W), resized to --image-size if given."""
     if image_size is not None and x.shape[-2:] != (image_size, image_size):
         return torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
     if x.shape[-1] != x.shape[-2]:

@@ -178,7 +178,7 @@ def bad_input(tmp_path, case):
     images, labels = digit_images()
     arrays = {"npz without y": dict(x=images), "npz without x": dict(y=labels),
               "npz labels do not match": dict(x=images, y=labels[:-1]),
-              "npz labels not integers": dict(x=images, y=labels.astype(float))}[case]
+              "npz labels not integers": dict(x=images, y=labels + 0.5)}[case]  # whole floats are taken
     np.savez(tmp_path / "data.npz", **arrays)
     return f"npz:{tmp_path / 'data.npz'}", [], {"npz without y": "has no array 'y'", "npz without x": "has no array 'x'",
                                                 "npz labels do not match": "y has shape (59,) for 60 images",
