@@ -167,3 +167,78 @@ def test_train_phase2_takes_floats_in_0_1_as_pixels_scaled(tmp_path, capsys):
     result, _ = run(tmp_path, "--quick", "--no-dendrites", "--dataset", f"npz:{tmp_path / 'f.npz'}")
     assert "taken as 0-1, scaled to 0-255" in capsys.readouterr().out
     assert max(result["settings"]["normalisation"]["mean"]) > 1  # pixel values 0-255, as a deployed model gets
+
+
+@st.composite
+def folder_cases(draw):
+    """A folder of class sub-folders as users keep them: odd class names, stray files, PNG and
+    BMP with upper-case suffixes, grey and colour, empty or tiny classes. Returns (class name:
+    [(file name, image)]), stray files, and the start of the error it must give or None."""
+    size = draw(st.sampled_from((1, 2, 2, 3, 3)))
+    names = draw(st.lists(st.sampled_from(["cat", "dog and bird", "Ünïcode", "ß-7", "1", "a b", "Éclair"]),
+                          min_size=size, max_size=size, unique=True))
+    counts = [draw(st.integers(5, 7)) for _ in names]
+    short = draw(st.sampled_from(("enough",) * 3 + ("one empty", "one tiny", "all empty")))
+    counts[-1] = {"enough": counts[-1], "one empty": 0, "one tiny": draw(st.integers(1, 4)), "all empty": 0}[short]
+    counts = [0] * len(counts) if short == "all empty" else counts
+    colour = draw(st.sampled_from(("all grey", "all colour", "one colour")))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    images, made = {}, 0
+    for name, count in zip(names, counts):
+        images[name] = []
+        for i in range(count):
+            rgb = colour == "all colour" or (colour == "one colour" and made == 0)
+            pixels = rng.integers(0, 256, (5, 5, 3) if rgb else (5, 5), dtype=np.uint8)
+            images[name].append((f"{i}{draw(st.sampled_from(['.png', '.PNG', '.bmp']))}", pixels))
+            made += 1
+    stray = draw(st.lists(st.sampled_from([".DS_Store", "notes.txt", "Thumbs.db"]), unique=True))
+    total = sum(counts)
+    error = ("one class" if len(names) < 2 else "no images" if total == 0 else
+             "holds no images" if 0 in counts else
+             f"the train / validation / test split needs at least {user_data.MIN_PER_CLASS}"
+             if min(counts) < user_data.MIN_PER_CLASS else None)
+    return images, stray, error
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=folder_cases())
+def test_every_drawn_folder_is_read_as_meant_or_refused_in_one_line(case, tmp_path_factory):
+    from PIL import Image
+
+    images, stray, error = case
+    root = tmp_path_factory.mktemp("folder")
+    for name, files in images.items():
+        (root / "images" / name).mkdir(parents=True)
+        for file, pixels in files:
+            Image.fromarray(pixels).save(root / "images" / name / file)
+            (root / "images" / name / (file + ".txt")).write_text("a caption, not an image")
+    for file in stray:
+        (root / "images" / file).write_bytes(b"\0")
+        for name in images:
+            (root / "images" / name / file).write_bytes(b"\0")
+    (root / "images" / "README.md").write_text("how these were collected")
+    try:
+        train, val, test, classes = user_data.load_folder(root / "images", None, root / "cache", data.split_indices)
+    except DataError as e:
+        assert error is not None and error in str(e) and "\n" not in str(e), (str(e), error)
+        assert not (root / "cache").exists()  # nothing written
+        return
+    assert error is None, f"read, though it should have stopped with: {error}"
+    assert classes == sorted(images)  # ImageFolder's order: by name
+    grey = all(p.ndim == 2 for files in images.values() for _, p in files)
+    meant = Counter((p[None] if grey else (np.repeat(p[None], 3, 0) if p.ndim == 2 else p.transpose(2, 0, 1)))
+                    .astype(np.float32).round(2).tobytes() for files in images.values() for _, p in files)
+    if grey or all(p.ndim == 3 for files in images.values() for _, p in files):  # nothing converted
+        assert Counter(x.numpy().round(2).tobytes() for part in (train, val, test) for x in part[0]) == meant
+    assert sum(len(part[1]) for part in (train, val, test)) == sum(map(len, images.values()))
+
+
+def test_the_folder_property_test_covers_each_outcome():
+    seen = Counter()
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(case=folder_cases())
+    def note(case):
+        seen[case[2] and case[2].split()[0]] += 1
+    note()
+    assert {None, "one", "no", "holds", "the"} <= set(seen), seen
