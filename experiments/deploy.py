@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from experiments import spaces, verdict
+from experiments.report import fmt, mean_std
 from neuroshrink import export
 
 UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000 ** 2}
@@ -104,30 +105,67 @@ def validation(path, splits):
     return export.ort_accuracy(export.ort_session(path), *splits.val)
 
 
-def winners(rows, splits, kept, latency, deploy, study, seeds):
-    """Per budget whose every method has every seed: the winner by validation, shipped."""
-    written = []
+def chosen(rows, seeds):
+    """{budget: (row, record)} for each budget whose every method has every seed: the method with
+    the best mean validation accuracy over its seeds, then its seed with the best validation."""
+    picks = {}
     for budget in sorted({r["budget"] for r in rows}):
-        complete = [r for r in rows if r["budget"] == budget and r["n"] == seeds]
-        if len(complete) < len([r for r in rows if r["budget"] == budget]) or not complete:
+        at = [r for r in rows if r["budget"] == budget]
+        if any(r["n"] < seeds for r in at):
             continue
-        row = max(complete, key=lambda r: statistics.fmean(x["val_acc"] for x in r["records"]))
-        record = max(row["records"], key=lambda x: x["val_acc"])
+        row = max(at, key=lambda r: statistics.fmean(x["val_acc"] for x in r["records"]))
+        picks[budget] = row, max(row["records"], key=lambda x: x["val_acc"])
+    return picks
+
+
+def winners(rows, splits, kept, latency, deploy, study, seeds):
+    """Each budget's winner by validation, shipped to deploy/<budget>/ where its files are on this
+    machine: {budget: (row, record, folder or None)}."""
+    shipped = {}
+    for budget, (row, record) in chosen(rows, seeds).items():
         place = files_of(record, kept)
         if place is None:
             print(f"deploy {budget:,}: the winner's files ({record['run']}) are not on this machine; not shipped")
+            shipped[budget] = row, record, None
             continue
         folder = deploy / str(budget)
         folder.mkdir(parents=True, exist_ok=True)
-        chosen = [(row, record, kind, ship(row, record, kind, place, splits, folder / file, study))
-                  for kind, key, file in verdict.KINDS if record.get(key) and (place / file).exists()]
+        files = [(row, record, kind, ship(row, record, kind, place, splits, folder / file, study))
+                 for kind, key, file in verdict.KINDS if record.get(key) and (place / file).exists()]
         why = (f"The winner at {budget:,} parameters: the method with the best mean validation accuracy over its "
                f"{seeds} seeds ({row['method']}, {statistics.fmean(x['val_acc'] for x in row['records']):.2f} %), "
                "then its seed with the best validation accuracy. Chosen by validation, never by test.")
-        (folder / "README.md").write_text(readme(f"Ship this: {budget:,} parameters", why, chosen, splits, study,
+        (folder / "README.md").write_text(readme(f"Ship this: {budget:,} parameters", why, files, splits, study,
                                                  latency))
-        written.append(folder)
-    return written
+        shipped[budget] = row, record, folder
+    return shipped
+
+
+def answer(rows, shipped, title, base):
+    """The study's answer in words, a line per budget: whether dendrites helped (dendritic against
+    matched, test accuracy: helped or not only where mean ± std of the two do not overlap), which
+    method to use (by validation) and the file to ship (its folder relative to `base`)."""
+    lines = [f"## The answer: {title}", ""]
+    for budget in sorted({r["budget"] for r in rows}):
+        at = {r["method"]: r for r in rows if r["budget"] == budget}
+        if budget not in shipped:
+            lines.append(f"- {budget:,} parameters: not every method has every seed yet; no answer")
+            continue
+        parts = []
+        if "dendritic" in at and "matched" in at:
+            (d, ds), (m, ms) = mean_std(at["dendritic"]["test_acc"]), mean_std(at["matched"]["test_acc"])
+            said = ("dendrites helped" if d - ds > m + ms else "dendrites did not help" if m - ms > d + ds
+                    else "no difference the seeds can resolve")
+            parts.append(f"{said} (dendritic {fmt((d, ds))} % against {fmt((m, ms))} % for the same CNN trained "
+                         "the same way without them, test accuracy over the seeds)")
+        row, record, folder = shipped[budget]
+        use = f"use **{row['method']}** (the best on validation)"
+        if folder is not None:  # named from the report's folder, the same wherever it is regenerated
+            use += (f", seed {record['seed']}: ship {folder.relative_to(base)}/ ({record['onnx']['test_acc']:.2f} % "
+                    "test; its README.md says what it is)")
+        parts.append(use)
+        lines.append(f"- {budget:,} parameters: " + "; ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def fit(rows, splits, kept, latency, deploy, study, limits):

@@ -54,6 +54,16 @@ fresh clone, on any CPU:
     python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --search-images 15000
     python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --time-inference
 
+Your model or your images (docs/own-data.md): the defaults follow the verdict, the strong recipe
+and the methods dendritic, matched, plain and pruned; --minutes (default 15) sizes the search
+trials, seeds and the search's images to fit, from a timing of the model on the data, and the
+plan (runs per stage, minutes expected) is printed before the first run, progress after each.
+
+Every study ends with the answer in words (also on top of its report): per budget, whether the
+dendrites beat their control beyond the seeds' spread, the method to use (by validation), and
+its best-validation seed shipped self-contained to results/<dataset>/deploy/<study>/<budget>/
+(experiments/deploy.py; --fit 30kB 0.05ms ships what fits a device instead).
+
 Like the width sweep it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
 by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
@@ -62,13 +72,15 @@ shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 import csv
 import math
 import statistics
+import time
+from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch.nn as nn
 
-from experiments import deploy, report, spaces, studies, verdict
+from experiments import deploy, plan, report, spaces, studies, verdict
 from experiments.report import deployment_table, mean_std
 from experiments.runner import check_settings, cli, common_parser, folders, run_cell
 from model import MODELS, count_parameters, width_for_params
@@ -107,6 +119,10 @@ METHODS = (
 BY_NAME = {m.name: m for m in METHODS}
 WIDE = Method("wide", plain=True)  # the model pruned and distilled from
 STRONG_METHODS = ("dendritic", "plain", "matched", "pruned", "distilled")  # the library recipes bring their own
+# Your model or your images: the question is dendritic against its control, and the best plain
+# way to the budget (docs/own-data.md says why distillation and the library recipes are left out).
+USER_METHODS = ("dendritic", "matched", "plain", "pruned")
+USER_MINUTES = 15  # the default time budget of a study of your model or images
 # No rescnn width gives 1,000 parameters on digits within 10 %, nor 300 with one dendrite set;
 # no compact width gives 5,000 with one set (4,469 is the nearest), 4,700 it does.
 DEFAULT_BUDGETS = {("digits", "net"): [1000, 3658, 13706, 300, 50000], ("digits", "rescnn"): [3658, 13706, 50000],
@@ -118,7 +134,7 @@ FRACTIONS = (2, 4, 8)  # default budgets elsewhere: 1/2, 1/4, 1/8 of the model's
 
 def get_args_parser():
     p = common_parser("shrink", __doc__.split("\n\n")[0])
-    p.set_defaults(epochs=100, max_dendrites=1)
+    p.set_defaults(epochs=100, max_dendrites=1, recipe=None, seeds=None)  # resolve_defaults: by model and data
     p.add_argument("--budgets", type=positive(int), nargs="+", default=None,
                    help="parameter budgets, trained in this order (default: digits 1000 3658 13706 300 50000, "
                         "with rescnn 3658 13706 50000; fashion-mnist 5500 19000; otherwise 1/2, 1/4 and 1/8 "
@@ -132,7 +148,12 @@ def get_args_parser():
                                           f"--recipe strong: {', '.join(STRONG_METHODS)})")
     p.add_argument("--trials", type=positive(int), default=None,
                    help="search trials per method and budget, the same for every method "
-                        "(fewer only where a method's space has fewer configurations; default 8, --recipe strong 12)")
+                        "(fewer only where a method's space has fewer configurations; default 8, --recipe strong 12; "
+                        "your model or images: as --minutes allows)")
+    p.add_argument("--minutes", type=positive(float), default=None, metavar="M",
+                   help="--recipe strong: size the search trials, seeds and the search's training images to fit M "
+                        f"minutes on this machine, by a timing of the model on the data (default for your model or "
+                        f"images: {USER_MINUTES}; --trials, --seeds and --search-images given stay as given)")
     strong = p.add_argument_group("--recipe strong")
     strong.add_argument("--schedule-epochs", type=positive(int), default=15, metavar="S",
                         help="each architecture's schedule: a dendritic run adds its set after S epochs and trains "
@@ -239,8 +260,8 @@ def without_repeats(args, method):
 def study_name(args, stage, method=None, budget=None):
     name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
     name += "-strong" if args.recipe == "strong" else ""
-    if stage == "wide":
-        return f"{name}-wide"
+    if stage in ("wide", "plan"):  # the wide model's seeds; the study's size, as its first worker chose it
+        return f"{name}-{stage}"
     if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
         # others pair with it (not the studies of the TPE draws that came before)
         stage = {"search": "distinct", "seeds": "distinct-seeds"}[stage]
@@ -285,7 +306,8 @@ def train_wide(args, url, runs):
     def train(cell):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
         extra = strong_flags(args, WIDE, epochs, search=False) if args.recipe == "strong" else []
-        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", ["--no-dendrites", *extra])
+        record = trained(args, ("wide", "wide", None), cell, runs / study.study_name / f"s{cell['seed']}",
+                         ["--no-dendrites", *extra])
         if args.kept:
             verdict.keep([record], args.kept, verdict.WIDE_FILES)
         return record["val_acc"], record
@@ -300,6 +322,22 @@ def train_wide(args, url, runs):
     return {r["seed"]: verdict.run_folder(r, args.kept, verdict.WIDE_FILES) for r in records}, records
 
 
+def search_trials(args, method):
+    """How many search trials the method gets: --trials, fewer where its space is a smaller finite
+    set, one where it has nothing to tune (a recipe's plain CNN without dropout)."""
+    size = without_repeats(args, method)
+    return min(args.trials, size) if size else args.trials if search_space(args, method) else 1
+
+
+def trained(args, key, cell, run_dir, extra=()):
+    """run_cell, its time given to the study's progress (key: stage, method, budget)."""
+    started = time.perf_counter()
+    record = run_cell(args, cell, run_dir, extra)
+    if args.progress:
+        args.progress.finished(key, time.perf_counter() - started)
+    return record
+
+
 def search_method(args, url, method, budget, shape, wide_runs, runs):
     """The method's search trials at the budget (seed 0, validation only); returns the study."""
     size = without_repeats(args, method)
@@ -309,8 +347,7 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     study = open_study(args, url, study_name(args, "search", method, budget), sampler)
     if study is None or args.report_only:
         return study
-    # A recipe's plain CNN without dropout has nothing to tune: one configuration, one trial.
-    trials = min(args.trials, size) if size else args.trials if search_space(args, method) else 1
+    trials = search_trials(args, method)
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
@@ -319,8 +356,8 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
         epochs = budget_epochs(args, search=True) if args.recipe == "strong" else 1
         cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0,
                 "min_epochs": epochs}
-        record = run_cell(args, cell, runs / study.study_name / name,
-                          flags(args, method, budget, hp, 0, wide_runs, epochs, search=True))
+        record = trained(args, ("search", method.name, budget), cell, runs / study.study_name / name,
+                         flags(args, method, budget, hp, 0, wide_runs, epochs, search=True))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
     studies.search(study, trials, train, poll=min(5, args.heartbeat))
@@ -361,7 +398,8 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
         if method.control:  # the paired dendritic run's restarts and learning rates
             extra += ["--lr-trace", *map(str, cell["lr_trace"])]
             extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
-        record = run_cell(args, cell, runs / study.study_name / f"s{cell['seed']}", extra)
+        record = trained(args, ("seeds", method.name, budget), cell, runs / study.study_name / f"s{cell['seed']}",
+                         extra)
         if args.kept:
             verdict.keep([record], args.kept, verdict.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
@@ -573,11 +611,12 @@ def default_budgets(args, shape):
     return budgets
 
 
-def data_shape_checked(args):
-    """The data's shape, once every method is known to meet every budget (a budget some method
-    cannot meet fails now, not mid-sweep)."""
+def data_checked(args):
+    """The data, once every method is known to meet every budget (a budget some method cannot
+    meet fails now, not mid-sweep)."""
     models.model_factory(args.model)  # a --model that cannot be imported: one line, now
-    shape = models.data_shape(data.load(args.dataset, args.data_dir, args.image_size))
+    splits = data.load(args.dataset, args.data_dir, args.image_size)
+    shape = models.data_shape(splits)
     args.budgets = args.budgets or default_budgets(args, shape)
     for budget in args.budgets:
         for name in args.methods:
@@ -586,15 +625,22 @@ def data_shape_checked(args):
             except ValueError as e:
                 raise UsageError(f"--budgets {budget}: {name} cannot have {budget:,} parameters with "
                                  f"{args.model}: {e}") from None
-    return shape
+    return splits
 
 
 def resolve_defaults(args):
     """The defaults that depend on the recipe, the data and the model; flags that do not go
     together refused."""
+    user = not built_in(args)  # your model or your images: the defaults the verdict recommends
+    args.recipe = args.recipe or ("strong" if user else "default")
     strong = args.recipe == "strong"
-    args.methods = args.methods or list(STRONG_METHODS if strong else (m.name for m in METHODS))
+    args.methods = args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else
+                                        (m.name for m in METHODS))
+    # --minutes sizes what is not given (main, once the model has been timed on the data)
+    args.minutes = args.minutes or (USER_MINUTES if user and strong else None)
+    args.given = {k: getattr(args, k) for k in ("trials", "seeds", "search_images")}
     args.trials = args.trials or (12 if strong else 8)
+    args.seeds = args.seeds or 3
     args.search_epochs = args.search_epochs or args.schedule_epochs
     if strong:
         args.quantize = "int8"  # every final model, for its bytes and accuracy in int8
@@ -605,12 +651,122 @@ def resolve_defaults(args):
         if args.epochs < budget_epochs(args):
             raise UsageError(f"--epochs {args.epochs}: a dendritic run takes {budget_epochs(args)} "
                              f"({args.max_dendrites + 1} schedules of {args.schedule_epochs}); raise it")
-    elif args.search_images or args.time_inference:
-        raise UsageError(f"--{'search-images' if args.search_images else 'time-inference'}: "
-                         "only with --recipe strong")
+    elif args.search_images or args.time_inference or args.minutes:
+        flag = "search-images" if args.search_images else "time-inference" if args.time_inference else "minutes"
+        raise UsageError(f"--{flag}: only with --recipe strong")
     check_methods(args.methods)
     args.wide = args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
                               if built_in(args) else 1.0)
+
+
+# ---------------------------------------------------------------- the plan, before the first run
+
+def planned(args, shape, n_train):
+    """Every run the study trains, as plan.Run: the search trials and seeds of each method at each
+    budget, and the wide model's seeds. Epochs are --recipe strong's (fixed); otherwise None."""
+    strong = args.recipe == "strong"
+    full, search = (budget_epochs(args), budget_epochs(args, search=True)) if strong else (None, None)
+    images = min(args.search_images or n_train, n_train)
+    runs = []
+    for budget in args.budgets:
+        for method in (BY_NAME[n] for n in args.methods):
+            pace = BY_NAME["plain"] if method.wide == "--prune-from" else method  # pruned: the budget's size
+            factor = (plan.DENDRITE_FACTOR if not method.plain else
+                      plan.DISTIL_FACTOR if method.wide == "--teacher" else 1.0)
+            width = width_for(args, pace, budget, shape)
+            dendritic = not method.plain
+            if method.control is None:
+                runs += [plan.Run("search", method.name, budget, width, search, images, factor, dendritic)
+                         ] * search_trials(args, method)
+            runs += [plan.Run("seeds", method.name, budget, width, full, n_train, factor, dendritic)] * args.seeds
+    if any(BY_NAME[n].wide for n in args.methods):
+        runs += [plan.Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
+    return runs
+
+
+def key(run):
+    return run.stage, run.method, run.budget
+
+
+def done_already(args, url, runs):
+    """How many runs of each (stage, method, budget) the storage holds finished already."""
+    done = {}
+    for k in dict.fromkeys(map(key, runs)):
+        stage, method, budget = k
+        name = study_name(args, "wide") if stage == "wide" else study_name(args, stage, BY_NAME[method], budget)
+        done[k] = len(studies.finished(studies.open_study(url, name))) if studies.study_exists(url, name) else 0
+    return done
+
+
+def size(args, url, splits, shape, rates):
+    """--minutes: trials, seeds and the search's images that fit, unless given; the first worker's
+    choice is stored with the study, so that every worker and every restart trains the same plan."""
+    n_train, evaluated = len(splits.train[1]), len(splits.val[1]) + len(splits.test[1])
+    given = args.given
+
+    def estimate(trials, seeds, share):
+        images = given["search_images"] or (None if share == 1 else n_train // share)
+        option = Namespace(**{**vars(args), "trials": trials, "seeds": seeds, "search_images": images})
+        return sum(plan.seconds(run, rates, evaluated) for run in planned(option, shape, n_train))
+
+    store = studies.open_study(url, study_name(args, "plan"))
+    if "sized" not in store.user_attrs:
+        (trials, seeds, share), cost, fits = plan.fit_ladder(estimate, args.minutes, given["trials"], given["seeds"])
+        images = given["search_images"] or (None if share == 1 else n_train // share)
+        store.set_user_attr("sized", {"trials": trials, "seeds": seeds, "search_images": images, "minutes": args.minutes})
+        cut = [f"{trials} search trials a method (of {LADDER_TOP[0]})" if not given["trials"] else "",
+               f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] else "",
+               f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
+               else ""]
+        print(f"--minutes {args.minutes:g}: " + ", ".join(c for c in cut if c)
+              + ("" if fits else f"; the smallest plan still takes about {plan.minutes(cost)} minutes"))
+    sized = store.user_attrs["sized"]
+    for k in ("trials", "seeds", "search_images"):
+        if given[k] is not None and given[k] != sized[k]:
+            raise UsageError(f"this study was sized with --{k.replace('_', '-')} {sized[k]}; give the same, "
+                             "or use another --results folder")
+        setattr(args, k, sized[k])
+
+
+LADDER_TOP = plan.LADDER[0][:2]
+
+
+def plan_first(args, url, splits, shape):
+    """Before the first run: size the study to --minutes, print what it will train (per stage and
+    in all, with the minutes expected from a timing of the model on the data), and return the
+    progress that each finished run reports to."""
+    strong = args.recipe == "strong"
+    rates = None
+    if strong:
+        started = time.perf_counter()
+        widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
+        rates = plan.measure_rates(args.model, splits, widths, args.recipe)
+        timing = time.perf_counter() - started
+        if args.minutes:
+            size(args, url, splits, shape, rates)
+    runs = planned(args, shape, len(splits.train[1]))
+    done = done_already(args, url, runs)
+    evaluated = len(splits.val[1]) + len(splits.test[1])
+    remaining, lines = [], []
+    for k in dict.fromkeys(map(key, runs)):
+        group = [run for run in runs if key(run) == k]
+        left = max(0, len(group) - done[k])
+        remaining += [(k, plan.seconds(group[0], rates, evaluated) if strong else 0.0)] * left
+        stage, method, budget = k
+        what = "the wide model, seeds 0-" + str(args.seeds) if budget is None else f"{method} at {budget:,}"
+        cost = f", about {plan.minutes(left * remaining[-1][1])} min" if strong and left else ""
+        lines.append(f"  {stage:<6} {what:<30} {len(group):>3} runs" + (f", {done[k]} done" if done[k] else "") + cost)
+    total = sum(e for _, e in remaining)
+    print(f"plan: {len(args.methods)} methods ({', '.join(args.methods)}) at {len(args.budgets)} budgets, "
+          f"{args.trials} search trial(s) a method, {args.seeds} seeds, the {args.recipe} recipe, "
+          f"{len(splits.train[1]):,} training images:")
+    print("\n".join(lines))
+    estimate = (f"about {plan.minutes(total)} minutes on this machine (from a {timing:.0f}-second timing of "
+                f"{args.model} on these images at each width; the estimate is corrected as runs finish)"
+                if strong else "minutes not estimated: early stopping decides each run's epochs")
+    print(f"in all: {len(remaining)} runs to train of {len(runs)}, {estimate}. Stop it at any time (Ctrl-C) and "
+          "run the same command again to continue where it stopped.", flush=True)
+    return plan.Progress(remaining)
 
 
 def main(args):
@@ -618,7 +774,8 @@ def main(args):
     args.report_only = args.report_only or args.time_inference or bool(args.fit)  # these train nothing
     results_dir, runs = folders(args)
     # A report of a built-in model and data set reads the records only (no data needed).
-    shape = None if args.report_only and built_in(args) else data_shape_checked(args)
+    splits = None if args.report_only and built_in(args) else data_checked(args)
+    shape = splits and models.data_shape(splits)
     args.budgets = args.budgets or default_budgets(args, shape)  # the same in a report as in the training
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
@@ -629,6 +786,7 @@ def main(args):
     name = f"shrink-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
     # the strong verdict's final models and wide models, kept next to their records
     args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
+    args.progress = None if args.report_only else plan_first(args, url, splits, shape)
 
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.
@@ -642,33 +800,29 @@ def main(args):
     if not rows:
         print("nothing stored to report yet")
         return None
-    splits = data.load(args.dataset, args.data_dir, args.image_size)
+    splits = splits or data.load(args.dataset, args.data_dir, args.image_size)
     if args.recipe == "strong":
         verdict.keep([r for row in rows for r in row["records"]], args.kept, verdict.SEED_FILES)
     if args.fit:
         return ship_fit(args, rows, splits, results_dir, name)
+    if args.time_inference:  # the test images, as every run's own timing used
+        verdict.time_inference(rows, splits.test[0], results_dir / f"{name}-latency.json", args.kept)
+    shipped = deploy.winners(rows, splits, args.kept, verdict.read_latency(results_dir / f"{name}-latency.json"),
+                             results_dir / "deploy" / name, name, args.seeds)
+    answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)
     if args.recipe == "strong":
-        if args.time_inference:  # the test images, as every run's own timing used
-            verdict.time_inference(rows, splits.test[0], results_dir / f"{name}-latency.json", args.kept)
-        report = verdict.write(args, rows, wide_records, results_dir, name)
+        report = verdict.write(args, rows, wide_records, results_dir, name, answer)
         print("\n" + report)
         print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png, {name}-budgets.png")
-        ship_winners(args, rows, splits, results_dir, name)
-        return rows
-    report = table(args, rows, wide_records)
-    (results_dir / f"{name}.md").write_text(report)
-    write_csv(rows, results_dir / f"{name}.csv")
-    plot(args, rows, results_dir / f"{name}.png")
-    print("\n" + report)
-    print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png")
-    ship_winners(args, rows, splits, results_dir, name)
+    else:
+        report = answer + "\n" + table(args, rows, wide_records)
+        (results_dir / f"{name}.md").write_text(report)
+        write_csv(rows, results_dir / f"{name}.csv")
+        plot(args, rows, results_dir / f"{name}.png")
+        print("\n" + report)
+        print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png")
+    print("\n" + answer)  # last, for whoever asked the question
     return rows
-
-
-def ship_winners(args, rows, splits, results_dir, name):
-    latency = verdict.read_latency(results_dir / f"{name}-latency.json")
-    for folder in deploy.winners(rows, splits, args.kept, latency, results_dir / "deploy" / name, name, args.seeds):
-        print(f"ship: {folder}/ (model.onnx, model.int8.onnx where quantized, README.md)")
 
 
 def ship_fit(args, rows, splits, results_dir, name):

@@ -283,11 +283,12 @@ def plot_budgets(args, rows, path):
     plt.close(fig)
 
 
-def write(args, rows, wide_records, results_dir, name):
-    """The verdict's files in results_dir: <name>.md, .csv, .png, -budgets.png; returns the report."""
+def write(args, rows, wide_records, results_dir, name, answer=""):
+    """The verdict's files in results_dir: <name>.md (`answer` on top), .csv, .png, -budgets.png;
+    returns the report."""
     latency = read_latency(results_dir / f"{name}-latency.json")
     both = kind_rows(rows, latency)
-    text = table(args, both, wide_records, latency)
+    text = answer + ("\n" if answer else "") + table(args, both, wide_records, latency)
     (results_dir / f"{name}.md").write_text(text)
     write_csv(both, results_dir / f"{name}.csv")
     plot_bytes(args, both, results_dir / f"{name}.png")

@@ -72,6 +72,9 @@ def test_a_committed_report_is_what_its_records_give(report, tmp_path):
     shutil.copy(committed.parent / "sweep.db", store / "sweep.db")  # the report reads the records only,
     for latency in committed.parent.glob("*-latency.json"):  # and a strong verdict its timing pass
         shutil.copy(latency, store / latency.name)
+    kept = committed.parent / f"{committed.stem}-models"  # and its models, whose winners its answer ships
+    if kept.is_dir():
+        shutil.copytree(kept, store / kept.name)
     module = importlib.import_module(f"experiments.{script}")
     with contextlib.redirect_stdout(io.StringIO()):
         args = [*flags, "--report-only", "--results", str(tmp_path / "results")]

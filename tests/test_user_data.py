@@ -138,7 +138,7 @@ def test_the_shrink_study_runs_on_a_users_model_and_folder(folder, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     output = sweep_here(tmp_path, "--dataset", f"folder:{folder}", "--model", "user_cnn:tiny", "--budgets", "600",
-                        "--methods", "dendritic", "matched", "--trials", "1", script="shrink")
+                        "--methods", "dendritic", "matched", "--trials", "1", "--recipe", "default", script="shrink")
     report = (tmp_path / "results" / "folder-images" / "shrink-user_cnn-tiny.md").read_text()
     assert "| 600 | dendritic |" in report and "| 600 | matched |" in report, output
 

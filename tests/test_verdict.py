@@ -170,7 +170,7 @@ def test_the_sweep_ships_the_winner_chosen_by_validation(strong_sweep):
         assert (meta["method"], meta["seed"], meta["test_acc"]) == (best["method"], best["seed"], best[key]["test_acc"])
         assert predict.Model(folder / file).classes == [str(i) for i in range(10)]
     assert "python -m neuroshrink.predict model.onnx" in (folder / "README.md").read_text()
-    assert "ship: " in (strong_sweep["tmp"] / "output.txt").read_text()
+    assert "ship deploy/shrink-net-strong/1000/" in (strong_sweep["tmp"] / "output.txt").read_text()  # the answer
 
 
 def test_fit_ships_the_most_accurate_on_validation_within_the_limits(strong_sweep, tmp_path):

@@ -1,0 +1,69 @@
+"""experiments/plan.py and the study's plan: a study of your model prints what it will train and
+the minutes it expects before the first run, fits --minutes, reports progress after every run,
+continues where it stopped, and ends with the answer in words."""
+import io
+import re
+import sys
+
+import pytest
+
+from conftest import sweep_here
+from experiments import plan, shrink
+from test_user_data import USER_CNN, write_folder
+
+
+def test_a_study_of_your_model_defaults_to_what_the_verdict_recommends():
+    user = shrink.get_args_parser().parse_args(["--dataset", "folder:images", "--model", "mine:cnn"])
+    shrink.resolve_defaults(user)
+    assert (user.recipe, user.methods, user.minutes) == ("strong", list(shrink.USER_METHODS), shrink.USER_MINUTES)
+    built_in = shrink.get_args_parser().parse_args([])  # digits, net: as the committed reports were made
+    shrink.resolve_defaults(built_in)
+    assert (built_in.recipe, built_in.minutes, built_in.seeds, built_in.trials) == ("default", None, 3, 8)
+    assert len(built_in.methods) == len(shrink.METHODS)
+
+
+def test_the_time_budget_takes_the_most_certain_plan_that_fits():
+    cost = {option: 60 * (option[0] * option[1]) / option[2] for option in plan.LADDER}  # minutes: trials x seeds / share
+
+    def estimate(trials, seeds, share):
+        return cost.get((trials, seeds, share), 60 * trials * seeds / share)
+    assert plan.fit_ladder(estimate, 13) == ((4, 3, 1), 720, True)  # 8x3 and 6x3 do not fit
+    assert plan.fit_ladder(estimate, 13, seeds=2) == ((6, 2, 1), 720, True)  # --seeds given: kept
+    assert plan.fit_ladder(estimate, 0.1) == ((1, 2, 4), 30, False)  # nothing fits: the cheapest, said so
+
+
+def test_progress_scales_what_is_left_by_how_the_finished_runs_did():
+    out = io.StringIO()
+    progress = plan.Progress([(("search", "plain", 10), 10.0)] * 2 + [(("seeds", "plain", 10), 30.0)], out)
+    progress.finished(("search", "plain", 10), 20.0)  # twice its estimate
+    line = out.getvalue().strip()
+    assert line.startswith("progress: [") and "1/3 runs" in line and "2.00x their estimate" in line
+    assert "about 1.3 min left" in line  # (10 + 30) x 2 seconds
+    progress.finished(("wide", "wide", None), 5.0)  # not in the plan: nothing to scale
+    assert out.getvalue().count("\n") == 1
+
+
+def test_the_study_plans_first_fits_its_minutes_and_answers_in_words(tmp_path, monkeypatch):
+    folder = write_folder(tmp_path / "images")
+    (tmp_path / "user_cnn.py").write_text(USER_CNN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    flags = ("--dataset", f"folder:{folder}", "--model", "user_cnn:tiny", "--budgets", "600", "--methods",
+             "dendritic", "matched", "--schedule-epochs", "1", "--minutes", "0.5")
+    script = "shrink"
+    output = sweep_here(tmp_path, *flags, script=script)
+    before_training = output[:output.index("=== search")]
+    assert "--minutes 0.5: " in before_training and "plan: 2 methods (dendritic, matched)" in before_training
+    runs = int(re.search(r"in all: (\d+) runs to train of \1, about [\d.]+ minutes on this machine", output)[1])
+    assert runs == output.count("\n=== ") and output.count("progress: [") == runs  # a line after every run
+    assert f"{runs}/{runs} runs" in output
+    answer = output[output.rindex("## The answer"):]
+    assert re.search(r"- 600 parameters: (dendrites helped|dendrites did not help|no difference the seeds can "
+                     r"resolve) \(dendritic .* % against .* %.*use \*\*(dendritic|matched)\*\*", answer), answer
+    assert "ship deploy/shrink-user_cnn-tiny-strong/600/" in answer
+    report = (tmp_path / "results" / "folder-images" / "shrink-user_cnn-tiny-strong.md").read_text()
+    assert report.startswith(answer.strip().split("\n")[0])  # the answer heads the report too
+    again = sweep_here(tmp_path, *flags, "--minutes", "30", script=script)  # the stored plan, not a new one
+    assert f"in all: 0 runs to train of {runs}" in again and "--minutes" not in again.split("plan:")[0]
+    with pytest.raises(Exception, match="was sized with --trials"):
+        sweep_here(tmp_path, *flags, "--trials", "5", script=script)
