@@ -1,5 +1,5 @@
-"""A study's answer as files to ship: per budget its winner, and with --fit the model that fits a
-device.
+"""A study's answer: in words, and as files to ship (per budget its winner; with --fit the model
+that fits a device).
 
 The winner of a budget is chosen by validation, never by test: the method with the best mean
 validation accuracy over its seeds, then that method's seed with the best validation accuracy.
@@ -12,6 +12,9 @@ fit, and writes it to deploy/<study>/fit-<limits>/ the same way.
 Every file shipped is self-contained (export.self_contained): raw pixels in, the training
 normalisation and the class names inside. A model exported before that is made so on the way
 out (no retraining); the bytes are those of the files shipped.
+
+answer() says it in a line per budget: whether the dendrites beat their control (dendritic
+against matched, beyond the seeds' spread or not), the method to use, and the folder to ship.
 """
 
 import argparse
@@ -76,16 +79,16 @@ def ship(row, record, kind, place, splits, target, study):
     return export.self_contained(place / file, target, splits.normalisation, export.describe(splits, **about))
 
 
-def readme(title, why, chosen, splits, study, latency):
-    """The README of a shipped model: `chosen` is [(row, record, kind, path)]."""
-    row, record = chosen[0][:2]
+def readme(title, why, files, splits, study, latency):
+    """The README of a shipped model: `files` is [(row, record, kind, path)]."""
+    row, record = files[0][:2]
     lines = [f"# {title}", "", why, "",
              f"Made by: {study}, method **{row['method']}**, seed {record['seed']}, {record['params']:,} parameters, "
              f"configuration {spaces.describe(row['hp'])}; trained on {record['settings'].get('cpu', 'an unrecorded CPU')}"
              f", {record['settings'].get('date', '')}.", "",
              "| file | validation acc % | test acc % (reported, not used to choose) | bytes | ms, batch 1 (ONNX Runtime, "
              "1 thread) |", "|---|---|---|---|---|"]
-    for _, rec, kind, path in chosen:
+    for _, rec, kind, path in files:
         key = "onnx" if kind == "fp32" else "int8"
         ms, source = ms_of(rec, kind, latency)
         val = rec["val_acc"] if kind == "fp32" else validation(path, splits)
@@ -95,7 +98,7 @@ def readme(title, why, chosen, splits, study, latency):
               "", f"Input: raw pixels, uint8 (N, {splits.in_channels}, {splits.image_size}, {splits.image_size}); "
               f"the model normalises them itself. Classes: {', '.join(splits.class_names())}.", "",
               "Classify image files (needs onnxruntime, Pillow and NumPy only):", "", "```",
-              f"python -m neuroshrink.predict {chosen[0][3].name} IMAGE_OR_FOLDER ...", "```", "",
+              f"python -m neuroshrink.predict {files[0][3].name} IMAGE_OR_FOLDER ...", "```", "",
               "More in docs/deploy.md."]
     return "\n".join(lines) + "\n"
 

@@ -715,7 +715,7 @@ def size(args, url, splits, shape, rates):
         images = given["search_images"] or (None if share == 1 else n_train // share)
         store.set_user_attr("sized", {"trials": trials, "seeds": seeds, "search_images": images, "minutes": args.minutes})
         cut = [f"{trials} search trials a method (of {LADDER_TOP[0]})" if not given["trials"] else "",
-               f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] else "",
+               f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] and seeds < LADDER_TOP[1] else "",
                f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
                else ""]
         print(f"--minutes {args.minutes:g}: " + ", ".join(c for c in cut if c)

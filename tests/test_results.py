@@ -44,7 +44,8 @@ COMMANDS = {
 # Reports made from the records in a sweep.db of a built-in data set. Kept as written: a families
 # report (a timing measurement) and the own-data example (its report needs its image folder).
 FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-strong.md")
-AS_WRITTEN = (*FAMILIES, "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md")
+AS_WRITTEN = (*FAMILIES, "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md",
+              *(f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md" for study in ("", "long/")))
 RECIPE = "fashion-mnist/recipe.md"  # made from recipe.csv, not a sweep.db
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
                  if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, RECIPE)
@@ -108,8 +109,20 @@ def test_the_docs_show_the_families_measurement_as_it_is(report):
 
 
 def test_the_own_data_page_shows_its_examples_report_as_it_is():
-    report = (ROOT / "results" / AS_WRITTEN[-1]).read_text()
+    report = (ROOT / "results" / "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md").read_text()
     assert accuracy_table(report) in (ROOT / "docs" / "own-data.md").read_text()
+
+
+def test_the_own_data_page_quotes_the_timed_studys_answers_as_they_are():
+    """Every dendritic and matched accuracy the two LeNet studies' answers give, in the page."""
+    import re
+
+    page = (ROOT / "docs" / "own-data.md").read_text()
+    for study in ("", "long/"):
+        report = (ROOT / "results" / f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md")
+        answer = report.read_text().split("\n## Which method")[0]
+        numbers = re.findall(r"\d+\.\d+ ± \d+\.\d+", answer)
+        assert len(numbers) == 6 and all(number in page for number in numbers), study
 
 
 @pytest.mark.skipif(not (ROOT / "results" / RECIPE).exists(), reason="no recipe report committed yet")
