@@ -14,6 +14,7 @@ notes.txt) are passed over in a folder; a named file that is not an image is an 
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -133,4 +134,6 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
+    if hasattr(signal, "SIGPIPE"):  # `predict ... | head` ends quietly, as a shell command should
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     cli()
