@@ -11,11 +11,15 @@ runs were from their own estimates.
 """
 
 import time
+from argparse import Namespace
 from dataclasses import dataclass
 
 import torch
 
+from experiments import studies
+from experiments.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
 from neuroshrink import augment, data, models, precision, recipes
+from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
 OVERHEAD_S = 3.0       # per run beside its epochs: set-up, export, ONNX checks, int8, timing (2-core AMD EPYC)
@@ -117,3 +121,113 @@ class Progress:
         print(f"progress: [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} runs, "
               f"{minutes(time.perf_counter() - self.started)} min so far, about {minutes(left)} min left "
               f"({how})", file=self.out, flush=True)
+
+
+# ---------------------------------------------------------------- a study's plan
+
+def planned(args, shape, n_train):
+    """Every run the study trains, as Run: the search trials and seeds of each method at each
+    budget, and the wide model's seeds. Epochs are --recipe strong's (fixed); otherwise None."""
+    strong = args.recipe == "strong"
+    full, search = (budget_epochs(args), budget_epochs(args, search=True)) if strong else (None, None)
+    images = min(args.search_images or n_train, n_train)
+    runs = []
+    for budget in args.budgets:
+        for method in (BY_NAME[n] for n in args.methods):
+            pace = BY_NAME["plain"] if method.wide == "--prune-from" else method  # pruned: the budget's size
+            factor = (DENDRITE_FACTOR if not method.plain else
+                      DISTIL_FACTOR if method.wide == "--teacher" else 1.0)
+            width = width_for(args, pace, budget, shape)
+            dendritic = not method.plain
+            if method.control is None:
+                runs += [Run("search", method.name, budget, width, search, images, factor, dendritic)
+                         ] * search_trials(args, method)
+            runs += [Run("seeds", method.name, budget, width, full, n_train, factor, dendritic)] * args.seeds
+    if any(BY_NAME[n].wide for n in args.methods):
+        runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
+    return runs
+
+
+def key(run):
+    return run.stage, run.method, run.budget
+
+
+def done_already(args, url, runs):
+    """How many runs of each (stage, method, budget) the storage holds finished already."""
+    done = {}
+    for k in dict.fromkeys(map(key, runs)):
+        stage, method, budget = k
+        name = study_name(args, "wide") if stage == "wide" else study_name(args, stage, BY_NAME[method], budget)
+        done[k] = len(studies.finished(studies.open_study(url, name))) if studies.study_exists(url, name) else 0
+    return done
+
+
+def size(args, url, splits, shape, rates):
+    """--minutes: trials, seeds and the search's images that fit, unless given; the first worker's
+    choice is stored with the study, so that every worker and every restart trains the same plan."""
+    n_train, evaluated = len(splits.train[1]), len(splits.val[1]) + len(splits.test[1])
+    given = args.given
+
+    def estimate(trials, seeds, share):
+        images = given["search_images"] or (None if share == 1 else n_train // share)
+        option = Namespace(**{**vars(args), "trials": trials, "seeds": seeds, "search_images": images})
+        return sum(seconds(run, rates, evaluated) for run in planned(option, shape, n_train))
+
+    store = studies.open_study(url, study_name(args, "plan"))
+    if "sized" not in store.user_attrs:
+        (trials, seeds, share), cost, fits = fit_ladder(estimate, args.minutes, given["trials"], given["seeds"])
+        images = given["search_images"] or (None if share == 1 else n_train // share)
+        store.set_user_attr("sized", {"trials": trials, "seeds": seeds, "search_images": images, "minutes": args.minutes})
+        cut = [f"{trials} search trials a method (of {LADDER_TOP[0]})" if not given["trials"] else "",
+               f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] and seeds < LADDER_TOP[1] else "",
+               f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
+               else ""]
+        print(f"--minutes {args.minutes:g}: " + ", ".join(c for c in cut if c)
+              + ("" if fits else f"; the smallest plan still takes about {minutes(cost)} minutes"))
+    sized = store.user_attrs["sized"]
+    for k in ("trials", "seeds", "search_images"):
+        if given[k] is not None and given[k] != sized[k]:
+            raise UsageError(f"this study was sized with --{k.replace('_', '-')} {sized[k]}; give the same, "
+                             "or use another --results folder")
+        setattr(args, k, sized[k])
+
+
+LADDER_TOP = LADDER[0][:2]
+
+
+def plan_first(args, url, splits, shape):
+    """Before the first run: size the study to --minutes, print what it will train (per stage and
+    in all, with the minutes expected from a timing of the model on the data), and return the
+    progress that each finished run reports to."""
+    strong = args.recipe == "strong"
+    rates = None
+    if strong:
+        started = time.perf_counter()
+        widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
+        rates = measure_rates(args.model, splits, widths, args.recipe)
+        timing = time.perf_counter() - started
+        if args.minutes:
+            size(args, url, splits, shape, rates)
+    runs = planned(args, shape, len(splits.train[1]))
+    done = done_already(args, url, runs)
+    evaluated = len(splits.val[1]) + len(splits.test[1])
+    remaining, lines = [], []
+    for k in dict.fromkeys(map(key, runs)):
+        group = [run for run in runs if key(run) == k]
+        left = max(0, len(group) - done[k])
+        remaining += [(k, seconds(group[0], rates, evaluated) if strong else 0.0)] * left
+        stage, method, budget = k
+        what = "the wide model, seeds 0-" + str(args.seeds) if budget is None else f"{method} at {budget:,}"
+        cost = f", about {minutes(left * remaining[-1][1])} min" if strong and left else ""
+        lines.append(f"  {stage:<6} {what:<30} {len(group):>3} runs" + (f", {done[k]} done" if done[k] else "") + cost)
+    total = sum(e for _, e in remaining)
+    print(f"plan: {len(args.methods)} methods ({', '.join(args.methods)}) at {len(args.budgets)} budgets, "
+          f"{args.trials} search trial(s) a method, {args.seeds} seeds, the {args.recipe} recipe, "
+          f"{len(splits.train[1]):,} training images:")
+    print("\n".join(lines))
+    estimate = (f"about {minutes(total)} minutes on this machine (from a {timing:.0f}-second timing of "
+                f"{args.model} on these images at each width; the estimate is corrected as runs finish)"
+                if strong else "minutes not estimated: early stopping decides each run's epochs")
+    print(f"in all: {len(remaining)} runs to train of {len(runs)}, {estimate}. Stop it at any time (Ctrl-C) and "
+          "run the same command again to continue where it stopped.", flush=True)
+    return Progress(remaining)

@@ -69,59 +69,22 @@ by default): stop and start it at will, or start several. Outputs in results/<da
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 """
 
-import csv
-import math
-import statistics
 import time
-from argparse import Namespace
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch.nn as nn
 
-from experiments import deploy, plan, report, spaces, studies, verdict
-from experiments.report import deployment_table, mean_std
+from experiments import deploy, plan, spaces, studies, verdict
+from experiments.methods import (BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, WIDE, budget_epochs, check_methods,
+                                 flags, search_trials, strong_flags, study_name, suggest, width_for, without_repeats)
 from experiments.runner import check_settings, cli, common_parser, folders, run_cell
-from model import MODELS, count_parameters, width_for_params
+from experiments.shrink_report import plot, table, verdict_rows, write_csv
+from model import MODELS, count_parameters
 from neuroshrink import data, models
-from neuroshrink.dendrites import count_with_one_set
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import positive
 
-MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
-API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    plain: bool                   # trained without the library (--no-dendrites)
-    recipe: tuple = ()            # fixed training flags; () is this project's, searched (lr, patience, schedule)
-    paired: str | None = None     # the dendritic method whose seed runs set this one's epochs (and restarts)
-    control: str | None = None    # a control takes this method's configuration and the paired restarts
-    wide: str | None = None       # "--prune-from" or "--teacher": starts from the wide plain model
-
-
-METHODS = (
-    Method("dendritic", plain=False),
-    Method("plain", plain=True, paired="dendritic"),
-    Method("matched", plain=True, paired="dendritic", control="dendritic"),
-    Method("pruned", plain=True, paired="dendritic", wide="--prune-from"),
-    Method("distilled", plain=True, paired="dendritic", wide="--teacher"),
-    Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
-    Method("plain-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist"),
-    Method("restarts-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist", control="plain-mnist"),
-    Method("dendritic-api", plain=False, recipe=API_RECIPE),
-    Method("plain-api", plain=True, recipe=API_RECIPE, paired="dendritic-api"),
-    Method("restarts-api", plain=True, recipe=API_RECIPE, paired="dendritic-api", control="plain-api"),
-)
-BY_NAME = {m.name: m for m in METHODS}
-WIDE = Method("wide", plain=True)  # the model pruned and distilled from
-STRONG_METHODS = ("dendritic", "plain", "matched", "pruned", "distilled")  # the library recipes bring their own
-# Your model or your images: the question is dendritic against its control, and the best plain
-# way to the budget (docs/own-data.md says why distillation and the library recipes are left out).
-USER_METHODS = ("dendritic", "matched", "plain", "pruned")
 USER_MINUTES = 15  # the default time budget of a study of your model or images
 # No rescnn width gives 1,000 parameters on digits within 10 %, nor 300 with one dendrite set;
 # no compact width gives 5,000 with one set (4,469 is the nearest), 4,700 it does.
@@ -175,98 +138,7 @@ def get_args_parser():
     return p
 
 
-# ---------------------------------------------------------------- what each method trains
-
-DROPOUTS = (0.1, 0.3, 0.5)
-
-
-def suggest(trial, method, dropout=True, strong=False):
-    """A configuration from the method's search space. Every method: dropout, if the model has
-    any. This project's recipe: also the learning rate, patience and schedule (none or
-    cosine); the strong recipe: the learning rate, weight decay and label smoothing.
-    Dendritic: what the library's W&B sweep template searches. Distilled: the soft targets'
-    weight and temperature."""
-    hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
-    hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
-    hp |= {} if method.plain else spaces.suggest_dendrites(trial)
-    if method.wide == "--teacher":
-        hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
-               "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
-    return hp
-
-
-def width_for(args, method, budget, shape):
-    """The width of the method's model at the budget (pruned: the wide model it starts from)."""
-    if method.wide == "--prune-from":
-        return args.wide
-    count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
-    return width_for_params(models.model_factory(args.model), budget, count=count, **shape)
-
-
-def budget_epochs(args, search=False):
-    """--recipe strong: the epochs of a dendritic run (a schedule per architecture), which
-    every other run of the same seed trains (the search's: its reduced schedule)."""
-    return (args.max_dendrites + 1) * (args.search_epochs if search else args.schedule_epochs)
-
-
-def strong_flags(args, method, epochs, search):
-    """--recipe strong: a dendritic run adds its set as each schedule ends; any other trains
-    exactly `epochs` (plain: under one schedule; a control: under the dendritic run's). A
-    search's reduction (its schedule, its training images, its epochs: a dendritic trial whose
-    set was rolled back and tried again stops there too) is the same for every method."""
-    schedule = args.search_epochs if search else args.schedule_epochs
-    extra = ["--train-images", str(args.search_images)] if search and args.search_images else []
-    # Magnitude pruning of a weight-decayed model collapses layers (docs/verdict-strong.md).
-    extra += ["--prune-importance", "lamp"] if method.wide == "--prune-from" else []
-    if not method.plain:
-        return extra + ["--schedule-epochs", str(schedule)] + (["--epochs", str(epochs)] if search else [])
-    return extra + ["--epochs", str(epochs), "--min-epochs", str(epochs),
-                    "--schedule-epochs", str(schedule if method.control else epochs)]
-
-
-def flags(args, method, budget, hp, seed, wide_runs, epochs=None, search=False):
-    """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
-    budget's size, the recipe, the wide model it starts from, the configuration; with
-    --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
-    extra = list(method.recipe) + (strong_flags(args, method, epochs, search) if args.recipe == "strong" else [])
-    extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
-    if method.wide:
-        wide = wide_runs[seed]
-        extra += [method.wide, str(wide / "model.ts") if method.wide == "--teacher" else str(wide)]
-    return extra + spaces.flags(hp)
-
-
 # ---------------------------------------------------------------- the studies
-
-def search_space(args, method):
-    """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
-    trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
-    suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout,
-            args.recipe == "strong")
-    return trial.distributions
-
-
-def without_repeats(args, method):
-    """The number of configurations of the method's search space where it is a finite set of
-    more than one (every choice categorical: the library recipes' methods), else None. Such a
-    search draws distinct configurations (TPE's first 10 draws are random, and repeat)."""
-    space = search_space(args, method)
-    if all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in space.values()):
-        size = math.prod(len(d.choices) for d in space.values())
-        return size if size > 1 else None
-    return None
-
-
-def study_name(args, stage, method=None, budget=None):
-    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
-    name += "-strong" if args.recipe == "strong" else ""
-    if stage in ("wide", "plan"):  # the wide model's seeds; the study's size, as its first worker chose it
-        return f"{name}-{stage}"
-    if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
-        # others pair with it (not the studies of the TPE draws that came before)
-        stage = {"search": "distinct", "seeds": "distinct-seeds"}[stage]
-    return f"{name}-b{budget}-{method.name}-{stage}"
-
 
 def open_study(args, url, name, sampler=None):
     if args.report_only and not studies.study_exists(url, name):
@@ -320,13 +192,6 @@ def train_wide(args, url, runs):
     verdict.keep(records, args.kept, verdict.WIDE_FILES)
     # its own run folder, or (trained on another machine) the copy kept with the records
     return {r["seed"]: verdict.run_folder(r, args.kept, verdict.WIDE_FILES) for r in records}, records
-
-
-def search_trials(args, method):
-    """How many search trials the method gets: --trials, fewer where its space is a smaller finite
-    set, one where it has nothing to tune (a recipe's plain CNN without dropout)."""
-    size = without_repeats(args, method)
-    return min(args.trials, size) if size else args.trials if search_space(args, method) else 1
 
 
 def trained(args, key, cell, run_dir, extra=()):
@@ -431,158 +296,6 @@ def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
     return results
 
 
-# ---------------------------------------------------------------- the report
-
-def fmt(values, digits=2):
-    return report.fmt(mean_std(values), digits)
-
-
-def verdict_rows(args, results, wide_records):
-    """Per budget and method: the numbers of its seed runs."""
-    wide_minutes = sum(r["wall_seconds"] for r in wide_records if r["seed"] > 0) / 60 / max(args.seeds, 1)
-    rows = []
-    order = [m.name for m in sorted(METHODS, key=lambda m: m.plain)]  # dendritic methods first, as they train
-    for budget, by_method in results.items():
-        for name, (records, undecided) in sorted(by_method.items(), key=lambda item: order.index(item[0])):
-            if not records:
-                continue
-            method = BY_NAME[name]
-            timed = [r for r in records if r.get("inference_ms")]
-            rows.append({
-                "budget": budget, "method": name, "n": len(records),
-                "test_acc": [r["test_acc"] for r in records], "params": [r["params"] for r in records],
-                "epochs": [r["epochs"] for r in records], "minutes": [r["wall_seconds"] / 60 for r in records],
-                "ms1": [r["inference_ms"]["1"] for r in timed], "ms256": [r["inference_ms"]["256"] for r in timed],
-                "wide_minutes": wide_minutes if method.wide else 0.0,
-                "hp": records[0]["hp"], "undecided": undecided, "records": records})
-    return rows
-
-
-def table(args, rows, wide_records):
-    lines = [f"## Which method shrinks a CNN best? {args.dataset}, {args.model}", "",
-             f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
-             "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
-             "order, all of them if fewer; a restart control takes its plain recipe's choice, matched the "
-             f"dendritic search's. Then seeds 1-{args.seeds} of its choice, tested; mean ± std over those seeds. "
-             "Parameters: the library's count for dendritic models, the dense count otherwise. Inference: the "
-             "exported model.ts on the CPU, median ms per forward pass. Training: minutes per run (pruned and distilled: plus the wide model's, per seed).", ""]
-    if wide_records:
-        wide = [r for r in wide_records if r["seed"] > 0]
-        if wide:
-            lines += [f"The wide model (plain, width {args.wide:g}): {fmt([r['params'] for r in wide], 0)} parameters, "
-                      f"test {fmt([r['test_acc'] for r in wide])} %, {fmt([r['wall_seconds'] / 60 for r in wide])} "
-                      "training minutes.", ""]
-    lines += ["| budget | method | test acc % | params | inference ms, batch 1 | batch 256 | training min | epochs "
-              "| seeds | configuration |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: r["budget"]):
-        minutes = fmt(row["minutes"]) + (f" + {row['wide_minutes']:.2f}" if row["wide_minutes"] else "")
-        ms = (fmt(row["ms1"], 3), fmt(row["ms256"], 2)) if row["ms1"] else ("", "")
-        lines.append(f"| {row['budget']:,} | {row['method']} | {fmt(row['test_acc'])} | {fmt(row['params'], 0)} "
-                     f"| {ms[0]} | {ms[1]} | {minutes} | {fmt(row['epochs'], 0)} | {row['n']} "
-                     f"| {spaces.describe(row['hp'])}{undecided_note(row['undecided'])} |")
-    budgets = sorted({r["budget"] for r in rows})
-    cell = {(r["method"], r["budget"]): r for r in rows}
-    lines += ["", "Test accuracy % by budget (mean ± std over seeds):", "",
-              "| method | " + " | ".join(f"{b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-    for name in dict.fromkeys(m.name for m in METHODS):
-        if any((name, b) in cell for b in budgets):
-            lines.append(f"| {name} | " + " | ".join(fmt(cell[(name, b)]["test_acc"]) if (name, b) in cell else ""
-                                                    for b in budgets) + " |")
-    lines += [""] + deployment_table([((f"{r['budget']:,}", r["method"]), r["records"])
-                                      for r in sorted(rows, key=lambda r: r["budget"])], "budget | method")
-    lines += ["Best mean test accuracy per budget, and every method within one standard deviation of it:", ""]
-    for budget in sorted({r["budget"] for r in rows}):
-        at = [r for r in rows if r["budget"] == budget]
-        complete = [r for r in at if r["n"] == args.seeds]
-        if len(complete) < len(args.methods):  # a sweep still running: no verdict from part of it
-            lines.append(f"- {budget:,}: not all in yet ({len(complete)} of {len(args.methods)} methods with "
-                         "every seed); no verdict")
-            continue
-        best = max(at, key=lambda r: statistics.fmean(r["test_acc"]))
-        spread = statistics.stdev(best["test_acc"]) if len(best["test_acc"]) > 1 else 0.0
-        near = [r["method"] for r in at if r is not best
-                and statistics.fmean(r["test_acc"]) >= statistics.fmean(best["test_acc"]) - spread]
-        lines.append(f"- {budget:,}: **{best['method']}** {fmt(best['test_acc'])} %"
-                     + (f"; within its spread: {', '.join(near)}" if near else "; no other method within its spread"))
-    return "\n".join(lines) + "\n"
-
-
-def undecided_note(accuracy):
-    if accuracy is None:
-        return ""
-    return f" (search undecided: every trial {accuracy:.2f} % on validation, so the first drawn was kept)"
-
-
-def plot(args, rows, path):
-    """Test accuracy against parameters, every method with error bars: all budgets on the
-    left, the budgets where every method is above chance on the right, zoomed in."""
-    import matplotlib
-    import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    colors = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], "black"]  # 10 colors, and one for the 11th
-    budgets = sorted({r["budget"] for r in rows})
-    zoomed = [b for b in budgets if b > budgets[0]] or budgets
-    for ax, shown in zip(axes, (budgets, zoomed)):
-        for i, name in enumerate(dict.fromkeys(m.name for m in METHODS)):
-            pts = sorted((statistics.fmean(r["params"]), statistics.fmean(r["test_acc"]),
-                          statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0)
-                         for r in rows if r["method"] == name and r["budget"] in shown)
-            if pts:
-                style = "--" if not BY_NAME[name].plain else ":" if BY_NAME[name].control else "-"
-                ax.errorbar(*zip(*pts), fmt="o" + style, color=colors[i % len(colors)], capsize=3, label=name,
-                            alpha=0.85)
-        ax.set_xscale("log")
-        # Ticks at the budgets: over a narrow range (one budget, zoomed) the log axis's own
-        # minor labels run into each other.
-        ax.set_xticks(shown, [f"{b:,}" for b in shown])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("parameters (log scale; ticks at the budgets)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("test accuracy % (mean ± std over seeds)")
-    axes[0].set_title("every budget")
-    axes[1].set_title(f"budgets from {zoomed[0]:,} (zoomed)")
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"Shrinking a CNN on {args.dataset} ({args.model}): each method at each budget "
-                 "(dashed: dendrites; dotted: controls)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["budget", "method", "seed_runs", "test_acc_mean", "test_acc_std", "params_mean",
-                         "inference_ms_batch1", "inference_ms_batch256", "training_minutes", "wide_minutes",
-                         "onnx_bytes", "ort_ms_batch1", "int8_test_acc", "int8_bytes"])
-        for r in rows:
-            onnx = [x["onnx"] for x in r["records"] if x.get("onnx")]  # blank: recorded before ONNX export
-            int8 = [x["int8"] for x in r["records"] if x.get("int8")]
-            writer.writerow([r["budget"], r["method"], r["n"], round(statistics.fmean(r["test_acc"]), 3),
-                             round(statistics.stdev(r["test_acc"]), 3) if r["n"] > 1 else 0.0,
-                             round(statistics.fmean(r["params"])),
-                             round(statistics.median(r["ms1"]), 4) if r["ms1"] else "",
-                             round(statistics.median(r["ms256"]), 3) if r["ms256"] else "",
-                             round(statistics.fmean(r["minutes"]), 3), round(r["wide_minutes"], 3),
-                             round(statistics.fmean(o["bytes"] for o in onnx)) if onnx else "",
-                             round(statistics.median(o["ort_ms"]["1"] for o in onnx), 4) if onnx else "",
-                             round(statistics.fmean(q["test_acc"] for q in int8), 3) if int8 else "",
-                             round(statistics.fmean(q["bytes"] for q in int8)) if int8 else ""])
-
-
-def check_methods(names):
-    """A paired method needs its dendritic run (its epochs), a control its plain recipe too."""
-    for name in names:
-        needed = [other for other in dict.fromkeys((BY_NAME[name].paired, BY_NAME[name].control))
-                  if other and other not in names]
-        if needed:
-            raise UsageError(f"--methods {name} needs {' and '.join(needed)} as well: "
-                             f"{name}'s runs are paired with theirs")
-
-
 def built_in(args):
     return args.model in MODELS and args.dataset in data.DATASETS
 
@@ -659,116 +372,6 @@ def resolve_defaults(args):
                               if built_in(args) else 1.0)
 
 
-# ---------------------------------------------------------------- the plan, before the first run
-
-def planned(args, shape, n_train):
-    """Every run the study trains, as plan.Run: the search trials and seeds of each method at each
-    budget, and the wide model's seeds. Epochs are --recipe strong's (fixed); otherwise None."""
-    strong = args.recipe == "strong"
-    full, search = (budget_epochs(args), budget_epochs(args, search=True)) if strong else (None, None)
-    images = min(args.search_images or n_train, n_train)
-    runs = []
-    for budget in args.budgets:
-        for method in (BY_NAME[n] for n in args.methods):
-            pace = BY_NAME["plain"] if method.wide == "--prune-from" else method  # pruned: the budget's size
-            factor = (plan.DENDRITE_FACTOR if not method.plain else
-                      plan.DISTIL_FACTOR if method.wide == "--teacher" else 1.0)
-            width = width_for(args, pace, budget, shape)
-            dendritic = not method.plain
-            if method.control is None:
-                runs += [plan.Run("search", method.name, budget, width, search, images, factor, dendritic)
-                         ] * search_trials(args, method)
-            runs += [plan.Run("seeds", method.name, budget, width, full, n_train, factor, dendritic)] * args.seeds
-    if any(BY_NAME[n].wide for n in args.methods):
-        runs += [plan.Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
-    return runs
-
-
-def key(run):
-    return run.stage, run.method, run.budget
-
-
-def done_already(args, url, runs):
-    """How many runs of each (stage, method, budget) the storage holds finished already."""
-    done = {}
-    for k in dict.fromkeys(map(key, runs)):
-        stage, method, budget = k
-        name = study_name(args, "wide") if stage == "wide" else study_name(args, stage, BY_NAME[method], budget)
-        done[k] = len(studies.finished(studies.open_study(url, name))) if studies.study_exists(url, name) else 0
-    return done
-
-
-def size(args, url, splits, shape, rates):
-    """--minutes: trials, seeds and the search's images that fit, unless given; the first worker's
-    choice is stored with the study, so that every worker and every restart trains the same plan."""
-    n_train, evaluated = len(splits.train[1]), len(splits.val[1]) + len(splits.test[1])
-    given = args.given
-
-    def estimate(trials, seeds, share):
-        images = given["search_images"] or (None if share == 1 else n_train // share)
-        option = Namespace(**{**vars(args), "trials": trials, "seeds": seeds, "search_images": images})
-        return sum(plan.seconds(run, rates, evaluated) for run in planned(option, shape, n_train))
-
-    store = studies.open_study(url, study_name(args, "plan"))
-    if "sized" not in store.user_attrs:
-        (trials, seeds, share), cost, fits = plan.fit_ladder(estimate, args.minutes, given["trials"], given["seeds"])
-        images = given["search_images"] or (None if share == 1 else n_train // share)
-        store.set_user_attr("sized", {"trials": trials, "seeds": seeds, "search_images": images, "minutes": args.minutes})
-        cut = [f"{trials} search trials a method (of {LADDER_TOP[0]})" if not given["trials"] else "",
-               f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] and seeds < LADDER_TOP[1] else "",
-               f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
-               else ""]
-        print(f"--minutes {args.minutes:g}: " + ", ".join(c for c in cut if c)
-              + ("" if fits else f"; the smallest plan still takes about {plan.minutes(cost)} minutes"))
-    sized = store.user_attrs["sized"]
-    for k in ("trials", "seeds", "search_images"):
-        if given[k] is not None and given[k] != sized[k]:
-            raise UsageError(f"this study was sized with --{k.replace('_', '-')} {sized[k]}; give the same, "
-                             "or use another --results folder")
-        setattr(args, k, sized[k])
-
-
-LADDER_TOP = plan.LADDER[0][:2]
-
-
-def plan_first(args, url, splits, shape):
-    """Before the first run: size the study to --minutes, print what it will train (per stage and
-    in all, with the minutes expected from a timing of the model on the data), and return the
-    progress that each finished run reports to."""
-    strong = args.recipe == "strong"
-    rates = None
-    if strong:
-        started = time.perf_counter()
-        widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
-        rates = plan.measure_rates(args.model, splits, widths, args.recipe)
-        timing = time.perf_counter() - started
-        if args.minutes:
-            size(args, url, splits, shape, rates)
-    runs = planned(args, shape, len(splits.train[1]))
-    done = done_already(args, url, runs)
-    evaluated = len(splits.val[1]) + len(splits.test[1])
-    remaining, lines = [], []
-    for k in dict.fromkeys(map(key, runs)):
-        group = [run for run in runs if key(run) == k]
-        left = max(0, len(group) - done[k])
-        remaining += [(k, plan.seconds(group[0], rates, evaluated) if strong else 0.0)] * left
-        stage, method, budget = k
-        what = "the wide model, seeds 0-" + str(args.seeds) if budget is None else f"{method} at {budget:,}"
-        cost = f", about {plan.minutes(left * remaining[-1][1])} min" if strong and left else ""
-        lines.append(f"  {stage:<6} {what:<30} {len(group):>3} runs" + (f", {done[k]} done" if done[k] else "") + cost)
-    total = sum(e for _, e in remaining)
-    print(f"plan: {len(args.methods)} methods ({', '.join(args.methods)}) at {len(args.budgets)} budgets, "
-          f"{args.trials} search trial(s) a method, {args.seeds} seeds, the {args.recipe} recipe, "
-          f"{len(splits.train[1]):,} training images:")
-    print("\n".join(lines))
-    estimate = (f"about {plan.minutes(total)} minutes on this machine (from a {timing:.0f}-second timing of "
-                f"{args.model} on these images at each width; the estimate is corrected as runs finish)"
-                if strong else "minutes not estimated: early stopping decides each run's epochs")
-    print(f"in all: {len(remaining)} runs to train of {len(runs)}, {estimate}. Stop it at any time (Ctrl-C) and "
-          "run the same command again to continue where it stopped.", flush=True)
-    return plan.Progress(remaining)
-
-
 def main(args):
     resolve_defaults(args)
     args.report_only = args.report_only or args.time_inference or bool(args.fit)  # these train nothing
@@ -786,7 +389,7 @@ def main(args):
     name = f"shrink-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
     # the strong verdict's final models and wide models, kept next to their records
     args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
-    args.progress = None if args.report_only else plan_first(args, url, splits, shape)
+    args.progress = None if args.report_only else plan.plan_first(args, url, splits, shape)
 
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.

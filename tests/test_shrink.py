@@ -9,7 +9,7 @@ import pytest
 
 import train_phase2
 from conftest import built_once, sweep_here, within_budget
-from experiments import shrink, spaces, studies
+from experiments import shrink, shrink_report, spaces, studies
 from neuroshrink.errors import UsageError
 
 
@@ -115,8 +115,8 @@ def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_pat
     assert shrink.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
     assert shrink.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
     assert shrink.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
-    assert "search undecided: every trial 10.00 % on validation" in shrink.undecided_note(10.0)
-    assert shrink.undecided_note(None) == ""
+    assert "search undecided: every trial 10.00 % on validation" in shrink_report.undecided_note(10.0)
+    assert shrink_report.undecided_note(None) == ""
 
 
 def test_a_method_without_the_runs_it_pairs_with_is_refused():

@@ -1,0 +1,160 @@
+"""The methods experiments.shrink compares, and what each one trains: its search space, its
+model's width at a budget, its training flags, the studies its runs are stored in.
+
+The methods and their pairings are data (Method): a plain method pairs with the dendritic run
+whose epochs it trains, a control takes another method's configuration and the paired run's
+restarts, and a method may start from the wide model (pruned: --prune-from; distilled:
+--teacher). experiments/shrink.py runs them; docs/verdict.md says why each exists.
+"""
+
+import math
+from dataclasses import dataclass
+
+import optuna
+
+from experiments import spaces
+from model import count_parameters, width_for_params
+from neuroshrink import data, models
+from neuroshrink.dendrites import count_with_one_set
+from neuroshrink.errors import UsageError
+
+MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
+API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    plain: bool                   # trained without the library (--no-dendrites)
+    recipe: tuple = ()            # fixed training flags; () is this project's, searched (lr, patience, schedule)
+    paired: str | None = None     # the dendritic method whose seed runs set this one's epochs (and restarts)
+    control: str | None = None    # a control takes this method's configuration and the paired restarts
+    wide: str | None = None       # "--prune-from" or "--teacher": starts from the wide plain model
+
+
+METHODS = (
+    Method("dendritic", plain=False),
+    Method("plain", plain=True, paired="dendritic"),
+    Method("matched", plain=True, paired="dendritic", control="dendritic"),
+    Method("pruned", plain=True, paired="dendritic", wide="--prune-from"),
+    Method("distilled", plain=True, paired="dendritic", wide="--teacher"),
+    Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
+    Method("plain-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist"),
+    Method("restarts-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist", control="plain-mnist"),
+    Method("dendritic-api", plain=False, recipe=API_RECIPE),
+    Method("plain-api", plain=True, recipe=API_RECIPE, paired="dendritic-api"),
+    Method("restarts-api", plain=True, recipe=API_RECIPE, paired="dendritic-api", control="plain-api"),
+)
+BY_NAME = {m.name: m for m in METHODS}
+WIDE = Method("wide", plain=True)  # the model pruned and distilled from
+STRONG_METHODS = ("dendritic", "plain", "matched", "pruned", "distilled")  # the library recipes bring their own
+# Your model or your images: the question is dendritic against its control, and the best plain
+# way to the budget (docs/own-data.md says why distillation and the library recipes are left out).
+USER_METHODS = ("dendritic", "matched", "plain", "pruned")
+
+DROPOUTS = (0.1, 0.3, 0.5)
+
+
+def suggest(trial, method, dropout=True, strong=False):
+    """A configuration from the method's search space. Every method: dropout, if the model has
+    any. This project's recipe: also the learning rate, patience and schedule (none or
+    cosine); the strong recipe: the learning rate, weight decay and label smoothing.
+    Dendritic: what the library's W&B sweep template searches. Distilled: the soft targets'
+    weight and temperature."""
+    hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
+    hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
+    hp |= {} if method.plain else spaces.suggest_dendrites(trial)
+    if method.wide == "--teacher":
+        hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
+               "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
+    return hp
+
+
+def width_for(args, method, budget, shape):
+    """The width of the method's model at the budget (pruned: the wide model it starts from)."""
+    if method.wide == "--prune-from":
+        return args.wide
+    count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
+    return width_for_params(models.model_factory(args.model), budget, count=count, **shape)
+
+
+def budget_epochs(args, search=False):
+    """--recipe strong: the epochs of a dendritic run (a schedule per architecture), which
+    every other run of the same seed trains (the search's: its reduced schedule)."""
+    return (args.max_dendrites + 1) * (args.search_epochs if search else args.schedule_epochs)
+
+
+def strong_flags(args, method, epochs, search):
+    """--recipe strong: a dendritic run adds its set as each schedule ends; any other trains
+    exactly `epochs` (plain: under one schedule; a control: under the dendritic run's). A
+    search's reduction (its schedule, its training images, its epochs: a dendritic trial whose
+    set was rolled back and tried again stops there too) is the same for every method."""
+    schedule = args.search_epochs if search else args.schedule_epochs
+    extra = ["--train-images", str(args.search_images)] if search and args.search_images else []
+    # Magnitude pruning of a weight-decayed model collapses layers (docs/verdict-strong.md).
+    extra += ["--prune-importance", "lamp"] if method.wide == "--prune-from" else []
+    if not method.plain:
+        return extra + ["--schedule-epochs", str(schedule)] + (["--epochs", str(epochs)] if search else [])
+    return extra + ["--epochs", str(epochs), "--min-epochs", str(epochs),
+                    "--schedule-epochs", str(schedule if method.control else epochs)]
+
+
+def flags(args, method, budget, hp, seed, wide_runs, epochs=None, search=False):
+    """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
+    budget's size, the recipe, the wide model it starts from, the configuration; with
+    --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
+    extra = list(method.recipe) + (strong_flags(args, method, epochs, search) if args.recipe == "strong" else [])
+    extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
+    if method.wide:
+        wide = wide_runs[seed]
+        extra += [method.wide, str(wide / "model.ts") if method.wide == "--teacher" else str(wide)]
+    return extra + spaces.flags(hp)
+
+
+def search_space(args, method):
+    """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
+    trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
+    suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout,
+            args.recipe == "strong")
+    return trial.distributions
+
+
+def without_repeats(args, method):
+    """The number of configurations of the method's search space where it is a finite set of
+    more than one (every choice categorical: the library recipes' methods), else None. Such a
+    search draws distinct configurations (TPE's first 10 draws are random, and repeat)."""
+    space = search_space(args, method)
+    if all(isinstance(d, optuna.distributions.CategoricalDistribution) for d in space.values()):
+        size = math.prod(len(d.choices) for d in space.values())
+        return size if size > 1 else None
+    return None
+
+
+def study_name(args, stage, method=None, budget=None):
+    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
+    name += "-strong" if args.recipe == "strong" else ""
+    if stage in ("wide", "plan"):  # the wide model's seeds; the study's size, as its first worker chose it
+        return f"{name}-{stage}"
+    if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
+        # others pair with it (not the studies of the TPE draws that came before)
+        stage = {"search": "distinct", "seeds": "distinct-seeds"}[stage]
+    return f"{name}-b{budget}-{method.name}-{stage}"
+
+
+def search_trials(args, method):
+    """How many search trials the method gets: --trials, fewer where its space is a smaller finite
+    set, one where it has nothing to tune (a recipe's plain CNN without dropout)."""
+    size = without_repeats(args, method)
+    return min(args.trials, size) if size else args.trials if search_space(args, method) else 1
+
+
+def check_methods(names):
+    """A paired method needs its dendritic run (its epochs), a control its plain recipe too."""
+    for name in names:
+        needed = [other for other in dict.fromkeys((BY_NAME[name].paired, BY_NAME[name].control))
+                  if other and other not in names]
+        if needed:
+            raise UsageError(f"--methods {name} needs {' and '.join(needed)} as well: "
+                             f"{name}'s runs are paired with theirs")
+
+
