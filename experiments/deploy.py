@@ -74,8 +74,9 @@ def ms_of(record, kind, latency):
 def ship(row, record, kind, place, splits, target, study):
     """`target` (a file path): the run's `kind` file, self-contained; returns its path."""
     key, file = {k: (key, f) for k, key, f in verdict.KINDS}[kind]
-    about = {"dataset": record["dataset"], "study": study, "budget": row["budget"], "method": row["method"],
-             "seed": record["seed"], "params": record["params"], "test_acc": record[key]["test_acc"]}
+    about = {"dataset": record["dataset"], "study": study, **row.get("about", {"budget": row["budget"]}),
+             "method": row["method"], "seed": record["seed"], "params": record["params"],
+             "test_acc": record[key]["test_acc"]}
     return export.self_contained(place / file, target, splits.normalisation, export.describe(splits, **about))
 
 
@@ -121,25 +122,26 @@ def chosen(rows, seeds):
     return picks
 
 
-def winners(rows, splits, kept, latency, deploy, study, seeds):
+def winners(rows, splits, kept, latency, deploy, study, seeds, named=lambda budget: f"{budget:,} parameters",
+            folder_of=str):
     """Each budget's winner by validation, shipped to deploy/<budget>/ where its files are on this
-    machine: {budget: (row, record, folder or None)}."""
+    machine: {budget: (row, record, folder or None)}. A study grouped by something else (the
+    search: by width) names its groups with `named` and their folders with `folder_of`."""
     shipped = {}
     for budget, (row, record) in chosen(rows, seeds).items():
         place = files_of(record, kept)
         if place is None:
-            print(f"deploy {budget:,}: the winner's files ({record['run']}) are not on this machine; not shipped")
+            print(f"deploy {named(budget)}: the winner's files ({record['run']}) are not on this machine; not shipped")
             shipped[budget] = row, record, None
             continue
-        folder = deploy / str(budget)
+        folder = deploy / folder_of(budget)
         folder.mkdir(parents=True, exist_ok=True)
         files = [(row, record, kind, ship(row, record, kind, place, splits, folder / file, study))
                  for kind, key, file in verdict.KINDS if record.get(key) and (place / file).exists()]
-        why = (f"The winner at {budget:,} parameters: the method with the best mean validation accuracy over its "
+        why = (f"The winner at {named(budget)}: the method with the best mean validation accuracy over its "
                f"{seeds} seeds ({row['method']}, {statistics.fmean(x['val_acc'] for x in row['records']):.2f} %), "
                "then its seed with the best validation accuracy. Chosen by validation, never by test.")
-        (folder / "README.md").write_text(readme(f"Ship this: {budget:,} parameters", why, files, splits, study,
-                                                 latency))
+        (folder / "README.md").write_text(readme(f"Ship this: {named(budget)}", why, files, splits, study, latency))
         shipped[budget] = row, record, folder
     return shipped
 

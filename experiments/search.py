@@ -13,14 +13,16 @@ validation accuracy against parameters: the report is each method's Pareto front
 
 Like the width sweep, it runs as one worker of a study that any number of workers share
 (--storage), and a stopped worker loses nothing. Outputs in results/<dataset>/: the trials
-in sweep.db (studies search-*), the tables in search.md (with --pareto: search-pareto.md and search-pareto.png).
+in sweep.db (studies search-*), the tables in search.md (with --pareto: search-pareto.md and search-pareto.png),
+and per width the winner by validation, self-contained, in deploy/search/w<width>/ (docs/deploy.md).
 """
 
 
-from experiments import studies
+from experiments import deploy, studies
 from experiments.report import fmt, mean_std, new_figure, save_figure
 from experiments.runner import check_settings, cli, common_parser, folders, names, run_cell
 from experiments.spaces import SEARCH_SEED, describe, flags, suggest_dendrites, suggest_recipe
+from neuroshrink import data
 from neuroshrink.flags import positive
 
 METHODS = ("dendritic", "plain")
@@ -156,6 +158,22 @@ def pareto_front(trials):
                                          and o.values != t.values for o in trials)]
 
 
+def ship_winners(args, results, results_dir):
+    """Per width whose every method has every seed, the winner by validation (the method with the
+    best mean validation accuracy, its best-validation seed), shipped self-contained to
+    <results>/<dataset>/deploy/search/w<width>/ (experiments/deploy.py)."""
+    rows = [{"budget": width, "about": {"width": width}, "method": method, "records": records, "n": len(records),
+             "hp": best.user_attrs["record"]["hp"]} for (width, method), (best, _, records) in results.items()]
+    if not rows:
+        return
+    splits = data.load(args.dataset, args.data_dir, args.image_size)
+    shipped = deploy.winners(rows, splits, None, None, results_dir / "deploy" / "search", "search", args.seeds,
+                             named=lambda width: f"width {width:g}", folder_of=lambda width: f"w{width:g}")
+    for width, (row, record, folder) in shipped.items():
+        print(f"width {width:g}: use {row['method']} (the best on validation), seed {record['seed']}"
+              + (f": ship {folder}/" if folder else ""))
+
+
 def main(args):
     results_dir, runs = folders(args)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +193,7 @@ def main(args):
                     results[(width, method)] = (best_of(study), len(searched(study)),
                                                 retrain_best(args, url, method, width, study, runs))
         report = best_table(args, results)
+        ship_winners(args, results, results_dir)
     name = "search-pareto" if args.pareto else "search"
     (results_dir / f"{name}.md").write_text(report)
     print("\n" + report)

@@ -7,6 +7,7 @@ import optuna
 
 from conftest import sweep_here
 from experiments import search, spaces, studies
+from neuroshrink import export
 
 
 def test_search_tries_as_many_configurations_per_method_on_validation_then_retrains_the_best(tmp_path):
@@ -29,6 +30,11 @@ def test_search_tries_as_many_configurations_per_method_on_validation_then_retra
         assert [r["seed"] for r in retrained] == [1] and retrained[0]["hp"] == best
     table = (tmp_path / "results" / "digits" / "search.md").read_text()
     assert sum(line.startswith("| 0.25 | ") and " | 2 | " in line for line in table.splitlines()) == 2
+    # The width's winner by validation, shipped self-contained
+    seeds = {m: studies.records(studies.open_study(url, f"best-digits-{m}-w0.25"))[0] for m in search.METHODS}
+    winner = max(seeds.values(), key=lambda r: r["val_acc"])
+    meta = export.read_metadata(tmp_path / "results" / "digits" / "deploy" / "search" / "w0.25" / "model.onnx")
+    assert (meta["method"], meta["width"], meta["test_acc"]) == (winner["method"], 0.25, winner["onnx"]["test_acc"])
     store = tmp_path / "results" / "digits" / "sweep.db"
     before = store.read_bytes()
     sweep_here(tmp_path, "--report-only", script="search")  # default widths, never searched here
