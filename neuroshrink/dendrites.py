@@ -2,9 +2,9 @@
 
 The library keeps its state in module globals (GPA.pc settings, GPA.pai_tracker) and
 writes its files into ./<save_name>/ of the current directory; the caller runs inside
-the output folder's parent. See ../shared/notes/perforatedai.md for the behaviour
-this file works around: persisted settings, pdb and sys.exit(0) on error paths, and
-a 2800x1400 graph redrawn on every epoch.
+the output folder's parent. What this file works around (docs/own-model.md and
+docs/troubleshooting.md say more): settings persisted in the save folder, pdb and
+sys.exit(0) on error paths, and a 2800x1400 graph redrawn on every epoch.
 """
 
 import contextlib

@@ -18,6 +18,7 @@ with the same normalisation and metadata. Latency is measured where an edge devi
 ONNX Runtime on one CPU thread, next to TorchScript on one thread, in the same process.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -171,8 +172,8 @@ def read_metadata(path):
 
 
 def describe(splits, **about):
-    """What a self-contained model carries about itself: its classes, input, normalisation, and
-    what made it (`about`: the run's test accuracy, library versions, ...)."""
+    """What a self-contained model carries about itself besides its normalisation: its classes,
+    its input, and what made it (`about`: the run's dataset, model, seed, library versions, ...)."""
     return {"classes": splits.class_names(), "image_size": splits.image_size, "channels": splits.in_channels,
             "input": f"{PIXELS}: uint8 (N, {splits.in_channels}, {splits.image_size}, {splits.image_size}), "
                      "raw pixel values as the training images held them",
@@ -180,6 +181,7 @@ def describe(splits, **about):
             "onnxruntime": version("onnxruntime"), **about}
 
 
+@functools.cache  # once a process: a study ships many files
 def project_revision():
     """The commit of this checkout (with "+changes" when it has uncommitted ones), else "unknown"."""
     root = Path(__file__).resolve().parent.parent
