@@ -1,7 +1,6 @@
 """Your data as you really have it: an .npz in any layout and dtype a user's tools write is read as
 the user meant or stopped in one line, and the folder cache is only ever a copy. A property test
 (Hypothesis) draws shapes, dtypes, value ranges and label sets and checks every outcome."""
-import subprocess
 import sys
 from collections import Counter
 
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, fails, run
+from conftest import fails, run
 from neuroshrink import data, user_data
 from neuroshrink.errors import DataError
 from test_user_data import digit_images, write_folder
@@ -76,15 +75,25 @@ def test_a_damaged_cache_is_read_again_from_the_folder(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.name]  # no temporary file left
 
 
+def cache_folder(folder, cache_dir, start):
+    start.wait(30)  # both processes read and write the same new folder's cache at once
+    sys.exit(0 if data.load(f"folder:{folder}", cache_dir).sizes()["train"] == 36 else 1)
+
+
 def test_two_processes_caching_one_folder_at_once_both_end_with_a_good_cache(tmp_path):
+    import multiprocessing
+
     folder = write_folder(tmp_path / "images")
-    script = f"from neuroshrink import data; print(data.load('folder:{folder}', {str(tmp_path)!r}).sizes())"
-    workers = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [w.communicate(timeout=120) for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    assert outputs[0][0].splitlines()[-1] == outputs[1][0].splitlines()[-1]
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt"]
+    fork = multiprocessing.get_context("fork")  # no second start-up of torch
+    start = fork.Event()
+    workers = [fork.Process(target=cache_folder, args=(folder, tmp_path, start)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt"]  # one cache, no temporary left
     assert data.load(f"folder:{folder}", tmp_path).sizes() == {"train": 36, "val": 12, "test": 12}
 
 
