@@ -39,7 +39,7 @@ def get_args_parser():
     p.add_argument("--recipe", default="default", choices=RECIPES,
                    help="train_phase2 --recipe of every candidate (strong: its schedule spans --epochs)")
     p.add_argument("--seeds", type=positive(int), default=1, help="seeds 1..N of every candidate")
-    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=precision.CHOICES)
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (train_phase2 --threads)")
     p.add_argument("--results", default="results", help="the report goes to <results>/<dataset>/")
     p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run data (for tests)")

@@ -48,8 +48,9 @@ def common_parser(name, description):
     p.add_argument("--heartbeat", type=positive(int), default=30,
                    help="seconds between a worker's heartbeats; a run 3 beats late is retried by another worker")
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads per worker (train_phase2 --threads)")
-    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
-                   help="training precision of every run (train_phase2 --precision)")
+    p.add_argument("--precision", default="fp32", choices=precision.CHOICES,
+                   help="training precision of every run (train_phase2 --precision; auto: each run measures and "
+                        "takes the fastest, and its record says which)")
     p.add_argument("--wandb", action="store_true", help="log every run to Weights & Biases (train_phase2 --wandb)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="every run also quantized to int8 (train_phase2 --quantize)")
@@ -106,6 +107,7 @@ def run_cell(args, cell, run_dir, extra=()):
             "onnx": final.get("onnx"), "int8": final.get("int8"),  # runs from before ONNX export have none
             "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
             "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate
+            "precision": (result.get("precision") or {}).get("chosen", result["settings"]["precision"]),  # auto's too
             "run": str(run_dir), "settings": result["settings"],
             "sweep": {key: getattr(args, key) for key in SWEEP_SETTINGS}}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from experiments.report import fmt, mean_std, new_figure
 from experiments.runner import cli, run_flags
-from neuroshrink import data
+from neuroshrink import data, precision
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import read_run
@@ -53,7 +53,7 @@ def get_args_parser():
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run")
     p.add_argument("--level", type=positive(float), default=LEVEL,
                    help="validation accuracy %% whose first epoch the time-to-accuracy figures report")
-    p.add_argument("--precision", default="auto", help="train_phase2 --precision of every run")
+    p.add_argument("--precision", default="auto", choices=precision.CHOICES, help="train_phase2 --precision of every run")
     p.add_argument("--threads", type=positive(int), default=None, help="CPU threads per worker (train_phase2 --threads)")
     p.add_argument("--worker", default="1/1", metavar="K/N",
                    help="train every N-th run from the K-th (two workers: 1/2 and 2/2)")

@@ -23,6 +23,18 @@ def test_a_sweeps_threads_reach_its_runs(tmp_path):
     assert record["settings"]["threads"] == 2
 
 
+def test_a_sweep_with_precision_auto_records_what_each_run_trained_in(tmp_path):
+    import torch
+
+    from neuroshrink import precision
+
+    args = width_sweep.get_args_parser().parse_args(["--quick", "--precision", "auto"])
+    record = runner.run_cell(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1}, tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["settings"]["precision"] == "auto" and record["precision"] == run["precision"]["chosen"]
+    assert record["precision"] in precision.available(torch.device("cpu"))  # measured, then taken
+
+
 def test_a_stopped_run_continues_on_the_sweeps_threads(tmp_path, monkeypatch):
     """A worker's first run may be one a stopped worker left: it too trains on --threads, not
     on torch's one thread per core beside the other worker."""
