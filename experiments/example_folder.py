@@ -6,6 +6,11 @@ Debian's dataset-fashion-mnist). The images are the data set's first ones of eac
 
     python -m experiments.example_folder --out my_images
     python -m experiments.example_folder --dataset fashion-mnist --classes 0 1 2 3 --per-class 150 --out fashion4
+    python -m experiments.example_folder --dataset fashion-mnist --test-split --per-class 1000 --classes 0 1 2 3 4 5 6 7 8 9 --out fashion-test
+
+With --test-split it writes the project's test split instead, the pixels exactly as a run read
+them and the folders named as a model names its classes: `python -m neuroshrink.predict
+MODEL.onnx fashion-test` then scores a deployed model on the run's own test images.
 """
 
 import sys
@@ -24,6 +29,9 @@ def get_args_parser():
     p.add_argument("--dataset", default="digits", choices=("digits", "fashion-mnist"))
     p.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3], help="class numbers to take (0-9)")
     p.add_argument("--per-class", type=positive(int), default=50, help="images per class")
+    p.add_argument("--test-split", action="store_true",
+                   help="the project's test split of the data set (as runs test on it), folders named as a model's "
+                        "classes: to check a deployed model with neuroshrink.predict")
     p.add_argument("--out", required=True, help="the folder to write; it must not exist yet")
     return p
 
@@ -45,13 +53,23 @@ def images_of(dataset):
     return x, y, list(FASHION_NAMES)
 
 
+def test_split_of(dataset):
+    """(uint8 images (N, H, W), labels, class names) of the project's test split, as runs read
+    it; a "/" in a class name (Fashion-MNIST's T-shirt/top) becomes "-", as predict reads it."""
+    from neuroshrink import data
+
+    splits = data.load(dataset)
+    names = [name.replace("/", "-") for name in splits.class_names()]
+    return splits.pixels(splits.test[0])[:, 0].numpy(), splits.test[1].numpy(), names
+
+
 def main(args):
     from pathlib import Path
 
     out = Path(args.out)
     if out.exists():
         raise DataError(f"--out {out} exists; give a new folder")
-    x, y, names = images_of(args.dataset)
+    x, y, names = (test_split_of if args.test_split else images_of)(args.dataset)
     for c in args.classes:
         if not 0 <= c < len(names):
             raise DataError(f"--classes {c}: choose from 0 to {len(names) - 1}")

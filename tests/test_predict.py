@@ -131,3 +131,17 @@ def test_evaluate_exports_an_older_run_folder_again_self_contained(trained, tmp_
     assert predict.Model(out / "model.onnx").classes == [str(i) for i in range(10)]
     assert np.array_equal(*(export.ort_logits(export.ort_session(f), trained["splits"].pixels(trained["splits"].val[0])
                                                .numpy()) for f in (out / "model.onnx", trained["out"] / "model.onnx")))
+
+
+def test_example_folder_writes_the_test_split_as_runs_read_it(tmp_path):
+    """The committed command behind docs/deploy.md's predict accuracies: the test split's pixels."""
+    from experiments import example_folder
+
+    out = tmp_path / "digits-test"
+    example_folder.main(example_folder.get_args_parser().parse_args(
+        ["--test-split", "--per-class", "1000", "--classes", *map(str, range(10)), "--out", str(out)]))
+    splits = data.load("digits")
+    written = {(p.parent.name, np.asarray(Image.open(p)).tobytes()) for p in out.glob("*/*.png")}
+    meant = {(splits.class_names()[y], x[0].numpy().tobytes()) for x, y in zip(splits.pixels(splits.test[0]),
+                                                                              splits.test[1])}
+    assert len(list(out.glob("*/*.png"))) == 360 and written == meant
