@@ -2,8 +2,8 @@
 trained side by side in one process with the same recipe and epochs: accuracy per parameter
 and per second of training.
 
-Every candidate is the demo's plain run (train_phase2 --no-dendrites) at the width whose model
-has the budget (--params), for exactly --epochs epochs (no early stopping), one after another,
+Every candidate is the demo's plain run (no_dendrites) at the width whose model
+has the budget (params), for exactly --epochs epochs (no early stopping), one after another,
 nothing else training. The report gives, per candidate: parameters, training seconds per
 epoch, and the validation and test accuracy after each epoch (test at the epoch validation
 chose). Timing is only comparable within one report: it names the CPU, threads and date.
@@ -22,27 +22,21 @@ import torch
 import train_phase2
 from neuroshrink.machine import cpu_name
 from experiments.runner import cli
-from neuroshrink import data, precision
+from neuroshrink import data
+from neuroshrink.config import RunConfig, add_options, resolved_defaults
 from neuroshrink.flags import Parser, positive
-from neuroshrink.recipes import RECIPES
 
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.families", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", type=data.source, metavar="DATASET",
-                   help=f"{', '.join(data.CHOICES)} (train_phase2 --dataset)")
-    p.add_argument("--data-dir", default=None)
+    shared = ["dataset", "data_dir", "recipe", "precision", "threads", "quick"]  # every candidate's
+    add_options(p, shared, resolved_defaults(shared))
     p.add_argument("--budget", type=positive(int), default=80000, help="parameters of every candidate")
     p.add_argument("--models", nargs="+", default=["net", "rescnn", "conv2pool", "slim"],
                    help="the candidates (built-in names or package.module:factory)")
     p.add_argument("--epochs", type=positive(int), default=4, help="epochs of every candidate")
-    p.add_argument("--recipe", default="default", choices=RECIPES,
-                   help="train_phase2 --recipe of every candidate (strong: its schedule spans --epochs)")
     p.add_argument("--seeds", type=positive(int), default=1, help="seeds 1..N of every candidate")
-    p.add_argument("--precision", default="fp32", choices=precision.CHOICES)
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (train_phase2 --threads)")
     p.add_argument("--results", default="results", help="the report goes to <results>/<dataset>/")
-    p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run data (for tests)")
     return p
 
 
@@ -52,16 +46,13 @@ def main(args):
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             for seed in range(1, args.seeds + 1):
-                flags = ["--dataset", args.dataset, "--model", model, "--no-dendrites", "--params", str(args.budget),
-                         "--recipe", args.recipe, "--epochs", str(args.epochs), "--min-epochs", str(args.epochs),
-                         "--patience", str(args.epochs), "--seed", str(seed), "--precision", args.precision,
-                         "--out", str(Path(tmp) / f"{model}-{seed}")]
-                flags += ["--data-dir", args.data_dir] if args.data_dir else []
-                flags += ["--threads", str(args.threads)] if args.threads else []
-                flags += ["--quick"] if args.quick else []
+                config = RunConfig(dataset=args.dataset, data_dir=args.data_dir, model=model, no_dendrites=True,
+                                   params=args.budget, recipe=args.recipe, epochs=args.epochs, min_epochs=args.epochs,
+                                   patience=args.epochs, seed=seed, precision=args.precision, threads=args.threads,
+                                   quick=args.quick)
                 print(f"=== {model} seed {seed}", flush=True)
                 with contextlib.redirect_stdout(io.StringIO()):
-                    result = train_phase2.main(train_phase2.parse_args(flags))
+                    result = train_phase2.run(config, Path(tmp) / f"{model}-{seed}")
                 rows.append((model, seed, result))
     recipe = {"default": "this project's default recipe (Adam 1e-3, batch 64, no augmentation)",
               "strong": f"the strong recipe (its warm-up and cosine schedule over the {args.epochs} epochs)",

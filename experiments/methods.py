@@ -3,41 +3,41 @@ model's width at a budget, its training flags, the studies its runs are stored i
 
 The methods and their pairings are data (Method): a plain method pairs with the dendritic run
 whose epochs it trains, a control takes another method's configuration and the paired run's
-restarts, and a method may start from the wide model (pruned: --prune-from; distilled:
---teacher). experiments/shrink.py runs them; docs/verdict.md says why each exists.
+restarts, and a method may start from the wide model (pruned from it, or distilled from it as
+a teacher). experiments/shrink.py runs them; docs/verdict.md says why each exists.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 
 from experiments import spaces
 from model import count_parameters, width_for_params
-from neuroshrink import data, models
+from neuroshrink import build, data
 from neuroshrink.dendrites import count_with_one_set
 from neuroshrink.errors import UsageError
 
-MNIST_RECIPE = ("--optimizer", "adadelta", "--lr", "1", "--schedule", "step", "--patience", "10")
-API_RECIPE = ("--optimizer", "adam", "--schedule", "plateau", "--patience", "10")
+MNIST_RECIPE = dict(optimizer="adadelta", lr=1.0, schedule="step", patience=10)  # the library's MNIST example
+API_RECIPE = dict(optimizer="adam", schedule="plateau", patience=10)  # the library's API README
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    plain: bool                   # trained without the library (--no-dendrites)
-    recipe: tuple = ()            # fixed training flags; () is this project's, searched (lr, patience, schedule)
+    plain: bool                   # trained without the library (no_dendrites)
+    recipe: dict = field(default_factory=dict)  # fixed RunConfig settings; {}: this project's, searched
     paired: str | None = None     # the dendritic method whose seed runs set this one's epochs (and restarts)
     control: str | None = None    # a control takes this method's configuration and the paired restarts
-    wide: str | None = None       # "--prune-from" or "--teacher": starts from the wide plain model
+    wide: str | None = None       # "prune" or "teacher": starts from the wide plain model, pruned or distilled
 
 
 METHODS = (
     Method("dendritic", plain=False),
     Method("plain", plain=True, paired="dendritic"),
     Method("matched", plain=True, paired="dendritic", control="dendritic"),
-    Method("pruned", plain=True, paired="dendritic", wide="--prune-from"),
-    Method("distilled", plain=True, paired="dendritic", wide="--teacher"),
+    Method("pruned", plain=True, paired="dendritic", wide="prune"),
+    Method("distilled", plain=True, paired="dendritic", wide="teacher"),
     Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
     Method("plain-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist"),
     Method("restarts-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist", control="plain-mnist"),
@@ -64,7 +64,7 @@ def suggest(trial, method, dropout=True, strong=False):
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
     hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
     hp |= {} if method.plain else spaces.suggest_dendrites(trial)
-    if method.wide == "--teacher":
+    if method.wide == "teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
                "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
     return hp
@@ -72,10 +72,10 @@ def suggest(trial, method, dropout=True, strong=False):
 
 def width_for(args, method, budget, shape):
     """The width of the method's model at the budget (pruned: the wide model it starts from)."""
-    if method.wide == "--prune-from":
+    if method.wide == "prune":
         return args.wide
     count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
-    return width_for_params(models.model_factory(args.model), budget, count=count, **shape)
+    return width_for_params(build.model_factory(args.model), budget, count=count, **shape)
 
 
 def budget_epochs(args, search=False):
@@ -84,31 +84,31 @@ def budget_epochs(args, search=False):
     return (args.max_dendrites + 1) * (args.search_epochs if search else args.schedule_epochs)
 
 
-def strong_flags(args, method, epochs, search):
+def strong_overrides(args, method, epochs, search):
     """--recipe strong: a dendritic run adds its set as each schedule ends; any other trains
     exactly `epochs` (plain: under one schedule; a control: under the dendritic run's). A
     search's reduction (its schedule, its training images, its epochs: a dendritic trial whose
     set was rolled back and tried again stops there too) is the same for every method."""
     schedule = args.search_epochs if search else args.schedule_epochs
-    extra = ["--train-images", str(args.search_images)] if search and args.search_images else []
+    changes = {"train_images": args.search_images} if search and args.search_images else {}
     # Magnitude pruning of a weight-decayed model collapses layers (docs/verdict-strong.md).
-    extra += ["--prune-importance", "lamp"] if method.wide == "--prune-from" else []
+    changes |= {"prune_importance": "lamp"} if method.wide == "prune" else {}
     if not method.plain:
-        return extra + ["--schedule-epochs", str(schedule)] + (["--epochs", str(epochs)] if search else [])
-    return extra + ["--epochs", str(epochs), "--min-epochs", str(epochs),
-                    "--schedule-epochs", str(schedule if method.control else epochs)]
+        return changes | {"schedule_epochs": schedule} | ({"epochs": epochs} if search else {})
+    return changes | {"epochs": epochs, "min_epochs": epochs, "schedule_epochs": schedule if method.control else epochs}
 
 
-def flags(args, method, budget, hp, seed, wide_runs, epochs=None, search=False):
-    """train_phase2 flags besides the cell's (width, seed, min epochs): how the model gets the
-    budget's size, the recipe, the wide model it starts from, the configuration; with
+def overrides(args, method, budget, hp, seed, wide_runs, epochs=None, search=False):
+    """A run's RunConfig settings besides the cell's (width, seed, least epochs): how the model
+    gets the budget's size, the recipe, the wide model it starts from, the configuration; with
     --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
-    extra = list(method.recipe) + (strong_flags(args, method, epochs, search) if args.recipe == "strong" else [])
-    extra += ["--no-dendrites", "--params", str(budget)] if method.plain else []
-    if method.wide:
-        wide = wide_runs[seed]
-        extra += [method.wide, str(wide / "model.ts") if method.wide == "--teacher" else str(wide)]
-    return extra + spaces.flags(hp)
+    changes = method.recipe | (strong_overrides(args, method, epochs, search) if args.recipe == "strong" else {})
+    changes |= {"no_dendrites": True, "params": budget} if method.plain else {}
+    if method.wide == "prune":
+        changes["prune_from"] = str(wide_runs[seed])
+    elif method.wide == "teacher":
+        changes["teacher"] = str(wide_runs[seed] / "model.ts")
+    return changes | spaces.overrides(hp)
 
 
 def search_space(args, method):
@@ -131,7 +131,7 @@ def without_repeats(args, method):
 
 
 def study_name(args, stage, method=None, budget=None):
-    name = f"shrink-{data.label(args.dataset)}-{models.label(args.model)}"
+    name = f"shrink-{data.label(args.dataset)}-{build.label(args.model)}"
     name += "-strong" if args.recipe == "strong" else ""
     if stage in ("wide", "plan"):  # the wide model's seeds; the study's size, as its first worker chose it
         return f"{name}-{stage}"

@@ -18,7 +18,7 @@ import torch
 
 from experiments import studies
 from experiments.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
-from neuroshrink import augment, data, models, precision, recipes
+from neuroshrink import augment, build, data, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
@@ -56,7 +56,7 @@ def measure_rates(model_name, splits, widths, recipe):
     rates = {}
     for width in sorted(set(widths)):
         torch.manual_seed(0)
-        model = models.build(model_name, splits, width)
+        model = build.build(model_name, splits, width)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x, y = splits.train
         train_one_epoch(model, optimizer, x[:batch], y[:batch], batch, generator, amp, CrossEntropy(), augmentation)
@@ -134,9 +134,9 @@ def planned(args, shape, n_train):
     runs = []
     for budget in args.budgets:
         for method in (BY_NAME[n] for n in args.methods):
-            pace = BY_NAME["plain"] if method.wide == "--prune-from" else method  # pruned: the budget's size
+            pace = BY_NAME["plain"] if method.wide == "prune" else method  # pruned: the budget's size
             factor = (DENDRITE_FACTOR if not method.plain else
-                      DISTIL_FACTOR if method.wide == "--teacher" else 1.0)
+                      DISTIL_FACTOR if method.wide == "teacher" else 1.0)
             width = width_for(args, pace, budget, shape)
             dendritic = not method.plain
             if method.control is None:

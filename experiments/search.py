@@ -21,7 +21,7 @@ and per width the winner by validation, self-contained, in deploy/search/w<width
 from experiments import deploy, studies
 from experiments.report import fmt, mean_std, new_figure, save_figure
 from experiments.runner import check_settings, cli, common_parser, folders, names, run_cell
-from experiments.spaces import SEARCH_SEED, describe, flags, suggest_dendrites, suggest_recipe
+from experiments.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
 from neuroshrink import data
 from neuroshrink.flags import positive
 
@@ -70,7 +70,7 @@ def search_method(args, url, method, width, runs):
             hp["width"] = trial.suggest_float("width", low, high, log=True)
         cell = {"width": hp.get("width", width), "method": method, "seed": SEARCH_SEED, "min_epochs": 1}
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        record = run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        record = run_cell(args, cell, runs / study.study_name / name, **overrides(hp))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         objective = (record["val_acc"], record["params"]) if args.pareto else record["val_acc"]
         return objective, record
@@ -98,7 +98,7 @@ def retrain_best(args, url, method, width, search_study, runs):
     def train(cell):
         print(f"\n=== best {method} width {width:g} seed {cell['seed']}: {hp}", flush=True)
         name = f"s{cell['seed']}"
-        record = run_cell(args, cell, runs / study.study_name / name, flags(hp))
+        record = run_cell(args, cell, runs / study.study_name / name, **overrides(hp))
         return record["val_acc"], record | {"hp": hp}
     cells = [{"width": width, "method": method, "seed": s, "min_epochs": 1} for s in range(1, args.seeds + 1)]
     if not args.report_only:

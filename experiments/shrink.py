@@ -69,19 +69,15 @@ by default): stop and start it at will, or start several. Outputs in results/<da
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 """
 
-import time
-from pathlib import Path
-
-import optuna
 import torch.nn as nn
 
-from experiments import deploy, plan, spaces, studies, verdict
-from experiments.methods import (BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, WIDE, budget_epochs, check_methods,
-                                 flags, search_trials, strong_flags, study_name, suggest, width_for, without_repeats)
-from experiments.runner import check_settings, cli, common_parser, folders, run_cell
+from experiments import deploy, plan, verdict
+from experiments.methods import BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, budget_epochs, check_methods, width_for
+from experiments.runner import cli, common_parser, folders
 from experiments.shrink_report import plot, table, verdict_rows, write_csv
+from experiments.shrink_studies import run_budget, train_wide
 from model import MODELS, count_parameters
-from neuroshrink import data, models
+from neuroshrink import build, data
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import positive
 
@@ -138,164 +134,6 @@ def get_args_parser():
     return p
 
 
-# ---------------------------------------------------------------- the studies
-
-def open_study(args, url, name, sampler=None):
-    if args.report_only and not studies.study_exists(url, name):
-        return None  # nothing there: report, but leave the storage as it is
-    study = studies.open_study(url, name, args.heartbeat, sampler=sampler)
-    if not args.report_only:
-        check_settings(study, args)
-        if args.recipe == "strong":
-            check_strong_settings(study, args)
-    return study
-
-
-STRONG_SETTINGS = ("schedule_epochs", "search_epochs", "search_images", "random_trials", "trials")
-
-
-def check_strong_settings(study, args):
-    """Every run of a --recipe strong study shares its budgets and its search's: the first
-    worker sets them."""
-    wanted = {key: getattr(args, key) for key in STRONG_SETTINGS}
-    stored = study.user_attrs.get("strong")
-    if stored is None:
-        study.set_user_attr("strong", wanted)
-    elif stored != wanted:
-        key = next(k for k in STRONG_SETTINGS if stored[k] != wanted[k])
-        raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
-                         f"{stored[key]}, not {wanted[key]}; use another --results folder")
-
-
-def train_wide(args, url, runs):
-    """The wide plain model, seeds 0..S: what pruning starts from and distillation learns from."""
-    study = open_study(args, url, study_name(args, "wide"))
-    if study is None:
-        return {}, []
-
-    epochs = budget_epochs(args) if args.recipe == "strong" else 1
-
-    def train(cell):
-        print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
-        extra = strong_flags(args, WIDE, epochs, search=False) if args.recipe == "strong" else []
-        record = trained(args, ("wide", "wide", None), cell, runs / study.study_name / f"s{cell['seed']}",
-                         ["--no-dendrites", *extra])
-        if args.kept:
-            verdict.keep([record], args.kept, verdict.WIDE_FILES)
-        return record["val_acc"], record
-    cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
-    if not args.report_only:
-        studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
-    records = studies.records(study)
-    if not args.kept or args.report_only:  # a report needs the wide model's records only
-        return {r["seed"]: Path(r["run"]) for r in records}, records
-    verdict.keep(records, args.kept, verdict.WIDE_FILES)
-    # its own run folder, or (trained on another machine) the copy kept with the records
-    return {r["seed"]: verdict.run_folder(r, args.kept, verdict.WIDE_FILES) for r in records}, records
-
-
-def trained(args, key, cell, run_dir, extra=()):
-    """run_cell, its time given to the study's progress (key: stage, method, budget)."""
-    started = time.perf_counter()
-    record = run_cell(args, cell, run_dir, extra)
-    if args.progress:
-        args.progress.finished(key, time.perf_counter() - started)
-    return record
-
-
-def search_method(args, url, method, budget, shape, wide_runs, runs):
-    """The method's search trials at the budget (seed 0, validation only); returns the study."""
-    size = without_repeats(args, method)
-    with studies.quietly():  # "experimental"; it draws at random, never the same configuration twice
-        sampler = optuna.samplers.BruteForceSampler(seed=spaces.SEARCH_SEED) if size else (
-            studies.SeededTPE(random_trials=args.random_trials) if args.recipe == "strong" else None)
-    study = open_study(args, url, study_name(args, "search", method, budget), sampler)
-    if study is None or args.report_only:
-        return study
-    trials = search_trials(args, method)
-    study.set_user_attr("trials", trials)
-
-    def train(trial, name):
-        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong")
-        print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        epochs = budget_epochs(args, search=True) if args.recipe == "strong" else 1
-        cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0,
-                "min_epochs": epochs}
-        record = trained(args, ("search", method.name, budget), cell, runs / study.study_name / name,
-                         flags(args, method, budget, hp, 0, wide_runs, epochs, search=True))
-        record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
-        return record["val_acc"], record
-    studies.search(study, trials, train, poll=min(5, args.heartbeat))
-    return study
-
-
-def chosen(study):
-    """The configuration of the best of the study's first `trials` finished trials (later ones
-    are surplus of a race), and the validation accuracy of all of them if they all scored the
-    same, else None: such a search chose nothing (max() kept the first drawn), as when every
-    trial's model trained dead."""
-    counted = studies.finished(study)[:study.user_attrs["trials"]]
-    if not counted:
-        return None, None
-    hp = max(counted, key=lambda t: t.value).user_attrs["record"]["hp"]
-    return hp, counted[0].value if len(counted) > 1 and len({t.value for t in counted}) == 1 else None
-
-
-def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
-    """Seeds 1..S of the chosen configuration; a paired method's seed s waits for the paired
-    dendritic run of seed s, and trains at least its epochs (a control: with its restarts)."""
-    study = open_study(args, url, study_name(args, "seeds", method, budget))
-    if study is None or args.report_only:
-        return study
-    seeds, width = range(1, args.seeds + 1), width_for(args, method, budget, shape)
-
-    def cells_for(records):
-        if method.paired is None:
-            return [{"width": width, "method": method.name, "seed": s, "min_epochs": 1} for s in seeds]
-        by_seed = {r["seed"]: r for r in paired}
-        return [{"width": width, "method": method.name, "seed": s, "min_epochs": by_seed[s]["epochs"],
-                 **({"restart_at": by_seed[s]["restarts"], "lr_trace": by_seed[s]["lrs"]} if method.control else {})}
-                for s in seeds if s in by_seed]
-
-    def train(cell):
-        print(f"\n=== {study.study_name} seed {cell['seed']}: {hp}", flush=True)
-        extra = flags(args, method, budget, hp, cell["seed"], wide_runs, cell["min_epochs"])
-        if method.control:  # the paired dendritic run's restarts and learning rates
-            extra += ["--lr-trace", *map(str, cell["lr_trace"])]
-            extra += ["--restart-at", *map(str, cell["restart_at"])] if cell["restart_at"] else []
-        record = trained(args, ("seeds", method.name, budget), cell, runs / study.study_name / f"s{cell['seed']}",
-                         extra)
-        if args.kept:
-            verdict.keep([record], args.kept, verdict.SEED_FILES)
-        return record["val_acc"], record | {"hp": hp}
-    studies.work(study, cells_for, train, poll=min(5, args.heartbeat))
-    return study
-
-
-def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
-    """The methods at one budget, dendritic methods first (the others pair with their seeds):
-    without `wide_runs` those that do not start from the wide model, with it those that do
-    (`before`: the others' results, to pair with). Returns {method name: (its seed records,
-    the accuracy of its undecided search or None)}, `before` included."""
-    results, chosen_hp, undecided = dict(before or {}), {}, {}
-    for method in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain):
-        if bool(method.wide) != bool(wide_runs):
-            continue
-        if method.control is None:
-            found = search_method(args, url, method, budget, shape, wide_runs, runs)
-            chosen_hp[method.name], undecided[method.name] = chosen(found) if found is not None else (None, None)
-        hp = chosen_hp.get(method.control or method.name)
-        if hp is None:  # its search has not run (or, for a control, its plain recipe's)
-            continue
-        if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
-            hp = {key: value for key, value in hp.items() if key not in spaces.DENDRITE_SETTINGS}
-        paired = results.get(method.paired, ([], None))[0]
-        study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
-        if study is not None:
-            results[method.name] = studies.records(study), undecided[method.control or method.name]
-    return results
-
-
 def built_in(args):
     return args.model in MODELS and args.dataset in data.DATASETS
 
@@ -306,7 +144,7 @@ def default_budgets(args, shape):
     within 10 % (the rest named in a line)."""
     if built_in(args):
         return DEFAULT_BUDGETS.get((args.dataset, args.model), [5000, 20000])
-    full = count_parameters(models.model_factory(args.model)(width=1.0, **shape))
+    full = count_parameters(build.model_factory(args.model)(width=1.0, **shape))
     budgets, left_out = [], []
     for fraction in FRACTIONS:
         budget = full // fraction
@@ -327,9 +165,9 @@ def default_budgets(args, shape):
 def data_checked(args):
     """The data, once every method is known to meet every budget (a budget some method cannot
     meet fails now, not mid-sweep)."""
-    models.model_factory(args.model)  # a --model that cannot be imported: one line, now
+    build.model_factory(args.model)  # a --model that cannot be imported: one line, now
     splits = data.load(args.dataset, args.data_dir, args.image_size)
-    shape = models.data_shape(splits)
+    shape = build.data_shape(splits)
     args.budgets = args.budgets or default_budgets(args, shape)
     for budget in args.budgets:
         for name in args.methods:
@@ -378,15 +216,15 @@ def main(args):
     results_dir, runs = folders(args)
     # A report of a built-in model and data set reads the records only (no data needed).
     splits = None if args.report_only and built_in(args) else data_checked(args)
-    shape = splits and models.data_shape(splits)
+    shape = splits and build.data_shape(splits)
     args.budgets = args.budgets or default_budgets(args, shape)  # the same in a report as in the training
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     # Whether the model has dropout to tune does not depend on the data's shape.
-    model = models.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
+    model = build.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
                                              width=1.0)
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
-    name = f"shrink-{models.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
+    name = f"shrink-{build.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
     # the strong verdict's final models and wide models, kept next to their records
     args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
     args.progress = None if args.report_only else plan.plan_first(args, url, splits, shape)

@@ -1,12 +1,9 @@
-"""Search spaces the experiments share, and how a configuration becomes train_phase2 flags.
+"""Search spaces the experiments share, and how a configuration becomes RunConfig overrides.
 
 Every search trial trains with SEARCH_SEED and is judged on validation only; the seeds 1..S
 that report on test are never used to choose."""
 
 SEARCH_SEED = 0
-
-# What only dendritic runs have: the library's own settings (matched drops them).
-DENDRITE_SETTINGS = ("improvement_threshold", "candidate_init", "dendrite_activation")
 
 
 def suggest_recipe(trial):
@@ -32,10 +29,18 @@ def suggest_dendrites(trial):
             "dendrite_activation": trial.suggest_categorical("dendrite_activation", ["sigmoid", "relu", "tanh"])}
 
 
-def flags(hp):
-    """train_phase2 flags for a configuration (an improvement_threshold is a list of gains)."""
-    return [item for key, value in hp.items() if key != "width"
-            for item in ("--" + key.replace("_", "-"), *str(value).split())]
+def dendrite_settings():
+    """What only dendritic runs have, the library's settings its search draws (matched drops them)."""
+    import optuna
+
+    return set(suggest_dendrites(optuna.create_study().ask()))  # an in-memory trial, to read them off
+
+
+def overrides(hp):
+    """A configuration as RunConfig overrides. The space draws an improvement_threshold as one
+    string, since Optuna's choices are plain values; a run takes its list of gains."""
+    return {key: tuple(map(float, value.split())) if key == "improvement_threshold" else value
+            for key, value in hp.items() if key != "width"}
 
 
 def describe(hp):

@@ -39,6 +39,7 @@ import train_phase2
 from neuroshrink.machine import cpu_name
 from model import Net
 from neuroshrink import data, precision
+from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.training import train_one_epoch
 
@@ -103,7 +104,7 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
     x, y = splits.train[0][:n], splits.train[1][:n]
     fp32 = precision.Precision("fp32", torch.device("cpu"))
     with contextlib.chdir(tmp), contextlib.redirect_stdout(io.StringIO()):
-        tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=2, capacity_test=True)
+        tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=2, capacity_test=True)
         model = tracker.convert(Net(splits.in_channels, splits.image_size, splits.num_classes, width))
         for epoch in (1, 2):  # the library needs a trained epoch before each switch
             optimizer = tracker.new_optimizer(model)
@@ -161,10 +162,10 @@ def recipe_costs(splits, budget, fraction=0.25):
     torch.set_num_threads(threads)
 
 
-def demo(out, *flags):
-    """train_phase2.main on `flags`, its log kept out of this report."""
+def demo(out, **settings):
+    """train_phase2's run of these settings, its log kept out of this report."""
     with contextlib.redirect_stdout(io.StringIO()):
-        return train_phase2.main(train_phase2.parse_args(["--out", str(out), *flags]))
+        return train_phase2.run(RunConfig(**settings), out)
 
 
 def cpu_model():
@@ -207,9 +208,9 @@ def same_graph(tmp):
     from PIL import Image
 
     outs = {}
-    for name, flags in (("every_epoch", ["--graph-every-epoch"]), ("at_restructures", [])):
+    for name, every_epoch in (("every_epoch", True), ("at_restructures", False)):
         outs[name] = Path(tmp) / name / "PAI"
-        demo(outs[name], "--quick", *flags)
+        demo(outs[name], quick=True, graph_every_epoch=every_epoch)
     csvs = sorted(p.name for p in outs["at_restructures"].glob("PAI*.csv") if "Times" not in p.name)
     same_csv = all((outs["every_epoch"] / c).read_bytes() == (outs["at_restructures"] / c).read_bytes()
                    for c in csvs)
@@ -261,16 +262,15 @@ def main(args):
                   f"{t:.3f} s (speed-up over (a): {ref_train / t:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.precisions or precision.available(torch.device("cpu")):
-            flags = ["--dataset", args.dataset, "--width", str(args.width), "--batch-size", str(args.batch_size),
-                     "--precision", name]
-            plain = demo(Path(tmp) / f"plain_{name}", *flags, "--no-dendrites", "--epochs", str(epochs),
-                         "--min-epochs", str(epochs), "--patience", str(epochs))
+            settings = dict(dataset=args.dataset, width=args.width, batch_size=args.batch_size, precision=name)
+            plain = demo(Path(tmp) / f"plain_{name}", **settings, no_dendrites=True, epochs=epochs,
+                         min_epochs=epochs, patience=epochs)
             rows = plain["history"]
             b_train = np.median([r["train_seconds"] for r in rows])
             b_epoch = np.median([r["seconds"] for r in rows])
             print(f"\n[{name}] (b) demo --no-dendrites: train {b_train:.3f} s (b/a {b_train / ref_train:.2f}, "
                   f"speed-up over fp32 (a): {ref_train / b_train:.2f}x), whole epoch {b_epoch:.3f} s (b/a {b_epoch / ref_epoch:.2f})")
-            capacity = demo(Path(tmp) / f"capacity_{name}", *flags, "--capacity-test")
+            capacity = demo(Path(tmp) / f"capacity_{name}", **settings, capacity_test=True)
             print(f"[{name}] (c) demo with perforatedai (its capacity test adds one dendrite set per epoch):")
             for r in capacity["history"]:
                 whole = "" if r["graph_drawn"] else f", whole epoch {r['seconds']:.3f} s (c/a {r['seconds'] / ref_epoch:.2f})"

@@ -22,19 +22,20 @@ finished runs after each run.
 """
 
 import csv
+import dataclasses
 import os
 from pathlib import Path
 
 from experiments.report import fmt, mean_std, new_figure
-from experiments.runner import cli, run_flags
-from neuroshrink import data, precision
+from experiments.runner import cli, run_in
+from neuroshrink import data
+from neuroshrink.config import RunConfig, add_options, resolved_defaults
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import read_run
 
 # Today's recipe: the configuration experiments.search chose for net at width 0.25 on Fashion-MNIST.
-TODAY = ["--model", "net", "--width", "0.25", "--dropout", "0.1", "--lr", "0.00085", "--schedule", "cosine",
-         "--epochs", "60", "--patience", "5"]
+TODAY = dict(model="net", width=0.25, dropout=0.1, lr=0.00085, schedule="cosine", epochs=60, patience=5)
 # Validation accuracy at the epochs today's three committed runs stopped at (their 91.27 %
 # test): 92.13, 92.10, 91.78. The level is the lowest, rounded down, so that every run of
 # today's recipe reaches it; the report also gives the test accuracy at the epoch it was reached.
@@ -45,30 +46,26 @@ FIELDS = ("run", "model", "width", "params", "recipe", "seed", "test_acc", "val_
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.strong_recipe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion-mnist", type=data.source, metavar="DATASET",
-                   help=f"{', '.join(data.CHOICES)} (train_phase2 --dataset)")
-    p.add_argument("--data-dir", default=None)
+    shared = ["dataset", "data_dir", "precision", "threads", "quick"]  # every run's
+    add_options(p, shared, resolved_defaults(shared) | {"dataset": "fashion-mnist", "precision": "auto"})
     p.add_argument("--budgets", type=positive(int), nargs="+", default=[75000, 20000, 5000],
                    help="parameter budgets of the strong recipe's runs; the first is timed against today's")
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run")
     p.add_argument("--level", type=positive(float), default=LEVEL,
                    help="validation accuracy %% whose first epoch the time-to-accuracy figures report")
-    p.add_argument("--precision", default="auto", choices=precision.CHOICES, help="train_phase2 --precision of every run")
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads per worker (train_phase2 --threads)")
     p.add_argument("--worker", default="1/1", metavar="K/N",
                    help="train every N-th run from the K-th (two workers: 1/2 and 2/2)")
     p.add_argument("--results", default="results", help="recipe.csv, recipe.md and the plot go to <results>/<dataset>/")
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/recipe/")
     p.add_argument("--report-only", action="store_true", help="no training: the report from recipe.csv")
-    p.add_argument("--quick", action="store_true", help="train_phase2's smoke-run settings (for tests)")
     return p
 
 
 def plan(args):
-    """[(run name, train_phase2 flags)] in training order: the timed pairs, then the budgets."""
+    """[(run name, its RunConfig settings)] in training order: the timed pairs, then the budgets."""
     runs = []
     for seed in range(1, args.seeds + 1):
-        runs.append((f"today-{seed}", [*TODAY, "--seed", str(seed)]))
+        runs.append((f"today-{seed}", TODAY | {"seed": seed}))
         runs.append((f"strong-{args.budgets[0]}-{seed}", strong(args.budgets[0], seed)))
     for budget in args.budgets[1:]:
         runs += [(f"strong-{budget}-{seed}", strong(budget, seed)) for seed in range(1, args.seeds + 1)]
@@ -76,7 +73,7 @@ def plan(args):
 
 
 def strong(budget, seed):
-    return ["--model", "compact", "--params", str(budget), "--recipe", "strong", "--seed", str(seed)]
+    return dict(model="compact", params=budget, recipe="strong", seed=seed)
 
 
 def worker_share(text, runs):
@@ -93,13 +90,11 @@ def main(args):
     results_dir = Path(args.results) / data.label(args.dataset)
     runs_dir = Path(args.runs) / data.label(args.dataset) / "recipe"
     if not args.report_only:
-        common = ["--dataset", args.dataset, "--no-dendrites", "--precision", args.precision, "--graph-at-end"]
-        common += ["--data-dir", args.data_dir] if args.data_dir else []
-        common += ["--threads", str(args.threads)] if args.threads else []
-        common += ["--quick"] if args.quick else []
-        for name, flags in worker_share(args.worker, plan(args)):
+        common = RunConfig(dataset=args.dataset, data_dir=args.data_dir, no_dendrites=True, precision=args.precision,
+                           threads=args.threads, quick=args.quick, graph_at_end=True)
+        for name, settings in worker_share(args.worker, plan(args)):
             print(f"=== {name}", flush=True)
-            run_flags([*flags, *common, "--out", str(runs_dir / name)], runs_dir / name)
+            run_in(dataclasses.replace(common, **settings), runs_dir / name)
             write_csv(results_dir / "recipe.csv", finished_rows(args, runs_dir))
     rows = read_csv(results_dir / "recipe.csv")
     report = write_report(rows, args, results_dir)

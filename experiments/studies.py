@@ -24,7 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from neuroshrink.errors import NeuroShrinkError
+from neuroshrink.errors import NeuroShrinkError, first_line
 from neuroshrink.run_folder import Interrupted
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # the workers print their own progress; errors are raised
@@ -34,10 +34,6 @@ RETRIES = 3  # a cell whose worker vanished this many times is given up (it is f
 
 class StorageError(NeuroShrinkError):
     """The storage cannot be opened; the message is one line."""
-
-
-def first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def quietly():

@@ -16,6 +16,7 @@ import warnings
 
 import torch
 
+from .config import DENDRITE_ACTIVATIONS
 from .errors import LibraryError
 from .recipes import Recipe
 from .stopping import Restructure, Step
@@ -67,7 +68,6 @@ def _set(name, value):
 
 
 # --dendrite-activation: the library's pai_forward_function, applied to a dendrite's output
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
 
 
 def configure(patience, max_dendrites, capacity_test=False, improvement_threshold=None, candidate_init=None,
@@ -93,7 +93,7 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     if not scheduled or switch_every:
         _set("find_best_lr", False)                    # its LR search needs a scheduler
     _set("module_names_to_track", NORM_LAYERS)
-    _set("pai_forward_function", ACTIVATIONS[activation])
+    _set("pai_forward_function", DENDRITE_ACTIVATIONS[activation])
     if improvement_threshold is not None:  # the score gain that counts as improvement, per set added
         _set("improvement_threshold", list(improvement_threshold))
     if candidate_init is not None:         # scale of a new dendrite's initial weights
@@ -119,12 +119,12 @@ def count_with_one_set(model):
     return sum(p.numel() for p in model.parameters()) + extra
 
 
-class Tracker:
+class PerforatedTracker:
     """The library's tracker, driven by validation scores (stopping.Tracker is the interface,
     stopping.EarlyStopping the plain loop's counterpart).
 
     The library keeps its state in module globals (GPA.pc, GPA.pai_tracker) and writes
-    into ./<save_name>/: one Tracker at a time, run inside the output folder's parent.
+    into ./<save_name>/: one at a time, run inside the output folder's parent.
     """
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch

@@ -75,7 +75,7 @@ class Recipe:
     optimizer: str = "adam"
     lr: float = 1e-3
     schedule: str = "none"
-    epochs: int = 200     # the cosine schedule's length; each restructure starts a new one
+    schedule_epochs: int = 200  # the cosine schedule's length; each restructure starts a new one
     patience: int = 5     # epochs without improvement before a switch; plateau uses half
     weight_decay: float = 0.0  # AdamW: decoupled; Adam and Adadelta: added to the gradient
     warmup: int = 0       # epochs of linear warm-up before the cosine schedule
@@ -91,8 +91,8 @@ class Recipe:
         """(scheduler class, its arguments but the optimizer), or (None, None)."""
         lr_scheduler = torch.optim.lr_scheduler
         return {"none": (None, None),
-                "cosine": ((WarmupCosine, {"total": self.epochs, "warmup": self.warmup}) if self.warmup
-                           else (lr_scheduler.CosineAnnealingLR, {"T_max": self.epochs})),  # as before warm-up existed
+                "cosine": ((WarmupCosine, {"total": self.schedule_epochs, "warmup": self.warmup}) if self.warmup
+                           else (lr_scheduler.CosineAnnealingLR, {"T_max": self.schedule_epochs})),  # as before warm-up existed
                 "step": (lr_scheduler.StepLR, {"step_size": 1, "gamma": 0.7}),
                 "plateau": (lr_scheduler.ReduceLROnPlateau, {"mode": "max", "patience": max(1, self.patience // 2)}),
                 }[self.schedule]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .config import SCHEMA
 from .errors import UsageError
 
 RUN_FORMAT = 1  # layout of a run folder; --resume refuses any other
@@ -65,9 +66,8 @@ class RunFolder:
 
     # ------------------------------------------------------------ starting
 
-    def read_settings_for_resume(self, args, run_settings):
-        """--resume: put the interrupted run's settings into `args`; a flag given now that
-        disagrees with them is an error, not a silent override."""
+    def reopen(self):
+        """--resume: the interrupted run's record, checked; `open()` then continues it."""
         run = read_run(self.path)
         if run is None:
             raise UsageError(f"--resume: {self.path} holds no run to resume")
@@ -78,27 +78,23 @@ class RunFolder:
             raise UsageError(f"--resume: the run in {self.path} is already complete")
         if "checkpoint" in run and not (self.path / run["checkpoint"] / "state.pt").is_file():
             raise UsageError(f"--resume: the run's checkpoint {self.path / run['checkpoint']} is missing")
-        saved = {key: getattr(args, key) for key in run_settings} | run["settings"]  # older runs lack new keys
-        for key in run_settings:
-            if key in args.given and getattr(args, key) != saved[key]:
-                raise UsageError(f"--resume: --{key.replace('_', '-')} {getattr(args, key)} conflicts with "
-                                 f"the run's {saved[key]}; drop the flag to continue the run as it was")
-            setattr(args, key, saved[key])
         self.result, self.resuming = run, "checkpoint" in run  # stopped inside its first epoch: start again
+        return run
 
-    def open(self, settings):
+    def open(self, settings, **more):
         """Make the folder ready: reopen the run being resumed, or claim it for a new run
-        without losing anything the user still needs."""
+        (recording its `settings` and `more`) without losing anything the user still needs."""
         if self.resuming:
             self._elapsed_before = self.result.get("elapsed_seconds", 0.0)
             kept = self.result.get("checkpoint_epoch", self.epochs_done)  # later epochs are trained again
             self.result["history"] = self.result["history"][:kept]
             self.result["restructures"] = [r for r in self.result["restructures"] if r["epoch"] <= kept]
+            self.result.update(more)
         else:
             if self.result is not None:  # a resume of a run with no completed epoch
                 shutil.rmtree(self.path)
             self._claim()
-            self.result = {"format": RUN_FORMAT, "settings": settings,
+            self.result = {"format": RUN_FORMAT, "schema": SCHEMA, "out": str(self.path), "settings": settings, **more,
                            "phase1": {}, "history": [], "restructures": [], "final": {}}
         self.result["status"] = "running"
 

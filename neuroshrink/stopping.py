@@ -1,7 +1,7 @@
 """What drives Phase 2: a tracker that takes each epoch's scores and says what happens next.
 
 `Tracker` is the interface the training loop relies on. Two classes satisfy it:
-dendrites.Tracker (perforatedai's tracker: adds dendrite sets, rolls back sets that do not
+dendrites.PerforatedTracker (perforatedai's tracker: adds dendrite sets, rolls back sets that do not
 help, ends with the best model over all architectures) and EarlyStopping here (the plain
 loop: keeps the best-validation weights, stops when validation stalls, and can replay a
 dendritic run's restarts and learning rates as its control). This module never imports

@@ -52,10 +52,10 @@ def metrics(result):
     return [{k: row[k] for k in METRICS} for row in result["history"]], result["restructures"], timeless(result["final"])
 
 
-def fails(argv, capsys):
-    """train_phase2.cli(argv) must exit non-zero with one line starting 'error:' and no traceback."""
+def fails(argv, capsys, command=train_phase2.cli):
+    """command(argv) (train_phase2.cli's) must exit non-zero with one line starting 'error:' and no traceback."""
     with pytest.raises(SystemExit) as exit_:
-        train_phase2.cli(argv)
+        command(argv)
     code = exit_.value.code
     message = code if isinstance(code, str) else capsys.readouterr().err
     assert code not in (0, None)
@@ -85,10 +85,18 @@ def make_fashion(folder, gz, n_train=100, n_test=20):
     return arrays
 
 
+def config(*flags):
+    """The RunConfig of these flags, any setting's (python -m experiments.run's command line)."""
+    from experiments.run import get_args_parser
+    from neuroshrink.config import RunConfig, config_of
+
+    return RunConfig(**config_of(get_args_parser().parse_args(list(flags))))
+
+
 def run(tmp_path, *flags, out="PAI"):
-    """main() of train_phase2 on `flags`, inside tmp_path; returns (result, args)."""
-    args = train_phase2.parse_args(["--out", str(tmp_path / out), *flags])
-    return train_phase2.main(args), args
+    """train_phase2.run() of `flags`, into tmp_path/out; returns (result, the config it trained with)."""
+    given = config(*flags)
+    return train_phase2.run(given, tmp_path / out), given.resolved()
 
 
 def captured_run(tmp, *flags):
@@ -128,8 +136,8 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
     resumed run's result."""
     with stopped_after(monkeypatch, epoch):
         run(tmp_path, *flags)
-    display = [flag for flag in flags if flag == "--graph-at-end"]  # not a run setting: given again
-    return train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(tmp_path / "PAI"), *display]))
+    display = {"graph_at_end": True} if "--graph-at-end" in flags else {}  # not a run setting: given again
+    return train_phase2.resume(tmp_path / "PAI", **display)
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ class BatchNormCNN(nn.Module):
 
 def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=1)
+    tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=1)
     model = tracker.convert(BatchNormCNN())
     assert tracker.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
     optimizer = tracker.new_optimizer(model)
@@ -79,7 +79,7 @@ def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path,
 def test_library_debugger_path_becomes_an_error(tmp_path, monkeypatch):
     """With norm layers left untracked the library calls pdb.set_trace(); here it raises."""
     monkeypatch.chdir(tmp_path)
-    tracker = dendrites.Tracker("PAI", patience=1, max_dendrites=1)
+    tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=1)
     dendrites._set("module_names_to_track", [])
     with pytest.raises(dendrites.LibraryError, match="debugger"):
         tracker.convert(BatchNormCNN())
@@ -99,7 +99,7 @@ def test_library_sys_exit_0_in_a_forward_pass_fails_the_run(tmp_path, monkeypatc
 
 def test_library_settings_reach_the_library(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the library writes into ./<save name>/
-    tracker = dendrites.Tracker("PAI", 4, 2, improvement_threshold=[0.01, 0.0], candidate_init=0.1,
+    tracker = dendrites.PerforatedTracker("PAI", 4, 2, improvement_threshold=[0.01, 0.0], candidate_init=0.1,
                                 activation="tanh")
     tracker.convert(Net(1, 8, 10, 0.125))
     pc = dendrites.GPA.pc
@@ -107,14 +107,14 @@ def test_library_settings_reach_the_library(tmp_path, monkeypatch):
     assert pc.get_candidate_weight_initialization_multiplier() == 0.1
     assert pc.get_find_best_lr() is False  # no schedule: its learning-rate search cannot work
     assert pc.get_pai_forward_function() is torch.tanh
-    dendrites.Tracker("PAI2", 4, 2).convert(Net(1, 8, 10, 0.125))  # the next run: the defaults again
+    dendrites.PerforatedTracker("PAI2", 4, 2).convert(Net(1, 8, 10, 0.125))  # the next run: the defaults again
     assert dendrites.GPA.pc.get_improvement_threshold() == 0.001
     assert dendrites.GPA.pc.get_pai_forward_function() is torch.sigmoid
 
 
 def test_a_schedule_reaches_the_library_with_its_learning_rate_search_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracker = dendrites.Tracker("PAI", 4, 1, Recipe("adadelta", 1.0, "step"))
+    tracker = dendrites.PerforatedTracker("PAI", 4, 1, Recipe("adadelta", 1.0, "step"))
     model = tracker.convert(Net(1, 8, 10, 0.125))
     optimizer = tracker.new_optimizer(model)
     assert isinstance(optimizer, torch.optim.Adadelta) and optimizer.param_groups[0]["lr"] == 1.0
@@ -146,10 +146,3 @@ def test_the_slim_family_converts_and_grows_dendrites(tmp_path):
     result, _ = run(tmp_path, "--quick", "--graph-at-end", "--model", "slim", "--width", "0.125")
     assert sorted(result["phase1"]["dendrite_modules"]) == [".conv2.0", ".conv3.0", ".conv4.0", ".head", ".stem.0"]
     assert result["restructures"][0]["kind"] == "dendrites added" and result["final"]["dendrite_sets"] >= 1
-
-
-def test_the_demos_activation_choices_are_the_librarys():
-    """train_phase2 names them without importing perforatedai; they must stay the same list."""
-    import train_phase2
-
-    assert list(train_phase2.ACTIVATIONS) == list(dendrites.ACTIVATIONS)

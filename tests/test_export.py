@@ -16,8 +16,7 @@ from neuroshrink import data, export
 
 def test_evaluate_reloads_the_saved_model(quick_run, tmp_path):
     shutil.copytree(quick_run["out"], tmp_path / "PAI")  # --evaluate exports it again: the shared run stays
-    args = train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")])
-    evaluated = train_phase2.main(args)
+    evaluated = train_phase2.evaluate_saved(tmp_path / "PAI")
     assert evaluated["test_acc"] == pytest.approx(quick_run["result"]["final"]["test_acc"])
 
 
@@ -119,7 +118,7 @@ def test_a_finished_run_is_quantized_without_training_on_training_images_only(qu
         return quantize(source, target, calibration_images)
     monkeypatch.setattr(export, "quantize_int8", quantize_and_note)
     monkeypatch.setattr(train_phase2, "train_one_epoch", None)  # nothing may train
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--quantize", "int8", "--out", str(out)]))
+    evaluated = train_phase2.evaluate_saved(str(out), "int8")
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
     (calibration,) = seen

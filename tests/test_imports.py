@@ -57,9 +57,10 @@ def test_the_demo_loads_optional_libraries_only_when_asked(tmp_path):
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 import train_phase2
-for flags in (["--no-dendrites"], []):
-    out = {str(tmp_path)!r} + "/run" + str(len(flags))
-    train_phase2.main(train_phase2.parse_args(["--quick", "--epochs", "2", "--graph-at-end", "--out", out, *flags]))
+from neuroshrink.config import RunConfig
+for plain in (True, False):
+    out = {str(tmp_path)!r} + "/run" + str(plain)
+    train_phase2.run(RunConfig(quick=True, epochs=2, graph_at_end=True, no_dendrites=plain), out)
     print("loaded:", sorted(name for name in {optional!r} if name in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)

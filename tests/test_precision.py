@@ -19,7 +19,7 @@ def test_bf16_dendritic_run_restructures_and_records_its_precision(bf16_run, qui
 def test_bf16_plain_run_completes(bf16_run, tmp_path):
     result, _ = run(tmp_path, "--quick", "--no-dendrites", "--precision", "bf16", out="plain")
     assert result["status"] == "complete" and result["settings"]["precision"] == "bf16"
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "plain")]))
+    evaluated = train_phase2.evaluate_saved(str(tmp_path / "plain"))
     assert evaluated["test_acc"] == pytest.approx(result["final"]["test_acc"])  # the fp32 export, same accuracy
 
 

@@ -124,7 +124,7 @@ def test_evaluate_exports_an_older_run_folder_again_self_contained(trained, tmp_
     record = json.loads((out / "results.json").read_text())
     del record["settings"]["normalisation"]
     (out / "results.json").write_text(json.dumps(record))
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(out)]))
+    evaluated = train_phase2.evaluate_saved(str(out))
     assert evaluated["onnx"]["test_acc"] == trained["result"]["final"]["onnx"]["test_acc"]
     assert evaluated["int8"]["test_acc"] == trained["result"]["final"]["int8"]["test_acc"]  # the run had int8
     assert json.loads((out / "results.json").read_text())["settings"]["normalisation"] == trained["splits"].normalisation

@@ -5,7 +5,7 @@ import torch
 import train_phase2
 from conftest import run, within_budget
 from model import Net, count_parameters
-from neuroshrink import data, models, pruning
+from neuroshrink import data, build, pruning
 from neuroshrink.errors import UsageError
 from neuroshrink.training import evaluate
 
@@ -44,15 +44,15 @@ def wide_run(tmp_path_factory):
 
 
 def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wide_run, tmp_path):
-    source = wide_run["settings"]["out"]
+    source = wide_run["out"]
     result, _ = run(tmp_path, "--quick", "--no-dendrites", "--prune-from", source, "--params", "1000")
     assert result["status"] == "complete" and within_budget(result["final"]["params"], 1000)
     # Pruned, not rebuilt: before its first fine-tuning epoch it already classifies far above chance.
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
-    model = models.pruned_from_run(source, 1000, splits, "digits", quick=True)
+    model = build.pruned_from_run(source, 1000, splits, "digits", quick=True)
     assert evaluate(model, *splits.val) > 30
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")]))
+    evaluated = train_phase2.evaluate_saved(str(tmp_path / "PAI"))
     assert evaluated["test_acc"] == result["final"]["test_acc"]
     inference = result["final"]["inference_ms"]
     assert set(inference) == {"1", "256"} and 0 < inference["1"] < inference["256"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_phase2
-from conftest import run
+from conftest import config, run
 from neuroshrink.recipes import RECIPES, Recipe, WarmupCosine
 
 
@@ -22,7 +22,7 @@ def lrs(recipe, steps):
 
 
 def test_warm_up_then_cosine_to_zero_then_zero():
-    got = lrs(Recipe("adamw", 0.3, "cosine", epochs=6, warmup=2), 8)
+    got = lrs(Recipe("adamw", 0.3, "cosine", schedule_epochs=6, warmup=2), 8)
     assert got[:3] == pytest.approx([0.1, 0.2, 0.3])                 # linear warm-up to the learning rate
     assert got[3] == pytest.approx(0.15 * (1 + torch.cos(torch.tensor(torch.pi / 4)).item()))
     assert got[2:7] == sorted(got[2:7], reverse=True) and got[6:] == [0.0, 0.0]
@@ -30,12 +30,12 @@ def test_warm_up_then_cosine_to_zero_then_zero():
 
 def test_cosine_without_warm_up_is_the_schedule_committed_runs_used():
     model = torch.nn.Linear(2, 2)
-    _, scheduler = Recipe("adam", 1e-3, "cosine", epochs=60).build(model.parameters())
+    _, scheduler = Recipe("adam", 1e-3, "cosine", schedule_epochs=60).build(model.parameters())
     assert type(scheduler) is torch.optim.lr_scheduler.CosineAnnealingLR and scheduler.T_max == 60
 
 
 def test_the_schedule_pickles_as_the_library_saves_it():
-    _, scheduler = Recipe("adamw", 1e-3, "cosine", epochs=10, warmup=2).build(torch.nn.Linear(2, 2).parameters())
+    _, scheduler = Recipe("adamw", 1e-3, "cosine", schedule_epochs=10, warmup=2).build(torch.nn.Linear(2, 2).parameters())
     again = pickle.loads(pickle.dumps(scheduler))
     assert isinstance(again, WarmupCosine) and (again.total, again.warmup) == (10, 2)
 
@@ -46,7 +46,7 @@ def test_weight_decay_reaches_the_optimizer():
 
 
 def settings(*flags):
-    return train_phase2.resolve_settings(train_phase2.parse_args(["--dataset", "fashion-mnist", *flags]))
+    return config("--dataset", "fashion-mnist", *flags).resolved()
 
 
 def test_strong_recipe_defaults_and_what_a_flag_overrides():
@@ -61,7 +61,7 @@ def test_strong_recipe_defaults_and_what_a_flag_overrides():
     dendritic = settings("--recipe", "strong")
     assert dendritic.epochs == 200 and dendritic.schedule_epochs == 30  # a new schedule per architecture
     assert dendritic.switch == "fixed"  # dendrites as a schedule ends, not mid-schedule
-    digits = train_phase2.resolve_settings(train_phase2.parse_args(["--recipe", "strong"]))
+    digits = config("--recipe", "strong").resolved()
     assert (digits.batch_size, digits.augment) == (32, "none")  # the digits variant
     default = settings()
     assert (default.optimizer, default.lr, default.batch_size, default.augment, default.weight_decay,
@@ -82,7 +82,7 @@ def test_a_strong_run_completes_and_its_export_reproduces_it(strong_runs, kind):
     result = strong_runs[kind]
     assert result["status"] == "complete" and result["settings"]["recipe"] == "strong"
     assert {row["weight_decay"] for row in result["history"]} == {RECIPES["strong"]["weight_decay"]}
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(strong_runs["tmp"] / kind)]))
+    evaluated = train_phase2.evaluate_saved(strong_runs["tmp"] / kind)
     assert evaluated["test_acc"] == pytest.approx(result["final"]["test_acc"])
 
 

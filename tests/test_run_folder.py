@@ -12,6 +12,7 @@ import pytest
 import train_phase2
 from conftest import ROOT, fails, files, metrics, run, stopped_then_resumed
 from neuroshrink import dendrites, run_folder
+from neuroshrink.config import SCHEMA, RunConfig
 
 
 def test_output_path_that_is_a_file(tmp_path, capsys):
@@ -84,7 +85,7 @@ def test_a_signal_stops_safely_and_resume_finishes_the_same_run(quick_run, tmp_p
     assert (out / "PAI.png").exists() and (out / stopped["checkpoint"] / "latest.pt").exists()
     if signum == signal.SIGTERM:
         return
-    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(out)]))
+    resumed = train_phase2.resume(str(out))
     assert resumed["status"] == "complete"
     assert metrics(resumed) == metrics(quick_run["result"])  # as if never interrupted
 
@@ -101,7 +102,7 @@ def test_killed_run_resumes_from_its_last_completed_epoch(rescnn_run, tmp_path):
     assert killed["status"] == "running" and len(killed["history"]) >= 4
     assert files(out / killed["checkpoint"])  # the snapshot it points to is there
 
-    resumed = train_phase2.main(train_phase2.parse_args(["--resume", "--out", str(out)]))
+    resumed = train_phase2.resume(str(out))
     assert resumed["settings"]["model"] == uninterrupted["settings"]["model"]
     assert metrics(resumed) == metrics(uninterrupted)
 
@@ -119,7 +120,7 @@ def test_resume_rejects_a_conflicting_flag(tmp_path, capsys):
     out.mkdir()
     (out / "results.json").write_text(json.dumps({
         "format": run_folder.RUN_FORMAT, "status": "interrupted", "history": [],
-        "settings": vars(train_phase2.parse_args(["--quick"])) | {"given": None}}))
+        "schema": SCHEMA, "settings": RunConfig(quick=True).resolved().as_settings()}))
     message = fails(["--resume", "--out", str(out), "--lr", "0.01"], capsys)
     assert "--lr 0.01 conflicts with the run's 0.001" in message
 
@@ -154,7 +155,7 @@ def test_a_run_resumed_in_the_librarys_learning_rate_search_continues_that_searc
         return {key: copy.deepcopy(value) for key, value in dendrites.GPA.pai_tracker.member_vars.items()
                 if isinstance(value, (bool, int, float, str, list, type(None)))}
     states = {}
-    save_epoch, resume = run_folder.RunFolder.save_epoch, dendrites.Tracker.resume
+    save_epoch, resume = run_folder.RunFolder.save_epoch, dendrites.PerforatedTracker.resume
 
     def save_and_note(self, row, *args):
         save_epoch(self, row, *args)
@@ -166,7 +167,7 @@ def test_a_run_resumed_in_the_librarys_learning_rate_search_continues_that_searc
         states["resumed"] = tracker_state()
         return model
     monkeypatch.setattr(run_folder.RunFolder, "save_epoch", save_and_note)
-    monkeypatch.setattr(dendrites.Tracker, "resume", resume_and_note)
+    monkeypatch.setattr(dendrites.PerforatedTracker, "resume", resume_and_note)
     resumed = stopped_then_resumed(tmp_path, monkeypatch, stop, *flags)
     assert states["stopped"]["current_step_count"] > 0  # mid-search: there is a state to lose
     # Every value the stopped tracker held (its optimizer and scheduler objects are rebuilt, not compared)

@@ -59,7 +59,7 @@ def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded
     args = width_sweep.get_args_parser().parse_args(["--quick", "--epochs", "4"])
     cell, folder = {"width": 0.25, "method": "plain", "seed": 1, "min_epochs": 4}, tmp_path / "trial0"
     with stopped_after(monkeypatch, 2):
-        runner.run_cell(args, cell, folder, ["--lr", "0.01"])
+        runner.run_cell(args, cell, folder, lr=0.01)
     record = runner.run_cell(args, cell, folder)
     assert "holds a run of other settings" in capsys.readouterr().out
     run = json.loads((folder / "results.json").read_text())
@@ -67,7 +67,7 @@ def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run of the same settings was trained again")
-    monkeypatch.setattr(train_phase2, "main", no_training)
+    monkeypatch.setattr(train_phase2, "run", no_training)
     assert runner.run_cell(args, cell, folder) == json.loads(json.dumps(record))  # as the storage holds it
 
 
@@ -92,7 +92,7 @@ def test_a_sweep_stored_before_recipes_holds_default_recipe_runs(tmp_path):
     trained with the default recipe, and a strong worker must not add to them."""
     study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "old")
     args = width_sweep.get_args_parser().parse_args([])
-    study.set_user_attr("sweep", {key: getattr(args, key) for key in runner.SWEEP_SETTINGS if key != "recipe"})
+    study.set_user_attr("sweep", {key: getattr(args, key) for key in runner.SHARED if key != "recipe"})
     runner.check_settings(study, args)
     args.recipe = "strong"
     with pytest.raises(UsageError, match="--recipe default, not strong"):

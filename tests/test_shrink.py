@@ -4,12 +4,11 @@ import argparse
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 
 import train_phase2
 from conftest import built_once, sweep_here, within_budget
-from experiments import shrink, shrink_report, spaces, studies
+from experiments import methods, shrink, shrink_report, shrink_studies, spaces, studies
 from neuroshrink.errors import UsageError
 
 
@@ -56,8 +55,9 @@ def test_the_matched_control_trains_as_its_dendritic_run_without_dendrites(tmp_p
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
     dendritic, matched = (studies.records(studies.open_study(url, f"shrink-digits-net-b1000-{m}-seeds"))[0]
                           for m in ("dendritic", "matched"))
-    assert tuple(spaces.suggest_dendrites(optuna.create_study().ask())) == spaces.DENDRITE_SETTINGS
-    assert matched["hp"] == {k: v for k, v in dendritic["hp"].items() if k not in spaces.DENDRITE_SETTINGS}
+    only_dendritic = {"improvement_threshold", "candidate_init", "dendrite_activation"}  # the library's settings
+    assert spaces.dendrite_settings() == only_dendritic and dendritic["hp"].keys() >= only_dendritic
+    assert matched["hp"] == {k: v for k, v in dendritic["hp"].items() if k not in only_dendritic}
     assert dendritic["restarts"], "the dendritic run never restructured: nothing to control for"
     settings, control_run = history(dendritic)["settings"], history(matched)
     for key in ("lr", "dropout", "schedule", "seed"):
@@ -78,7 +78,7 @@ def test_every_method_has_the_budget_and_the_recipe(recipe_sweep):
     plain, = recipe_sweep["records"]("plain-mnist")
     control, = recipe_sweep["records"]("restarts-mnist")
     assert plain["hp"] == control["hp"]  # the control takes its baseline's configuration
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", control["run"]]))
+    evaluated = train_phase2.evaluate_saved(control["run"])
     assert evaluated["test_acc"] == control["test_acc"]  # its exported model reproduces it
 
 
@@ -95,12 +95,12 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
 def test_a_finite_search_space_is_drawn_without_repeats():
     with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default")
     without = argparse.Namespace(model_has_dropout=False, recipe="default")
-    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["plain-mnist"]) == 3
-    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["restarts-api"]) == 3  # its plain recipe's
-    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3
-    assert shrink.without_repeats(without, shrink.BY_NAME["dendritic-api"]) == 2 * 2 * 3
-    assert shrink.without_repeats(with_dropout, shrink.BY_NAME["plain"]) is None  # a learning rate, continuous
-    assert shrink.without_repeats(without, shrink.BY_NAME["plain-mnist"]) is None  # nothing to tune: one trial
+    assert methods.without_repeats(with_dropout, methods.BY_NAME["plain-mnist"]) == 3
+    assert methods.without_repeats(with_dropout, methods.BY_NAME["restarts-api"]) == 3  # its plain recipe's
+    assert methods.without_repeats(with_dropout, methods.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3
+    assert methods.without_repeats(without, methods.BY_NAME["dendritic-api"]) == 2 * 2 * 3
+    assert methods.without_repeats(with_dropout, methods.BY_NAME["plain"]) is None  # a learning rate, continuous
+    assert methods.without_repeats(without, methods.BY_NAME["plain-mnist"]) is None  # nothing to tune: one trial
 
 
 def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_path):
@@ -112,9 +112,9 @@ def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_pat
         for i, value in enumerate(values):
             studies.add_record(study, {"trial": i}, {"hp": {"dropout": 0.1 * (i + 1)}}, value)
         return study
-    assert shrink.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
-    assert shrink.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
-    assert shrink.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
+    assert shrink_studies.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
+    assert shrink_studies.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
+    assert shrink_studies.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
     assert "search undecided: every trial 10.00 % on validation" in shrink_report.undecided_note(10.0)
     assert shrink_report.undecided_note(None) == ""
 

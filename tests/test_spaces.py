@@ -1,15 +1,18 @@
-"""experiments/spaces.py: the search spaces and the flags a configuration becomes."""
+"""experiments/spaces.py: the search spaces and the RunConfig a configuration becomes."""
+import dataclasses
+
 import optuna
 
-import train_phase2
 from experiments import spaces
+from neuroshrink.config import RunConfig
 
 
-def test_a_configuration_becomes_train_phase2_flags():
-    hp = {"lr": 0.003, "dropout": 0.3, "improvement_threshold": "0.01 0.001 0", "dendrite_activation": "tanh"}
-    args = train_phase2.parse_args(spaces.flags(hp))
-    assert (args.lr, args.dropout, args.improvement_threshold, args.dendrite_activation) == (
-        0.003, 0.3, [0.01, 0.001, 0.0], "tanh")
+def test_a_configuration_becomes_run_settings():
+    hp = {"lr": 0.003, "dropout": 0.3, "improvement_threshold": "0.01 0.001 0", "dendrite_activation": "tanh",
+          "width": 0.5}
+    config = dataclasses.replace(RunConfig(), **spaces.overrides(hp))
+    assert (config.lr, config.dropout, config.improvement_threshold, config.dendrite_activation, config.width) == (
+        0.003, 0.3, (0.01, 0.001, 0.0), "tanh", 0.125)  # the width is the cell's, not the configuration's
 
 
 def test_the_recipe_search_draws_every_schedule():

@@ -12,7 +12,7 @@ def protocol_members():
         stopping.Tracker.__annotations__)
 
 
-@pytest.mark.parametrize("tracker", [dendrites.Tracker, stopping.EarlyStopping])
+@pytest.mark.parametrize("tracker", [dendrites.PerforatedTracker, stopping.EarlyStopping])
 def test_both_trackers_satisfy_the_one_tracker_interface(tracker):
     """The training loop drives the library's tracker and early stopping alike: each has every
     member of stopping.Tracker, its methods taking the same arguments."""

@@ -8,7 +8,10 @@ import sys
 import pytest
 from PIL import Image
 
+import train_phase2
 from conftest import ROOT, fails, files, make_fashion, metrics, refuse_network, run
+from experiments import run as run_command
+from neuroshrink.config import demo_names, flag
 
 
 RESTRUCTURE = ">>> MODEL RESTRUCTURED (Phase 2 triggered)"
@@ -121,8 +124,11 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("flags, message", BAD_FLAGS)
 def test_bad_flag_changes_nothing(quick_run, capsys, flags, message):
+    """The demo's flags on train_phase2.py, the experiments' controls on python -m experiments.run."""
+    demo = {flag(name) for name in demo_names()}
+    command = train_phase2.cli if {f for f in flags if f.startswith("--")} <= demo | {"--bogus"} else run_command.main
     before = files(quick_run["out"])
-    assert message in fails(["--out", str(quick_run["out"]), *flags], capsys)
+    assert message in fails(["--out", str(quick_run["out"]), *flags], capsys, command)
     assert files(quick_run["out"]) == before
 
 

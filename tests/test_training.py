@@ -37,5 +37,5 @@ def test_a_narrow_cnn_distils_from_a_runs_exported_model(quick_run, tmp_path):
     assert result["final"]["params"] == quick_run["result"]["settings"]["plain_params"]  # the student's size
     without = run(tmp_path, "--quick", "--no-dendrites", out="plain")[0]
     assert [r["train_loss"] for r in result["history"]] != [r["train_loss"] for r in without["history"]]
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(tmp_path / "PAI")]))
+    evaluated = train_phase2.evaluate_saved(str(tmp_path / "PAI"))
     assert evaluated["test_acc"] == result["final"]["test_acc"]  # the exported student reproduces it

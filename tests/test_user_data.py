@@ -12,7 +12,7 @@ from PIL import Image
 import train_phase2
 from conftest import fails, files, run, sweep_here
 from experiments import shrink
-from neuroshrink import data, export, models
+from neuroshrink import data, export, build
 
 CLASSES = ("0-zero", "1-one", "2-two", "3-three")  # sorted as numbered: ImageFolder orders classes by name
 PER_CLASS = 15
@@ -64,7 +64,7 @@ def test_a_folder_trains_through_the_demo_and_its_model_keeps_the_class_names(fo
     assert result["status"] == "complete" and result["settings"]["classes"] == sorted(CLASSES)
     assert result["settings"]["data_sizes"] == {"train": 36, "val": 12, "test": 12}  # 60 / 20 / 20, stratified
     out = tmp_path / "PAI"
-    evaluated = train_phase2.main(train_phase2.parse_args(["--evaluate", "--out", str(out)]))
+    evaluated = train_phase2.evaluate_saved(str(out))
     assert evaluated["test_acc"] == result["final"]["test_acc"] == result["final"]["onnx"]["test_acc"]
     extra = {"classes.json": ""}
     torch.jit.load(str(out / "model.ts"), _extra_files=extra)
@@ -124,7 +124,7 @@ def test_default_budgets_of_a_users_model_are_fractions_it_can_reach(tmp_path, m
     monkeypatch.setattr(sys, "path", list(sys.path))
     args = SimpleNamespace(dataset="folder:x", model="user_cnn:tiny", methods=["plain", "dendritic"], wide=1.0)
     shape = dict(in_channels=1, image_size=8, num_classes=4)
-    assert sum(p.numel() for p in models.model_factory("user_cnn:tiny")(width=1.0, **shape).parameters()) == 676
+    assert sum(p.numel() for p in build.model_factory("user_cnn:tiny")(width=1.0, **shape).parameters()) == 676
     assert shrink.default_budgets(args, shape) == [338]
     left_out = capsys.readouterr().out
     assert "budgets left out: 1/4 (169: " in left_out and "1/8 (84: " in left_out

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import train_phase2
 from conftest import built_once, sweep_here
 from experiments import shrink, studies, verdict
 from model import count_parameters
-from neuroshrink import export, models
+from neuroshrink import build, export
+from neuroshrink.config import RunConfig
 from neuroshrink.errors import UsageError
 
 STRONG = ("--recipe", "strong", "--budgets", "1000", "--trials", "1", "--random-trials", "1", "--schedule-epochs", "1",
@@ -77,7 +77,7 @@ def test_the_int8_row_is_the_same_runs_model_quantized(strong_sweep, tmp_path):
         assert record["onnx"]["test_acc"] == pytest.approx(record["test_acc"])  # the trained model, exported
         # Quantizing the run's own model.onnx again gives its int8 model's accuracy.
         settings = run_of(record)["settings"]
-        splits = train_phase2.load_splits(settings["dataset"], settings["data_dir"], settings["quick"])
+        splits = build.splits_of(settings)
         network = export.export_network(run / "model.ts", tmp_path / "network.onnx", splits.val[0])
         again = export.quantize_int8(network, tmp_path / "int8.onnx", splits.train[0][:export.CALIBRATION_IMAGES])
         again = export.self_contained(again, tmp_path / "model.int8.onnx", splits.normalisation, {})
@@ -115,8 +115,8 @@ def test_the_final_models_are_kept_with_the_records_for_another_machine(strong_s
     wide = elsewhere(strong_sweep["records"]("wide")[1], tmp_path)
     folder = verdict.run_folder(wide, kept, verdict.WIDE_FILES)
     assert folder == verdict.kept(wide, kept)
-    splits = train_phase2.load_splits("digits", None, True)
-    assert count_parameters(models.pruned_from_run(folder, 1000, splits, "digits", True, "lamp")) <= 1100
+    splits = build.splits_of(RunConfig(quick=True))
+    assert count_parameters(build.pruned_from_run(folder, 1000, splits, "digits", True, "lamp")) <= 1100
     with pytest.raises(UsageError, match="neither there nor in"):
         verdict.run_folder(wide, tmp_path / "empty", verdict.WIDE_FILES)
 
@@ -126,7 +126,7 @@ def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     args = shrink.get_args_parser().parse_args(["--quick", "--seeds", "1", *STRONG, "--report-only",
                                                 "--results", str(tmp_path / "results")])
     rows = shrink.main(args)
-    images = train_phase2.load_splits("digits", None, True).test[0]
+    images = build.splits_of(RunConfig(quick=True)).test[0]
     kept = tmp_path / "results" / "digits" / "shrink-net-strong-models"  # the run folders are not needed
     rows = [row | {"records": [elsewhere(r, tmp_path) for r in row["records"]]} for row in rows]
     latency = verdict.time_inference(rows, images, tmp_path / "latency.json", kept, min_seconds=0)
@@ -179,7 +179,7 @@ def test_fit_ships_the_most_accurate_on_validation_within_the_limits(strong_swee
     sweep_here(tmp_path, *STRONG, "--fit", "1MB", "1000ms", script="shrink")  # every file fits
     folder = tmp_path / "results" / "digits" / "deploy" / "shrink-net-strong" / "fit-1000kB-1000ms"
     (shipped,) = folder.glob("*.onnx")
-    splits = train_phase2.load_splits("digits", None, True)
+    splits = build.splits_of(RunConfig(quick=True))
     validation = export.ort_accuracy(export.ort_session(shipped), *splits.val)
     assert validation >= max(r["val_acc"] for r in records)  # no fp32 file is better on validation
     meta = export.read_metadata(shipped)

@@ -60,7 +60,7 @@ def test_tiny_sweep_reports_and_then_reuses_its_runs(tiny_sweep, tmp_path, monke
 
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run was trained again")
-    monkeypatch.setattr(train_phase2, "main", no_training)
+    monkeypatch.setattr(train_phase2, "run", no_training)
     shutil.copytree(tiny_sweep["tmp"] / "results", tmp_path / "results")
     width_sweep.main(width_sweep.get_args_parser().parse_args(
         ["--widths", "0.25", "0.125", "--seeds", "1", "--quick", "--results", str(tmp_path / "results")]))

@@ -1,6 +1,7 @@
-"""Building the model a run trains: a built-in CNN of model.py or the user's own factory, at
-a width or a parameter budget, checked on a batch shaped like the data; a wide run's model
-pruned down to a budget; a teacher to distil from."""
+"""From a run's config to what it trains: the device and precision, the data, the model (a
+built-in CNN of model.py or the user's own factory, at a width or a parameter budget, checked
+on a batch shaped like the data; or a wide run's model pruned down to a budget), the loss (with
+a teacher to distil from) and the tracker that drives Phase 2."""
 
 import importlib
 import os
@@ -11,9 +12,92 @@ import torch.nn as nn
 
 from model import MODELS, width_for_params
 
+from . import data, precision
+from .config import QUICK
 from .errors import UsageError, first_line
 from .export import load_torchscript
+from .recipes import Recipe
 from .run_folder import read_run
+from .stopping import EarlyStopping
+from .training import CrossEntropy, Distillation
+
+
+def device_named(name):
+    available = ["cpu"] + [d for d, ok in (("cuda", torch.cuda.is_available()),
+                                           ("mps", torch.backends.mps.is_available())) if ok]
+    if name == "auto":
+        return torch.device(available[-1])
+    if name not in available:
+        raise UsageError(f"--device {name} is not available here; choose from auto, {', '.join(available)}")
+    return torch.device(name)
+
+
+def hardware(config):
+    """The run's device; its threads set; a precision the device lacks refused."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    chosen = device_named(config.device)
+    if config.precision not in ("auto", *precision.available(chosen)):
+        raise UsageError(f"--precision {config.precision} is not available on {chosen.type} here; "
+                         f"choose from auto, {', '.join(precision.available(chosen))}")
+    return chosen
+
+
+def training_precision(config, device, model, splits, before=None):
+    """(Precision, what the record says of it). auto measures one training step of this model
+    in each precision the device has, unless `before` (a resumed run's record) has chosen."""
+    if config.precision != "auto":
+        return precision.Precision(config.precision, device), {"chosen": config.precision}
+    chosen = before
+    if chosen is None:
+        times = precision.measure(model, *splits.train, device, config.batch_size)
+        chosen = {"chosen": precision.choose(times), "ms_per_step": times}
+        print(f"precision auto: {chosen['chosen']} (ms per training step: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")
+    return precision.Precision(chosen["chosen"], device), chosen
+
+
+def splits_of(settings):
+    """The data set's splits as a run (its config or recorded settings) trains on: with quick
+    the first few of each, with train_images the first N training images (a reduced-budget
+    search) and every validation and test image."""
+    get = settings.get if isinstance(settings, dict) else lambda key: getattr(settings, key)
+    splits = data.load(get("dataset"), get("data_dir"), get("image_size"))
+    splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if get("quick") else splits
+    return data.subset(splits, get("train_images"), None) if get("train_images") else splits
+
+
+def model_of(config, splits):
+    """(model, its width): built at the width, or at the width the params budget asks for, or
+    with prune_from a finished plain run's model pruned to the budget."""
+    if config.prune_from:
+        model = pruned_from_run(config.prune_from, config.params, splits, config.dataset, config.quick,
+                                config.prune_importance)
+        return set_dropout(model, config.dropout, config.prune_from).train(), config.width
+    width = width_for_budget(config.model, config.params, splits) if config.params else config.width
+    return build(config.model, splits, width, config.dropout), width
+
+
+def loss_of(config, splits, device):
+    """Cross-entropy on the labels, or with a teacher distillation from its outputs too."""
+    if not config.teacher:
+        return CrossEntropy(config.label_smoothing)
+    return Distillation(load_teacher(config.teacher, splits, device), config.distill_weight, config.temperature,
+                        config.label_smoothing)
+
+
+def tracker_of(config, save_name):
+    """What drives Phase 2: the library's tracker, or for a plain run early stopping."""
+    recipe = Recipe(config.optimizer, config.lr, config.schedule, config.schedule_epochs, config.patience,
+                    config.weight_decay, config.warmup)
+    if config.no_dendrites:
+        return EarlyStopping(config.patience, config.min_epochs, recipe, config.restart_at, config.lr_trace)
+    from . import dendrites  # perforatedai: only dendritic runs load it
+    return dendrites.PerforatedTracker(
+        save_name, config.patience, config.max_dendrites, recipe, config.capacity_test, config.graph_every_epoch,
+        config.graph_at_end, switch_every=config.schedule_epochs if config.switch == "fixed" else None,
+        improvement_threshold=config.improvement_threshold, candidate_init=config.candidate_init,
+        activation=config.dendrite_activation)
 
 
 def data_shape(splits):
@@ -23,12 +107,14 @@ def data_shape(splits):
 
 def label(spec):
     """The --model spec as a file or study name can hold it (package.module:factory -> package.module-factory)."""
-    return spec.replace(":", "-")
+    return (spec if isinstance(spec, str) else f"{spec.__module__}:{spec.__qualname__}").replace(":", "-")
 
 
 def model_factory(spec):
     """The callable --model names: a built-in name (model.MODELS) or package.module:factory,
-    importable from here or the current folder."""
+    importable from here or the current folder; or (from Python) the callable itself."""
+    if callable(spec):
+        return spec
     if spec in MODELS:
         return MODELS[spec]
     if ":" not in spec:

@@ -8,14 +8,14 @@ import torch
 
 import train_phase2
 from conftest import fails, files
-from neuroshrink import models
+from neuroshrink import build
 
 
 def test_dropout_flag_sets_every_dropout_layer():
     digits = SimpleNamespace(in_channels=1, image_size=8, num_classes=10)
-    model = models.build("net", digits, 0.125, dropout=0.3)
+    model = build.build("net", digits, 0.125, dropout=0.3)
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
-    default = models.build("net", digits, 0.125)
+    default = build.build("net", digits, 0.125)
     assert [m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)] == [0.25, 0.5]
 
 
@@ -81,7 +81,7 @@ def test_users_own_model_trains_with_dendrites_through_model_option(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # the user's module sits in the folder the command runs from
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "my_models", raising=False)
-    train_phase2.cli(["--quick", "--graph-at-end", "--model", "my_models:small_cnn", "--width", "0.5", "--out", "run"])
+    train_phase2.cli(["--quick", "--model", "my_models:small_cnn", "--width", "0.5", "--out", "run"])
     result = json.loads((tmp_path / "run" / "results.json").read_text())
     assert result["settings"]["model"] == "my_models:small_cnn"
     assert result["settings"]["plain_params"] == 8 * 9 + 8 + 32 * 10 + 10
