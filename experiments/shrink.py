@@ -75,7 +75,7 @@ from experiments import deploy, plan, verdict
 from experiments.methods import BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, budget_epochs, check_methods, width_for
 from experiments.runner import cli, common_parser, folders
 from experiments.shrink_report import plot, table, verdict_rows, write_csv
-from experiments.shrink_studies import run_budget, train_wide
+from experiments.shrink_studies import add_study_options, run_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -105,32 +105,19 @@ def get_args_parser():
     p.add_argument("--methods", nargs="+", default=None, choices=[m.name for m in METHODS],
                    metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)}; default: all, "
                                           f"--recipe strong: {', '.join(STRONG_METHODS)})")
-    p.add_argument("--trials", type=positive(int), default=None,
-                   help="search trials per method and budget, the same for every method "
-                        "(fewer only where a method's space has fewer configurations; default 8, --recipe strong 12; "
-                        "your model or images: as --minutes allows)")
     p.add_argument("--minutes", type=positive(float), default=None, metavar="M",
                    help="--recipe strong: size the search trials, seeds and the search's training images to fit M "
                         f"minutes on this machine, by a timing of the model on the data (default for your model or "
                         f"images: {USER_MINUTES}; --trials, --seeds and --search-images given stay as given)")
-    strong = p.add_argument_group("--recipe strong")
-    strong.add_argument("--schedule-epochs", type=positive(int), default=15, metavar="S",
-                        help="each architecture's schedule: a dendritic run adds its set after S epochs and trains "
-                             "S more; every other run trains as many")
-    strong.add_argument("--search-epochs", type=positive(int), default=None, metavar="S",
-                        help="the search's schedule, the same for every method (default: --schedule-epochs)")
-    strong.add_argument("--search-images", type=positive(int), default=None, metavar="N",
-                        help="the search trains on the first N training images, every method (default: all)")
-    strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
-                        help="the search's first K configurations are drawn at random, the rest by TPE")
+    add_study_options(p)
     p.add_argument("--fit", type=deploy.limit, nargs="+", default=None, metavar="LIMIT",
                    help="no training: of every seed run's fp32 and int8 model, ship the most accurate on validation "
                         "whose file and one-thread batch-1 latency fit, e.g. --fit 30kB 0.05ms "
                         "(to <results>/<dataset>/deploy/<study>/fit-<limits>/)")
-    strong.add_argument("--time-inference", action="store_true",
-                        help="no training: time every final model (fp32 and int8; from its run folder, else "
-                             "the copy kept with the records) in ONNX Runtime on one thread, one after another, "
-                             "into shrink-<model>-strong-latency.json; nothing else may run meanwhile")
+    p.add_argument("--time-inference", action="store_true",
+                   help="--recipe strong, no training: time every final model (fp32 and int8; from its run folder, "
+                        "else the copy kept with the records) in ONNX Runtime on one thread, one after another, "
+                        "into shrink-<model>-strong-latency.json; nothing else may run meanwhile")
     return p
 
 

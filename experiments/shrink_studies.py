@@ -3,6 +3,7 @@ wide model, and the pairing of every plain method's runs with the dendritic runs
 seed. experiments/shrink.py holds the command and its defaults; experiments/methods.py what
 each method trains."""
 
+import argparse
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from experiments.methods import (BY_NAME, WIDE, budget_epochs, overrides, search
                                  study_name, suggest, width_for, without_repeats)
 from experiments.runner import check_settings, run_cell
 from neuroshrink.errors import UsageError
+from neuroshrink.flags import positive
 
 
 def open_study(args, url, name, sampler=None):
@@ -26,7 +28,27 @@ def open_study(args, url, name, sampler=None):
     return study
 
 
-STRONG_SETTINGS = ("schedule_epochs", "search_epochs", "search_images", "random_trials", "trials")
+def add_study_options(parser):
+    """The options of shrink's search and budgets. Every worker of a --recipe strong study must
+    agree on them: the first stores them with the study (check_strong_settings)."""
+    strong = parser.add_argument_group("the search and budgets (every worker of a --recipe strong study agrees)")
+    strong.add_argument("--trials", type=positive(int), default=None,
+                        help="search trials per method and budget, the same for every method (fewer only where a "
+                             "method's space has fewer configurations; default 8, --recipe strong 12; your model or "
+                             "images: as --minutes allows)")
+    strong.add_argument("--schedule-epochs", type=positive(int), default=15, metavar="S",
+                        help="each architecture's schedule: a dendritic run adds its set after S epochs and trains "
+                             "S more; every other run trains as many")
+    strong.add_argument("--search-epochs", type=positive(int), default=None, metavar="S",
+                        help="the search's schedule, the same for every method (default: --schedule-epochs)")
+    strong.add_argument("--search-images", type=positive(int), default=None, metavar="N",
+                        help="the search trains on the first N training images, every method (default: all)")
+    strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
+                        help="the search's first K configurations are drawn at random, the rest by TPE")
+    return parser
+
+
+STRONG_SETTINGS = tuple(vars(add_study_options(argparse.ArgumentParser()).parse_args([])))  # their names
 
 
 def check_strong_settings(study, args):
