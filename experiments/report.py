@@ -42,7 +42,7 @@ def deployment_table(groups, key_header):
     bytes and ONNX Runtime milliseconds on one thread, the int8 file's test accuracy, bytes and
     milliseconds. `groups`: [(key cells, records)]. Records made before ONNX export existed have
     none of it: their cells are blank, and the report says so."""
-    if not any(r.get("onnx") for _, records in groups for r in records):
+    if not any(r["onnx"] for _, records in groups for r in records):
         return ["Deployment (bytes, ONNX Runtime milliseconds, int8): not measured for these runs, which were "
                 "recorded before ONNX export existed.", ""]
     lines = ["Deployment: ONNX Runtime on one CPU thread, median ms per forward pass; fp32 is model.onnx, int8 "
@@ -52,7 +52,7 @@ def deployment_table(groups, key_header):
              "| int8 ms, batch 1 | int8 ms, batch 256 |",
              "|" + "---|" * (len(key_header.split(" | ")) + 7)]
     for key, records in groups:
-        onnx, int8 = [r["onnx"] for r in records if r.get("onnx")], [r["int8"] for r in records if r.get("int8")]
+        onnx, int8 = [r["onnx"] for r in records if r["onnx"]], [r["int8"] for r in records if r["int8"]]
 
         def cells(models, fields):
             return [fmt(mean_std([get(m) for m in models]), digits) if models else "" for get, digits in fields]

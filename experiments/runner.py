@@ -15,7 +15,7 @@ from pathlib import Path
 
 import train_phase2
 from neuroshrink import build, data
-from neuroshrink.config import BEFORE_RECIPES, RunConfig, add_options, migrate, resolved_defaults, sweep_names
+from neuroshrink.config import BEFORE_IT_EXISTED, RunConfig, add_options, migrate, resolved_defaults, sweep_names
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import Interrupted, read_run
@@ -58,7 +58,7 @@ def check_settings(study, args):
         study.set_user_attr("sweep", {key: getattr(args, key) for key in SHARED})
         return
     for key in SHARED:
-        before = stored.get(key, BEFORE_RECIPES.get(key))  # a sweep stored before the setting was shared
+        before = stored.get(key, BEFORE_IT_EXISTED.get(key))  # a sweep stored before the setting was shared
         if before != getattr(args, key):
             raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
                              f"{before}, not {getattr(args, key)}; use another --results folder")
@@ -115,7 +115,7 @@ DEPLOYMENT_FIELDS = ("onnx_bytes", "ort_ms_batch1", "ort_ms_batch256", "int8_tes
 def deployment_cells(record):
     """A record's DEPLOYMENT_FIELDS; blank where it has none (recorded before ONNX export, or
     not quantized)."""
-    onnx, int8 = record.get("onnx") or {}, record.get("int8") or {}
+    onnx, int8 = record["onnx"] or {}, record["int8"] or {}
     return [onnx.get("bytes", ""), onnx.get("ort_ms", {}).get("1", ""), onnx.get("ort_ms", {}).get("256", ""),
             int8.get("test_acc", ""), int8.get("bytes", ""), int8.get("ort_ms", {}).get("1", "")]
 

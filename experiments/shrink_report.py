@@ -23,7 +23,7 @@ def verdict_rows(args, results, wide_records):
             if not records:
                 continue
             method = BY_NAME[name]
-            timed = [r for r in records if r.get("inference_ms")]
+            timed = [r for r in records if r["inference_ms"]]
             rows.append({
                 "budget": budget, "method": name, "n": len(records),
                 "test_acc": [r["test_acc"] for r in records], "params": [r["params"] for r in records],
@@ -135,8 +135,8 @@ def write_csv(rows, path):
                          "inference_ms_batch1", "inference_ms_batch256", "training_minutes", "wide_minutes",
                          "onnx_bytes", "ort_ms_batch1", "int8_test_acc", "int8_bytes"])
         for r in rows:
-            onnx = [x["onnx"] for x in r["records"] if x.get("onnx")]  # blank: recorded before ONNX export
-            int8 = [x["int8"] for x in r["records"] if x.get("int8")]
+            onnx = [x["onnx"] for x in r["records"] if x["onnx"]]  # blank: recorded before ONNX export
+            int8 = [x["int8"] for x in r["records"] if x["int8"]]
             writer.writerow([r["budget"], r["method"], r["n"], round(statistics.fmean(r["test_acc"]), 3),
                              round(statistics.stdev(r["test_acc"]), 3) if r["n"] > 1 else 0.0,
                              round(statistics.fmean(r["params"])),

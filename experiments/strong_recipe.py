@@ -29,7 +29,7 @@ from pathlib import Path
 from experiments.report import fmt, mean_std, new_figure
 from experiments.runner import cli, run_in
 from neuroshrink import data
-from neuroshrink.config import RunConfig, add_options, resolved_defaults
+from neuroshrink.config import RunConfig, add_options, migrate, resolved_defaults
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import read_run
@@ -115,6 +115,7 @@ def finished_rows(args, runs_dir):
 def row_of(run, level):
     """A finished run as a recipe.csv row, with the epoch and training seconds at which its
     validation accuracy first reached `level` (blank if it never did)."""
+    run = migrate(run)
     s, history, final = run["settings"], run["history"], run["final"]
     seconds, reached = 0.0, None
     for row in history:
@@ -122,10 +123,10 @@ def row_of(run, level):
         if row["val_acc"] >= level:
             reached = row
             break
-    return {"model": s["model"], "width": s["width"], "params": final["params"], "recipe": s.get("recipe", "default"),
+    return {"model": s["model"], "width": s["width"], "params": final["params"], "recipe": s["recipe"],
             "seed": s["seed"], "test_acc": final["test_acc"], "val_acc": round(final["val_acc"], 4),
             "epochs": final["epochs"], "train_seconds": round(sum(r["train_seconds"] for r in history), 1),
-            "precision": (run.get("precision") or {}).get("chosen", s["precision"]), "cpu": s.get("cpu", ""), "threads": s["threads"],
+            "precision": run["precision"]["chosen"], "cpu": s["cpu"], "threads": s["threads"],
             "best_epoch": final["best_epoch"], "level_epoch": reached["epoch"] if reached else "",
             "level_seconds": round(seconds, 1) if reached else "",
             "level_test_acc": reached["test_acc"] if reached else "", "date": s.get("date", "")}

@@ -103,7 +103,7 @@ def kind_rows(rows, latency):
                         "params": [r["params"] for r in records], "bytes": [r[key]["bytes"] for r in records],
                         "ms1": [t["1"] for t in times], "ms256": [t["256"] for t in times],
                         "minutes": [r["wall_seconds"] / 60 for r in records], "wide_minutes": row["wide_minutes"],
-                        "cpus": [r["settings"].get("cpu") for r in records],
+                        "cpus": [r["settings"]["cpu"] for r in records],
                         "epochs": [r["epochs"] for r in records], "hp": row["hp"], "undecided": row["undecided"]})
     return out
 
@@ -141,7 +141,7 @@ def table(args, rows, wide_records, latency):
         lines += ["Milliseconds: not yet timed (`--time-inference`).", ""]
     wide = [r for r in wide_records if r["seed"] > 0]
     lines += [training_machines([c for r in rows if r["kind"] == "fp32" for c in r["cpus"]]
-                                + [r["settings"].get("cpu") for r in wide]), ""]
+                                + [r["settings"]["cpu"] for r in wide]), ""]
     if wide:
         lines += [f"The wide model (plain, width {args.wide:g}, {fmt(mean_std([r['params'] for r in wide]), 0)} "
                   f"parameters) pruned and distilled from: test {fmt(mean_std([r['test_acc'] for r in wide]))} %, "

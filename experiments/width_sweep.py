@@ -190,7 +190,7 @@ def write_csv(records, path):
         writer = csv.writer(f)
         writer.writerow(fields + ("precision",) + DEPLOYMENT_FIELDS)
         for r in records:
-            writer.writerow([r[key] for key in fields] + [r["settings"].get("precision", "fp32")]
+            writer.writerow([r[key] for key in fields] + [r["settings"]["precision"]]
                             + deployment_cells(r))
 
 

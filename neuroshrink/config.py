@@ -243,23 +243,29 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-# What the settings added with the recipes (and min_epochs' default) were before them: a run
-# recorded earlier was trained so.
-BEFORE_RECIPES = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
-                  "channels_last": False, "switch": "history", "train_images": None, "prune_importance": "magnitude"}
+# What each setting added since the first records was before it existed: a run recorded
+# earlier was trained so.
+BEFORE_IT_EXISTED = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
+                     "channels_last": False, "switch": "history", "train_images": None,
+                     "prune_importance": "magnitude", "precision": "fp32"}
+MEASURED_SINCE = ("inference_ms", "onnx", "int8")  # a run's final metrics added since; None before
 
 
 def migrate(record):
-    """A run's record brought up to the current schema (a copy; the record itself is left).
-    Schema 1 (no "schema" key) held the command line's namespace, from before some settings
-    existed: those take the values the run was trained with."""
-    if record.get("schema", 1) >= SCHEMA:
+    """A record of a run brought up to date (a copy; the record itself is left): a run's
+    results.json, or a sweep's record of one (experiments/runner.py: its run's settings, final
+    metrics and exported files). Schema 1 (no "schema" key) held the command line's namespace,
+    from before some settings existed: those take the values the run was trained with; what was
+    measured only since is None."""
+    if record.get("schema", 1) >= SCHEMA or "settings" not in record:
         return record
-    settings = {**BEFORE_RECIPES, **record["settings"]}
+    settings = {**BEFORE_IT_EXISTED, "cpu": None, **record["settings"]}  # cpu: not recorded then
     settings.setdefault("schedule_epochs", settings["epochs"])  # the cosine schedule spanned the cap
     for mode in ("given", "out", "evaluate", "resume"):  # the command line's, not the run's
         settings.pop(mode, None)
-    final = record["final"] and {"inference_ms": None, **record["final"]}  # timed since
+    if "format" not in record:  # a sweep's record of a run
+        return {**dict.fromkeys(MEASURED_SINCE), **record, "settings": settings}
+    final = record["final"] and {**dict.fromkeys(MEASURED_SINCE[:1]), **record["final"]}
     return {"precision": {"chosen": settings["precision"]}, **record,  # auto's choice recorded since
             "schema": SCHEMA, "settings": settings, "final": final}
 

@@ -13,7 +13,7 @@ import train_phase2
 from conftest import ROOT, metrics, stopped_after
 from experiments import run as run_command
 from experiments import runner, width_sweep
-from neuroshrink.config import (BEFORE_RECIPES, SCHEMA, RunConfig, all_names, demo_names, flag, migrate,
+from neuroshrink.config import (BEFORE_IT_EXISTED, SCHEMA, RunConfig, all_names, demo_names, flag, migrate,
                                 sweep_names)
 from neuroshrink.errors import UsageError
 from neuroshrink.recipes import RECIPES
@@ -74,7 +74,7 @@ def test_a_recipe_is_applied_once_and_what_is_given_stays(settings):
 def old_record(record):
     """`record` as the code before RunConfig wrote it: the command line's namespace as its
     settings, without the settings added with the recipes; no schema, no out."""
-    settings = {k: v for k, v in record["settings"].items() if k not in BEFORE_RECIPES and k != "schedule_epochs"}
+    settings = {k: v for k, v in record["settings"].items() if k not in BEFORE_IT_EXISTED and k != "schedule_epochs"}
     settings |= {"out": record["out"], "evaluate": False, "resume": False}
     return {k: v for k, v in record.items() if k not in ("schema", "out")} | {"settings": settings}
 
