@@ -71,10 +71,9 @@ shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 
 import torch.nn as nn
 
-from experiments import deploy, plan, verdict
+from experiments import deploy, plan, shrink_report, verdict
 from experiments.methods import BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, budget_epochs, check_methods, width_for
 from experiments.runner import cli, common_parser, folders
-from experiments.shrink_report import plot, table, verdict_rows, write_csv
 from experiments.shrink_studies import add_study_options, run_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
@@ -224,7 +223,7 @@ def main(args):
     if wide_runs:
         results = {budget: run_budget(args, url, budget, shape, wide_runs, runs, results[budget])
                    for budget in args.budgets}
-    rows = verdict_rows(args, results, wide_records)
+    rows = shrink_report.verdict_rows(args, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
         return None
@@ -238,17 +237,8 @@ def main(args):
     shipped = deploy.winners(rows, splits, args.kept, verdict.read_latency(results_dir / f"{name}-latency.json"),
                              results_dir / "deploy" / name, name, args.seeds)
     answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)
-    if args.recipe == "strong":
-        report = verdict.write(args, rows, wide_records, results_dir, name, answer)
-        print("\n" + report)
-        print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png, {name}-budgets.png")
-    else:
-        report = answer + "\n" + table(args, rows, wide_records)
-        (results_dir / f"{name}.md").write_text(report)
-        write_csv(rows, results_dir / f"{name}.csv")
-        plot(args, rows, results_dir / f"{name}.png")
-        print("\n" + report)
-        print(f"wrote {results_dir}/{name}.md, {name}.csv, {name}.png")
+    report, written = shrink_report.write(args, rows, wide_records, results_dir, name, answer)
+    print("\n" + report + f"\nwrote {results_dir}/{', '.join(written)}")
     print("\n" + answer)  # last, for whoever asked the question
     return rows
 

@@ -1,13 +1,27 @@
-"""experiments.shrink's report under the default recipe (and the library's recipes): the
-verdict tables, the plot of accuracy against parameters, the CSV. The strong recipe's report,
-in bytes, int8 and milliseconds, is experiments/verdict.py."""
+"""experiments.shrink's report, either recipe: write() gives <name>.md (the answer in words on
+top, then the tables), .csv and the plots. Under the default recipe (and the library's
+recipes) the tables, the plot of accuracy against parameters and the CSV are here; under the
+strong recipe, counted in bytes, int8 and milliseconds, they are experiments/verdict.py's."""
 
 import csv
 import statistics
 
-from experiments import report, spaces
+from experiments import report, spaces, verdict
 from experiments.methods import BY_NAME, METHODS
 from experiments.report import deployment_table, mean_std
+
+
+def write(args, rows, wide_records, results_dir, name, answer):
+    """The report's files in results_dir; returns (the report, the names written)."""
+    if args.recipe == "strong":
+        return verdict.write(args, rows, wide_records, results_dir, name, answer), [
+            f"{name}.md", f"{name}.csv", f"{name}.png", f"{name}-budgets.png"]
+    text = answer + "\n" + table(args, rows, wide_records)
+    (results_dir / f"{name}.md").write_text(text)
+    write_csv(rows, results_dir / f"{name}.csv")
+    plot(args, rows, results_dir / f"{name}.png")
+    return text, [f"{name}.md", f"{name}.csv", f"{name}.png"]
+
 
 def fmt(values, digits=2):
     return report.fmt(mean_std(values), digits)

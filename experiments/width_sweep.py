@@ -1,6 +1,6 @@
 """NeuroShrink width sweep: can a narrower CNN plus dendrites match a wider plain one?
 
-For every width and seed it trains the dendritic CNN with train_phase2's own main(), then
+For every width and seed it trains the dendritic CNN with train_phase2's own run(), then
 the plain CNN (--no-dendrites: early stopping with the same patience, and never fewer
 epochs than the dendritic run at that width and seed used), on the same splits. The sweep
 is an Optuna study (studies.py): start the same command in several processes, or on several
