@@ -55,14 +55,16 @@ USER_METHODS = ("dendritic", "matched", "plain", "pruned")
 DROPOUTS = (0.1, 0.3, 0.5)
 
 
-def suggest(trial, method, dropout=True, strong=False):
+def suggest(trial, method, dropout=True, strong=False, zero_decay=False):
     """A configuration from the method's search space. Every method: dropout, if the model has
     any. This project's recipe: also the learning rate, patience and schedule (none or
-    cosine); the strong recipe: the learning rate, weight decay and label smoothing.
+    cosine); the strong recipe: the learning rate, weight decay (for a dendritic method with
+    `zero_decay`, possibly none) and label smoothing.
     Dendritic: what the library's W&B sweep template searches. Distilled: the soft targets'
     weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
-    hp |= {} if method.recipe else spaces.suggest_strong(trial) if strong else spaces.suggest_recipe(trial)
+    hp |= ({} if method.recipe else spaces.suggest_strong(trial, zero_decay and not method.plain) if strong
+           else spaces.suggest_recipe(trial))
     hp |= {} if method.plain else spaces.suggest_dendrites(trial)
     if method.wide == "teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
@@ -115,7 +117,7 @@ def search_space(args, method):
     """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
     trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
     suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout,
-            args.recipe == "strong")
+            args.recipe == "strong", args.allow_zero_decay)
     return trial.distributions
 
 

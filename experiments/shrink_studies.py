@@ -45,21 +45,26 @@ def add_study_options(parser):
                         help="the search trains on the first N training images, every method (default: all)")
     strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
                         help="the search's first K configurations are drawn at random, the rest by TPE")
+    strong.add_argument("--allow-zero-decay", action="store_true",
+                        help="the dendritic methods' search may also choose weight decay 0 (a coin, then the range), "
+                             "which the library's docs say can help dendrites learn; the others' spaces stay")
     return parser
 
 
-STRONG_SETTINGS = tuple(vars(add_study_options(argparse.ArgumentParser()).parse_args([])))  # their names
+STRONG_DEFAULTS = vars(add_study_options(argparse.ArgumentParser()).parse_args([]))  # their names and defaults
 
 
 def check_strong_settings(study, args):
     """Every run of a --recipe strong study shares its budgets and its search's: the first
     worker sets them."""
-    wanted = {key: getattr(args, key) for key in STRONG_SETTINGS}
+    wanted = {key: getattr(args, key) for key in STRONG_DEFAULTS}
     stored = study.user_attrs.get("strong")
     if stored is None:
         study.set_user_attr("strong", wanted)
-    elif stored != wanted:
-        key = next(k for k in STRONG_SETTINGS if stored[k] != wanted[k])
+        return
+    stored = STRONG_DEFAULTS | stored  # a study stored before an option existed ran as its default
+    if stored != wanted:
+        key = next(k for k in STRONG_DEFAULTS if stored[k] != wanted[k])
         raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
                          f"{stored[key]}, not {wanted[key]}; use another --results folder")
 
@@ -113,7 +118,7 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
-        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong")
+        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong", args.allow_zero_decay)
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
         epochs = budget_epochs(args, search=True) if args.recipe == "strong" else 1
         cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0,

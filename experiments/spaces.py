@@ -13,11 +13,14 @@ def suggest_recipe(trial):
             "schedule": trial.suggest_categorical("schedule", ["none", "cosine"])}
 
 
-def suggest_strong(trial):
+def suggest_strong(trial, zero_decay=False):
     """The strong recipe's (AdamW, warm-up and cosine, augmentation): the learning rate, the
-    weight decay and the label smoothing, around its defaults 3e-3, 0.05 and 0.1."""
-    return {"lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 0.005, 0.2, log=True),
+    weight decay and the label smoothing, around its defaults 3e-3, 0.05 and 0.1. With
+    `zero_decay` a coin first decides whether there is weight decay at all (the library's
+    docs warn that it can hurt dendrite learning)."""
+    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+    off = zero_decay and trial.suggest_categorical("no_weight_decay", [True, False])
+    return {"lr": lr, "weight_decay": 0.0 if off else trial.suggest_float("weight_decay", 0.005, 0.2, log=True),
             "label_smoothing": trial.suggest_categorical("label_smoothing", [0.0, 0.1])}
 
 

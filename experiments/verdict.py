@@ -128,7 +128,9 @@ def table(args, rows, wide_records, latency):
     lines = [f"## Which method shrinks a CNN best, trained well? {args.dataset}, {args.model}, strong recipe", "",
              f"Every run: the strong recipe; a dendritic run adds its set after a {args.schedule_epochs}-epoch "
              f"schedule and trains another, the others train the same seed's dendritic epochs. Each method tuned "
-             f"by {args.trials} search trials ({args.random_trials} random, then TPE) on validation, seed 0, "
+             f"by {args.trials} search trials ({args.random_trials} random, then TPE"
+             + ("; the dendritic search could also choose weight decay 0" if args.allow_zero_decay else "")
+             + ") on validation, seed 0, "
              f"each on a schedule of {args.search_epochs} epochs"
              + (f" and the first {args.search_images:,} training images" if args.search_images else "")
              + " for every method; then seeds 1-" + f"{args.seeds} of its choice, tested: mean ± std over those "

@@ -93,8 +93,8 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
 
 
 def test_a_finite_search_space_is_drawn_without_repeats():
-    with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default")
-    without = argparse.Namespace(model_has_dropout=False, recipe="default")
+    with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default", allow_zero_decay=False)
+    without = argparse.Namespace(model_has_dropout=False, recipe="default", allow_zero_decay=False)
     assert methods.without_repeats(with_dropout, methods.BY_NAME["plain-mnist"]) == 3
     assert methods.without_repeats(with_dropout, methods.BY_NAME["restarts-api"]) == 3  # its plain recipe's
     assert methods.without_repeats(with_dropout, methods.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3
@@ -140,3 +140,17 @@ def test_report_only_reproduces_the_report(recipe_sweep):
                         *RECIPE_METHODS, script="shrink")
     assert "=== " not in output  # nothing trained
     assert path.read_text() == before
+
+
+def test_a_strong_study_stored_before_an_option_existed_continues_with_its_default(tmp_path):
+    """check_strong_settings: the options a study stored are compared, an option added since
+    counts as its default, and another value is refused."""
+    study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "strong")
+    args = shrink.get_args_parser().parse_args(["--recipe", "strong"])
+    shrink.resolve_defaults(args)
+    old = {key: getattr(args, key) for key in shrink_studies.STRONG_DEFAULTS if key != "allow_zero_decay"}
+    study.set_user_attr("strong", old)
+    shrink_studies.check_strong_settings(study, args)
+    args.allow_zero_decay = True
+    with pytest.raises(UsageError, match="holds runs made with --allow-zero-decay False, not True"):
+        shrink_studies.check_strong_settings(study, args)
