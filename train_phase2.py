@@ -36,12 +36,10 @@ from neuroshrink.training import evaluate, train_one_epoch
 
 
 def run(config, out="PAI"):
-    """Train as `config` says into the run folder `out` (or the RunFolder of a run resumed);
-    returns the run's record (<out>/results.json). Raises a NeuroShrinkError on bad input or a
-    library failure, and Interrupted after saving on SIGINT or SIGTERM."""
+    """Train as `config` says into the run folder `out` (or a resumed run's RunFolder); returns its record
+    (<out>/results.json). Raises NeuroShrinkError on bad input or a library failure, Interrupted on a signal."""
     folder, clock = out if isinstance(out, RunFolder) else RunFolder(out), journal.Clock()
     config = config.resolved()
-    check_save_name(config, folder)
     device = build.hardware(config)
     # Data and model before the folder is touched: bad input leaves it as it was.
     splits = build.splits_of(config).to(device)
@@ -69,11 +67,13 @@ def run(config, out="PAI"):
         clock.lap("setup")
 
         log, step = journal.Journal(folder, clock, config.wandb), None
+        compiled = build.compiled(model, device) if config.compile else None  # plain runs: one model throughout
         with folder.stopping_safely(before_stop=tracker.draw_graph):
             for epoch in range(folder.epochs_done + 1, config.epochs + 1):  # Phase 2
                 row = log.new_row(epoch, optimizer, tracker, model)
-                row["train_loss"], row["train_acc"] = train_one_epoch(
-                    model, optimizer, *splits.train, config.batch_size, generator, amp, loss_fn, augmentation)
+                row["train_loss"], row["train_acc"] = train_one_epoch(compiled if config.compile else model, optimizer,
+                                                                      *splits.train, config.batch_size, generator, amp,
+                                                                      loss_fn, augmentation)
                 row["train_seconds"] = clock.lap("train")
                 row.update(val_acc=evaluate(model, *splits.val), test_acc=evaluate(model, *splits.test))
                 clock.lap("evaluate")
@@ -107,12 +107,6 @@ def resume(out="PAI", **changes):
             raise UsageError(f"--resume: {flag(key)} {value} conflicts with the run's {getattr(config, key)}; "
                              "drop the flag to continue the run as it was")
     return run(dataclasses.replace(config, **changes), folder)
-
-
-def check_save_name(config, folder):
-    if not config.no_dendrites and not all(c.isalnum() or c in "_-." for c in folder.name):
-        raise UsageError(f"--out {folder.given}: the folder's name may hold only letters, digits, _ - . "
-                         "(the library uses it as its save name)")
 
 
 def export_model(folder, model, tracker, splits, config, clock):

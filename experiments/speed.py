@@ -38,7 +38,7 @@ import torch.nn.functional as F
 import train_phase2
 from neuroshrink.machine import cpu_name
 from model import Net
-from neuroshrink import data, precision
+from neuroshrink import build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.training import train_one_epoch
@@ -125,7 +125,9 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
 def recipe_costs(splits, budget, fraction=0.25):
     """Seconds per training epoch (the project's train_one_epoch over a `fraction` of the
     training images, scaled to the whole) of the compact CNN at `budget` parameters, under
-    each part of the strong recipe in turn; one warm-up pass before each timed one."""
+    each part of the strong recipe in turn, then compiled (torch.compile) in each precision;
+    one warm-up pass before each timed one (a compiled variant's compilation is in its warm-up
+    pass, whose seconds are printed too)."""
     from model import CompactCNN, width_for_params
     from neuroshrink.augment import Augment
     from neuroshrink.training import CrossEntropy
@@ -142,6 +144,8 @@ def recipe_costs(splits, budget, fraction=0.25):
     variants += [("the same, bf16 autocast", dict(cl=True, aug=True, smooth=True, amp="bf16"))
                  ] if "bf16" in precision.available(cpu) else []
     variants += [("the same, fp32, 1 thread", dict(cl=True, aug=True, smooth=True, threads=1))] if threads > 1 else []
+    variants += [(f"the same, {name}, compiled", dict(cl=True, aug=True, smooth=True, amp=name, compiled=True))
+                 for name in precision.available(cpu)]
     print(f"\nrecipe costs: compact CNN width {width:g}, {budget:,} parameters budget; seconds per epoch of "
           f"{len(splits.train[1]):,} images (timed on {n:,}), fp32 and {threads} threads unless said")
     for name, v in variants:
@@ -154,11 +158,15 @@ def recipe_costs(splits, budget, fraction=0.25):
         loss = CrossEntropy(0.1 if v.get("smooth") else 0.0)
         augment = Augment(2, flip=True) if v.get("aug") else None
         amp = precision.Precision(v.get("amp", "fp32"), cpu)
+        forward = build.compiled(model, cpu) if v.get("compiled") else model
+        seconds = []
         for _ in range(2):  # a warm-up pass, then the timed one
             t0 = time.perf_counter()
-            train_one_epoch(model, optimizer, x, y, v.get("batch", 256), torch.Generator().manual_seed(1), amp,
+            train_one_epoch(forward, optimizer, x, y, v.get("batch", 256), torch.Generator().manual_seed(1), amp,
                             loss, augment)
-        print(f"    {name:60s} {(time.perf_counter() - t0) / fraction:6.1f} s")
+            seconds.append(time.perf_counter() - t0)
+        warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if v.get("compiled") else ""
+        print(f"    {name:60s} {seconds[1] / fraction:6.1f} s{warm_up}")
     torch.set_num_threads(threads)
 
 

@@ -5,6 +5,7 @@ a teacher to distil from) and the tracker that drives Phase 2."""
 
 import importlib
 import os
+import shutil
 import sys
 
 import torch
@@ -57,6 +58,16 @@ def training_precision(config, device, model, splits, before=None):
     return precision.Precision(chosen["chosen"], device), chosen
 
 
+def compiled(model, device):
+    """The model's training forward compiled by torch.compile, or the model itself where the
+    compiler it needs is missing (Inductor builds C++ kernels on the CPU), said in one line.
+    Its parameters are the model's: evaluation, checkpoints and export use the model."""
+    if device.type == "cpu" and not any(shutil.which(name) for name in (os.environ.get("CXX") or "g++", "clang++")):
+        print("compile: no C++ compiler found (g++, clang++ or $CXX); training eagerly")
+        return model
+    return torch.compile(model)
+
+
 def splits_of(settings):
     """The data set's splits as a run (its config or recorded settings) trains on: with quick
     the first few of each, with train_images the first N training images (a reduced-budget
@@ -92,6 +103,9 @@ def tracker_of(config, save_name):
                     config.weight_decay, config.warmup)
     if config.no_dendrites:
         return EarlyStopping(config.patience, config.min_epochs, recipe, config.restart_at, config.lr_trace)
+    if not all(c.isalnum() or c in "_-." for c in save_name):
+        raise UsageError(f"--out: the run folder's name {save_name!r} may hold only letters, digits, _ - . "
+                         "(the library uses it as its save name)")
     from . import dendrites  # perforatedai: only dendritic runs load it
     return dendrites.PerforatedTracker(
         save_name, config.patience, config.max_dendrites, recipe, config.capacity_test, config.graph_every_epoch,

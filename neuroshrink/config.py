@@ -113,6 +113,8 @@ class RunConfig:
                              "and CUDA; fp16: CUDA); auto: the fastest measured here, fp32 unless another is 10%% "
                              "faster", "training", choices=precision.CHOICES, sweep="shared")
     seed: int = setting(1, "model initialisation, dropout and batch order", "training", parse=int)
+    compile: bool = setting(False, "plain runs: compile the training step with torch.compile (Inductor; on the CPU "
+                            "it needs a C++ compiler, without one the run says so and trains eagerly)")
     min_epochs: int | None = setting(None, "plain runs: train at least this many epochs (to match a dendritic run's "
                                      "budget; default 1, strong: all)", parse=positive(int))
     restart_at: tuple = setting((), "plain runs: rebuild the optimizer and schedule after these epochs, as the "
@@ -206,6 +208,9 @@ class RunConfig:
             raise UsageError(f"{', '.join(plain_only)}: only for plain runs (add --no-dendrites)")
         if self.capacity_test and self.no_dendrites:
             raise UsageError("--capacity-test: the library's test, not for plain runs (drop --no-dendrites)")
+        if self.compile and not self.no_dendrites:
+            raise UsageError("--compile: plain runs only (add --no-dendrites); the library restructures a dendritic "
+                             "model, which a compiled graph would not follow")
         if self.prune_from and not self.params:
             raise UsageError("--prune-from needs --params: the parameter count to prune down to")
         if self.wandb:

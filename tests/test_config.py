@@ -58,6 +58,16 @@ def test_a_bad_setting_from_python_is_the_command_lines_one_line_error(settings,
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(compile=True), "--compile: plain runs only (add --no-dendrites)"),
+    (dict(params=1000), "--params: only for plain runs (add --no-dendrites)"),
+    (dict(no_dendrites=True, capacity_test=True), "--capacity-test: the library's test, not for plain runs"),
+])
+def test_settings_that_do_not_go_together_are_refused_when_resolved(settings, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        RunConfig(**settings).resolved()
+
+
 @pytest.mark.parametrize("settings", [{}, dict(recipe="strong"), dict(recipe="strong", no_dendrites=True, epochs=40),
                                       dict(recipe="strong", dataset="fashion-mnist", lr=0.01, quick=True),
                                       dict(no_dendrites=True, quick=True, min_epochs=50)])
