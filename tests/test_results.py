@@ -35,6 +35,10 @@ COMMANDS = {
     "rerun/fashion-mnist/shrink-compact-strong.md": ("shrink", [*FASHION, "--model", "compact", "--recipe", "strong",
                                                                 "--search-epochs", "5", "--search-images", "15000",
                                                                 "--budgets", "4700", "--methods", "dendritic", "matched"]),
+    "wd0/fashion-mnist/shrink-compact-strong.md": ("shrink", [*FASHION, "--model", "compact", "--recipe", "strong",
+                                                              "--search-epochs", "5", "--search-images", "15000",
+                                                              "--budgets", "4700", "20000", "75000", "--methods",
+                                                              "dendritic", "matched", "--allow-zero-decay"]),
     **{f"precision-{precision}/digits/results.md": ("width_sweep", ["--widths", "0.25", "0.125", "--precision", precision])
        for precision in ("fp32", "bf16")},
     **{f"precision-{precision}/fashion-mnist/results.md": (
