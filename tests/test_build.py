@@ -91,13 +91,21 @@ def test_users_own_model_trains_with_dendrites_through_model_option(tmp_path, mo
     assert (tmp_path / "run" / "model.ts").exists()
 
 
-def test_a_compiled_plain_run_trains_the_models_own_parameters(tmp_path):
+def test_a_compiled_plain_run_trains_the_models_own_parameters(tmp_path, monkeypatch):
     """compile=True: the training forward is torch.compile's, whose parameters are the model's,
     so the best epoch's weights, the checkpoint and the export are the trained ones."""
     from neuroshrink.config import RunConfig
 
+    compiled = []
+
+    def compile_and_note(model):
+        compiled.append(model)
+        return torch_compile(model)
+    torch_compile = torch.compile
+    monkeypatch.setattr(build.torch, "compile", compile_and_note)
     config = RunConfig(quick=True, no_dendrites=True, recipe="strong", epochs=3, compile=True)
     record = train_phase2.run(config, tmp_path / "run")
+    assert len(compiled) == 1  # the training step went through torch.compile
     assert record["settings"]["compile"] and record["status"] == "complete"
     # learned (chance is 10 %; eagerly, 42 % after these 3 epochs; compiled dropout draws other masks)
     assert record["final"]["test_acc"] == record["history"][record["final"]["best_epoch"] - 1]["test_acc"] > 25

@@ -13,7 +13,7 @@ import train_phase2
 from conftest import ROOT, metrics, stopped_after
 from experiments import run as run_command
 from experiments import runner, width_sweep
-from neuroshrink.config import (BEFORE_IT_EXISTED, SCHEMA, RunConfig, all_names, demo_names, flag, migrate,
+from neuroshrink.config import (BEFORE_IT_EXISTED, QUICK, SCHEMA, RunConfig, all_names, demo_names, flag, migrate,
                                 sweep_names)
 from neuroshrink.errors import UsageError
 from neuroshrink.recipes import RECIPES
@@ -74,11 +74,17 @@ def test_settings_that_do_not_go_together_are_refused_when_resolved(settings, me
 def test_a_recipe_is_applied_once_and_what_is_given_stays(settings):
     config = RunConfig(**settings).resolved()
     assert config.resolved() == config  # a sweep resolves a config its run resolves again
-    assert all(getattr(config, key) == value for key, value in settings.items() if key not in ("epochs", "min_epochs")
-               or not config.quick)
+    capped_by_quick = ("min_epochs",) if config.quick else ()
+    assert all(getattr(config, key) == value for key, value in settings.items() if key not in capped_by_quick)
     recipe = RECIPES[config.recipe]
     assert config.optimizer == settings.get("optimizer", recipe["optimizer"])
     assert config.weight_decay == recipe["weight_decay"]
+
+
+def test_quick_caps_the_epochs_before_a_schedule_takes_their_length():
+    """As the code before RunConfig resolved it: a sweep finds its old --quick runs the same."""
+    quick = RunConfig(quick=True).resolved()
+    assert quick.epochs == quick.schedule_epochs == QUICK["epochs"] and quick.patience == QUICK["patience"]
 
 
 def old_record(record):
