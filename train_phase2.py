@@ -156,10 +156,11 @@ def provenance(settings):
 
 # ---------------------------------------------------------------- the command line
 
-def get_args_parser():
-    """The demo's options, generated from RunConfig's demo fields, and the run folder's modes."""
-    p = Parser(description=__doc__.split("\n\n")[0])
-    groups = add_options(p, demo_names())
+def get_args_parser(names=None, prog=None):
+    """Options generated from RunConfig's fields (`names`; default: the demo's), and the run
+    folder's modes."""
+    p = Parser(prog=prog, description=__doc__.split("\n\n")[0])
+    groups = add_options(p, names or demo_names())
     where = groups["the run"]
     where.add_argument("--out", default="PAI",
                        help="run folder: results.json, checkpoints, exported model, the library's files and graph")
@@ -171,8 +172,10 @@ def get_args_parser():
     return p
 
 
-def cli(argv=None):
-    args = get_args_parser().parse_args(argv)
+def cli(argv=None, parser=None):
+    """The command line (`parser`: the demo's unless another is given) -> run, resume or evaluate;
+    errors and a failed export end it with one line and a non-zero status."""
+    args = (parser or get_args_parser()).parse_args(argv)
     given = config_of(args)
     try:
         if args.evaluate:

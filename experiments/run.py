@@ -8,33 +8,16 @@ the experiments set for the runs they compare (--min-epochs, --restart-at, --lr-
 train_phase2.py offers the demo's settings only; from Python every one is a RunConfig field.
 """
 
-import sys
-
 import train_phase2
-from neuroshrink.config import RunConfig, add_options, all_names, config_of
-from neuroshrink.errors import NeuroShrinkError
-from neuroshrink.flags import Parser
-from neuroshrink.run_folder import Interrupted
+from neuroshrink.config import all_names
 
 
 def get_args_parser():
-    p = Parser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    add_options(p, all_names())
-    p.add_argument("--out", default="PAI", help="run folder (train_phase2 --out)")
-    return p
+    return train_phase2.get_args_parser(all_names(), prog="python -m experiments.run")
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        record = train_phase2.run(RunConfig(**config_of(args)), args.out)
-    except NeuroShrinkError as e:
-        sys.exit(f"error: {e}")
-    except Interrupted as stop:  # saved; train_phase2.py --resume --out continues it
-        sys.exit(128 + stop.signum)
-    if record["final"].get("export_errors"):
-        sys.exit(f"error: the run in {args.out} is saved, but its export failed: "
-                 + "; ".join(record["final"]["export_errors"]))
+    train_phase2.cli(argv, get_args_parser())
 
 
 if __name__ == "__main__":

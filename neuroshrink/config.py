@@ -40,9 +40,6 @@ def setting(default, help, group="experiments", *, parse=None, choices=None, man
                                                 defines=defines, sweep=sweep, metavar=metavar))
 
 
-RECIPE_HELP = "the recipe's"
-
-
 @dataclass(frozen=True)
 class RunConfig:
     # ---- data
@@ -87,7 +84,7 @@ class RunConfig:
     epochs: int | None = setting(None, "cap on epochs; the tracker (or early stopping) normally ends the run first "
                                  "(strong: plain runs train exactly this many)", "training", parse=positive(int),
                                  sweep="shared")
-    batch_size: int | None = setting(None, RECIPE_HELP, "training", parse=positive(int))
+    batch_size: int | None = setting(None, "images per training step", "training", parse=positive(int))
     lr: float | None = setting(None, "learning rate (at the start of each schedule)", "training",
                                parse=positive(float))
     optimizer: str | None = setting(None, "adam, adamw (decoupled weight decay), adadelta (with --lr 1 --schedule "
@@ -168,7 +165,7 @@ class RunConfig:
                 continue
             if meta["choices"] and value not in meta["choices"]:
                 raise UsageError(f"{flag(f.name)} {value}: choose from {', '.join(meta['choices'])}")
-            if meta["parse"] and f.name != "model":
+            if meta["parse"]:
                 for item in value if meta["many"] else (value,):
                     try:
                         meta["parse"](str(item))
@@ -253,7 +250,7 @@ def flag(name):
 BEFORE_IT_EXISTED = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
                      "channels_last": False, "switch": "history", "train_images": None,
                      "prune_importance": "magnitude", "precision": "fp32"}
-MEASURED_SINCE = ("inference_ms", "onnx", "int8")  # a run's final metrics added since; None before
+MEASURED_SINCE = ("inference_ms", "onnx", "int8")  # a sweep record's fields added since; None before
 
 
 def migrate(record):
@@ -270,7 +267,7 @@ def migrate(record):
         settings.pop(mode, None)
     if "format" not in record:  # a sweep's record of a run
         return {**dict.fromkeys(MEASURED_SINCE), **record, "settings": settings}
-    final = record["final"] and {**dict.fromkeys(MEASURED_SINCE[:1]), **record["final"]}
+    final = record["final"] and {"inference_ms": None, **record["final"]}  # timed since (onnx, int8: optional)
     return {"precision": {"chosen": settings["precision"]}, **record,  # auto's choice recorded since
             "schema": SCHEMA, "settings": settings, "final": final}
 
@@ -309,7 +306,7 @@ def describe_default(f):
     text = f.metadata["help"]
     if f.name in recipes.RECIPES["default"]:
         by_recipe = ", ".join(f"{name}: {recipe[f.name]}" for name, recipe in recipes.RECIPES.items())
-        return f"{text} (recipe {by_recipe})" if text != RECIPE_HELP else f"recipe {by_recipe}"
+        return f"{text} (recipe {by_recipe})"
     if f.default not in (None, False, ()):
         return f"{text} (default: {f.default})"
     return text

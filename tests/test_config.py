@@ -25,9 +25,10 @@ def options(parser):
 
 def test_every_command_line_is_generated_from_the_config():
     fields = {flag(name) for name in all_names()}
-    assert options(run_command.get_args_parser()) == fields | {"--help", "--out", "--no-channels-last"}
+    modes = {"--help", "--out", "--resume", "--evaluate"}
+    assert options(run_command.get_args_parser()) == fields | modes | {"--no-channels-last"}
     demo = options(train_phase2.get_args_parser())
-    assert demo == {flag(name) for name in demo_names()} | {"--help", "--out", "--resume", "--evaluate"}
+    assert demo == {flag(name) for name in demo_names()} | modes
     assert len(demo) <= 26  # the demo's --help: what a hackathon reader needs, not the experiments' controls
     sweep = options(width_sweep.get_args_parser())
     assert fields & sweep == {flag(name) for name in sweep_names()}
