@@ -53,15 +53,20 @@ def names(args):
 
 def check_settings(study, args):
     """Every run of a study shares the sweep settings: the first worker sets them."""
-    stored = study.user_attrs.get("sweep")
+    check_stored(study, "sweep", {key: getattr(args, key) for key in SHARED}, BEFORE_IT_EXISTED)
+
+
+def check_stored(study, name, wanted, before):
+    """The study's user attribute `name` holds what its first worker stored; a later worker
+    wanting other values is refused. A key stored only since counts as `before[key]`."""
+    stored = study.user_attrs.get(name)
     if stored is None:
-        study.set_user_attr("sweep", {key: getattr(args, key) for key in SHARED})
+        study.set_user_attr(name, wanted)
         return
-    for key in SHARED:
-        before = stored.get(key, BEFORE_IT_EXISTED.get(key))  # a sweep stored before the setting was shared
-        if before != getattr(args, key):
+    for key, value in wanted.items():
+        if stored.get(key, before.get(key)) != value:
             raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
-                             f"{before}, not {getattr(args, key)}; use another --results folder")
+                             f"{stored.get(key, before.get(key))}, not {value}; use another --results folder")
 
 
 def cell_config(args, cell, **overrides):

@@ -12,8 +12,7 @@ import optuna
 from experiments import spaces, studies, verdict
 from experiments.methods import (BY_NAME, WIDE, budget_epochs, overrides, search_trials, strong_overrides,
                                  study_name, suggest, width_for, without_repeats)
-from experiments.runner import check_settings, run_cell
-from neuroshrink.errors import UsageError
+from experiments.runner import check_settings, check_stored, run_cell
 from neuroshrink.flags import positive
 
 
@@ -46,8 +45,9 @@ def add_study_options(parser):
     strong.add_argument("--random-trials", type=positive(int), default=4, metavar="K",
                         help="the search's first K configurations are drawn at random, the rest by TPE")
     strong.add_argument("--allow-zero-decay", action="store_true",
-                        help="the dendritic methods' search may also choose weight decay 0 (a coin, then the range), "
-                             "which the library's docs say can help dendrites learn; the others' spaces stay")
+                        help="the dendritic methods' search may also choose weight decay 0 (a coin, then the range; "
+                             "the library's docs warn that weight decay can hurt dendrite learning); the others' "
+                             "spaces stay")
     return parser
 
 
@@ -57,16 +57,8 @@ STRONG_DEFAULTS = vars(add_study_options(argparse.ArgumentParser()).parse_args([
 def check_strong_settings(study, args):
     """Every run of a --recipe strong study shares its budgets and its search's: the first
     worker sets them."""
-    wanted = {key: getattr(args, key) for key in STRONG_DEFAULTS}
-    stored = study.user_attrs.get("strong")
-    if stored is None:
-        study.set_user_attr("strong", wanted)
-        return
-    stored = STRONG_DEFAULTS | stored  # a study stored before an option existed ran as its default
-    if stored != wanted:
-        key = next(k for k in STRONG_DEFAULTS if stored[k] != wanted[k])
-        raise UsageError(f"the sweep {study.study_name} holds runs made with --{key.replace('_', '-')} "
-                         f"{stored[key]}, not {wanted[key]}; use another --results folder")
+    # a study stored before an option existed ran with its default
+    check_stored(study, "strong", {key: getattr(args, key) for key in STRONG_DEFAULTS}, STRONG_DEFAULTS)
 
 
 def train_wide(args, url, runs):
