@@ -51,7 +51,7 @@ def run(config, out="PAI"):
     tracker = build.tracker_of(config, folder.name)
     folder.open(journal.run_settings(config, device, splits, model, width), precision=chosen)
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation
-    augmentation = augment.Augment.named(config.augment)
+    augmentation, judged = augment.Augment.named(config.augment), augment.test_time(config.tta)
     print(journal.describe(config, device, splits, model, folder))
     clock.lap("data")
 
@@ -75,7 +75,8 @@ def run(config, out="PAI"):
                                                                       *splits.train, config.batch_size, generator, amp,
                                                                       loss_fn, augmentation)
                 row["train_seconds"] = clock.lap("train")
-                row.update(val_acc=evaluate(model, *splits.val), test_acc=evaluate(model, *splits.test))
+                row.update(val_acc=evaluate(judged(model), *splits.val, amp),
+                           test_acc=evaluate(judged(model), *splits.test, amp))
                 clock.lap("evaluate")
                 with folder.safe_point():  # a signal now waits until this epoch is saved
                     step = tracker.add_scores(model, epoch, row["train_acc"], row["val_acc"], row["test_acc"])
@@ -89,9 +90,9 @@ def run(config, out="PAI"):
         tracker.draw_graph()
         clock.lap("graph")
         model = tracker.final_model(model)  # the best model over all architectures and epochs
-        exported = export_model(folder, model, tracker, splits, config, clock)
+        exported = export_model(folder, judged(model), judged(tracker.clean_copy(model)), splits, config, clock)
 
-    final = dict(test_acc=evaluate(model, *splits.test), val_acc=evaluate(model, *splits.val))
+    final = dict(test_acc=evaluate(judged(model), *splits.test), val_acc=evaluate(judged(model), *splits.val))
     log.finish(journal.summary(folder, final | exported, model, tracker, step, not config.no_dendrites, clock),
                config.capacity_test)
     return folder.result
@@ -109,10 +110,10 @@ def resume(out="PAI", **changes):
     return run(dataclasses.replace(config, **changes), folder)
 
 
-def export_model(folder, model, tracker, splits, config, clock):
-    """model.ts and model_clean.pt in the run folder, then model.onnx (and with quantize
-    model.int8.onnx), each checked, with what it costs to run on the CPU."""
-    difference = export.export(folder.path, model, tracker.clean_copy(model), splits.val[0], splits.classes)
+def export_model(folder, model, clean, splits, config, clock):
+    """model.ts and model_clean.pt (`clean`: training scaffolding removed) in the run folder, then
+    model.onnx (and with quantize model.int8.onnx), each checked, with what it costs to run on the CPU."""
+    difference = export.export(folder.path, model, clean, splits.val[0], splits.classes)
     clock.lap("export")
     min_seconds = QUICK["timing_seconds"] if config.quick else 0.3
     inference = export.inference_ms(folder.path / "model.ts", splits.test[0], min_seconds=min_seconds)

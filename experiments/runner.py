@@ -27,7 +27,10 @@ def common_parser(name, description):
     """The options every sweep takes: RunConfig's sweep settings (their defaults the default
     recipe's), seeds, where records and runs go, workers."""
     p = Parser(prog=f"python -m experiments.{name}", description=description)
-    add_options(p, sweep_names(), resolved_defaults(sweep_names()))
+    add_options(p, sweep_names(), resolved_defaults(sweep_names()) | {"precision": None})
+    precision = next(action for action in p._actions if action.dest == "precision")
+    precision.help = precision.help.replace("(default: auto)", "(default: auto for a new sweep; one already started "
+                                            "keeps the precision it began with)")
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
     p.add_argument("--results", default="results", help="tables, plots and records go to <results>/<dataset>/")
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")
@@ -52,7 +55,11 @@ def names(args):
 
 
 def check_settings(study, args):
-    """Every run of a study shares the sweep settings: the first worker sets them."""
+    """Every run of a study shares the sweep settings: the first worker sets them. Without
+    --precision a sweep takes its own (the committed ones trained in fp32), a new one auto."""
+    if args.precision is None:
+        stored = study.user_attrs.get("sweep")
+        args.precision = stored.get("precision", BEFORE_IT_EXISTED["precision"]) if stored else "auto"
     check_stored(study, "sweep", {key: getattr(args, key) for key in SHARED}, BEFORE_IT_EXISTED)
 
 

@@ -7,6 +7,7 @@ same augmented batches on every device.
 """
 
 import torch
+from torch import nn
 
 # Data sets whose classes survive a horizontal flip: a mirrored shirt is a shirt, a mirrored
 # 3 or 7 is not a digit. Your own images: not assumed; ask for --augment shift-flip.
@@ -46,3 +47,21 @@ class Augment:
             flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
         return images  # (n, c, h, w) in channels-last memory order: what channels-last models take
+
+
+class FlipAveraged(nn.Module):
+    """Test-time augmentation: the mean of the model's logits on the images and on their
+    mirror images. Its parameters are the model's; exported, it is one file that runs the model
+    twice (twice the inference cost, which the run's timing records)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x) + self.model(x.flip(3))) / 2
+
+
+def test_time(tta):
+    """What the run evaluates and exports of a model: itself, or with tta its FlipAveraged."""
+    return FlipAveraged if tta else (lambda model: model)

@@ -51,7 +51,7 @@ def training_precision(config, device, model, splits, before=None):
         return precision.Precision(config.precision, device), {"chosen": config.precision}
     chosen = before
     if chosen is None:
-        times = precision.measure(model, *splits.train, device, config.batch_size)
+        times = precision.measure(model, *splits.train, device, config.batch_size, seconds=0 if config.quick else 0.5)
         chosen = {"chosen": precision.choose(times), "ms_per_step": times}
         print(f"precision auto: {chosen['chosen']} (ms per training step: "
               + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")

@@ -106,10 +106,14 @@ class RunConfig:
                                   choices=recipes.AUGMENTS)
     channels_last: bool | None = setting(None, "keep the model in channels-last memory order (faster oneDNN CPU "
                                          "convolutions)")
-    precision: str = setting("fp32", "training precision: autocast with fp32 weights (bf16: CPUs with AVX512-BF16 "
+    precision: str = setting("auto", "training precision: autocast with fp32 weights (bf16: CPUs with AVX512-BF16 "
                              "and CUDA; fp16: CUDA); auto: the fastest measured here, fp32 unless another is 10%% "
-                             "faster", "training", choices=precision.CHOICES, sweep="shared")
+                             "faster (bf16 held accuracy: docs/performance.md)", "training", choices=precision.CHOICES,
+                             sweep="shared")
     seed: int = setting(1, "model initialisation, dropout and batch order", "training", parse=int)
+    tta: bool = setting(False, "test-time augmentation: evaluate and export the mean of the model's logits on each "
+                        "image and its mirror image (twice the inference cost; needs --augment shift-flip)",
+                        "training")
     compile: bool = setting(False, "plain runs: compile the training step with torch.compile (Inductor; on the CPU "
                             "it needs a C++ compiler, without one the run says so and trains eagerly)")
     min_epochs: int | None = setting(None, "plain runs: train at least this many epochs (to match a dendritic run's "
@@ -208,6 +212,9 @@ class RunConfig:
         if self.compile and not self.no_dendrites:
             raise UsageError("--compile: plain runs only (add --no-dendrites); the library restructures a dendritic "
                              "model, which a compiled graph would not follow")
+        if self.tta and self.augment not in (None, "auto", "shift-flip"):
+            raise UsageError(f"--tta needs flips: --augment shift-flip (this run's is {self.augment}; a class that a "
+                             "mirror image changes, a 3 or a 7, rules both out)")
         if self.prune_from and not self.params:
             raise UsageError("--prune-from needs --params: the parameter count to prune down to")
         if self.wandb:

@@ -1,6 +1,8 @@
 """One epoch of training and an evaluation, as plain functions that return numbers, and the
 losses they minimise."""
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -67,10 +69,13 @@ def progress(batches, file=None, delay=3.0):
     return tqdm(batches, desc="train", unit="batch", leave=False, delay=delay, file=file, disable=None)
 
 
-@torch.no_grad()
-def evaluate(model, images, labels, batch_size=4096):
-    """Accuracy % in eval mode, in large batches."""
+def evaluate(model, images, labels, amp=None, batch_size=1024):
+    """Accuracy % in eval mode, under inference mode (no autograd records at all), in `amp`'s
+    precision if given (the training precision: cheaper per epoch; what a run reports at its end
+    is evaluated in fp32, as exported). Batches of 1,024 were faster than 4,096 on a 2-core
+    CPU (their activations stay in cache)."""
     model.eval()
-    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(labels), batch_size))
-    return 100.0 * correct / len(labels)
+    with torch.inference_mode(), (amp.autocast() if amp else contextlib.nullcontext()):
+        correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum()
+                      for i in range(0, len(labels), batch_size))
+    return 100.0 * int(correct) / len(labels)

@@ -100,7 +100,7 @@ def test_a_run_recorded_by_the_old_code_resumes_and_its_sweep_reuses_it(tmp_path
     """A run stopped under the code before RunConfig (its record rewritten into that form)
     resumes to the result of an uninterrupted run, and a sweep cell of the same settings
     records the finished run instead of training it again."""
-    args = width_sweep.get_args_parser().parse_args(["--quick", "--epochs", "4"])
+    args = width_sweep.get_args_parser().parse_args(["--quick", "--epochs", "4", "--precision", "fp32"])  # old: fp32
     cell = {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 4}
     whole = runner.run_in(runner.cell_config(args, cell), tmp_path / "whole")
     folder = tmp_path / "old"

@@ -1,0 +1,225 @@
+"""Time to accuracy: the strong recipe as committed (fp32, 30 epochs) against faster ways to train
+the same plain CNN, in one script on one machine, and how close a training step comes to the
+machine's own limit.
+
+    python -m experiments.time_to_target                 # Fashion-MNIST, 3 seeds: about 50 minutes on 2 CPU cores
+    python -m experiments.time_to_target --quick         # a smoke run of every part, seconds
+
+It prints, and writes to <results>/<dataset>-time-to-target.md:
+  1. the machine (CPU, AMX or not, threads, torch, date) and a 1024x1024 matrix product's
+     GFLOP/s in each precision the CPU trains in: the limit;
+  2. the compact CNN's training step (forward, backward, optimizer; FLOPs counted by torch's
+     FlopCounterMode) in the project's loop, per precision, eager and compiled: milliseconds,
+     GFLOP/s and their fraction of the same precision's matrix rate; beside it a plain PyTorch
+     fp32 loop of the same model (no augmentation, no evaluation), the reference;
+  3. each recipe (RECIPES) trained with train_phase2.run for every seed, the recipes taking
+     turns within each seed so that the machine's drift falls on all alike: test accuracy at
+     the epoch validation chose, training minutes (everything before the export: data, the
+     precision measurement, compilation, training, evaluation, checkpoints) and their ratio to
+     the reference recipe's. Where a recipe averages flipped images (tta), the same model's
+     accuracy without it is shown too.
+A finished run is found again in <runs>/<dataset>/time-to-target/ and reported, not retrained;
+a stopped one is trained again from its start, so every time shown is one uninterrupted run.
+"""
+
+import contextlib
+import dataclasses
+import io
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import train_phase2
+from neuroshrink import augment, build, data, precision
+from neuroshrink.config import RunConfig
+from neuroshrink.flags import Parser, positive
+from neuroshrink.machine import cpu_name, today
+from neuroshrink.run_folder import read_run
+from neuroshrink.training import evaluate, train_one_epoch
+
+REFERENCE = "today"
+RECIPES = {  # what each changes of the strong recipe's plain run of compact at 75,000 parameters
+    REFERENCE: dict(precision="fp32"),                                  # as committed (docs/recipe.md)
+    "fast": dict(precision="auto", epochs=24, tta=True),                # fewer epochs, bf16 where faster, flip TTA
+    "best": dict(precision="auto", epochs=40, tta=True, params=98_000),  # the time saved spent on accuracy
+}
+BASE = dict(model="compact", params=75_000, recipe="strong", no_dendrites=True, graph_at_end=True)
+REFERENCE_LOOP, PROJECT_LOOP = "plain PyTorch, no augmentation (the reference)", "the project's, strong recipe"
+TRAINING_PARTS = ("data", "setup", "train", "evaluate", "tracker", "checkpoint")  # of a record's timing_seconds
+
+
+def get_args_parser():
+    p = Parser(prog="python -m experiments.time_to_target", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion-mnist", choices=data.DATASETS)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                   help=f"which to train (the first is the ratios' reference; default: all, {REFERENCE} first)")
+    p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every recipe")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--results", default="results/speed", help="the report goes to <results>/<dataset>-time-to-target.md")
+    p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/time-to-target/")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny data, every recipe capped at a few epochs")
+    return p
+
+
+def matmul_gflops(dtype, n=1024, seconds=1.0):
+    """GFLOP/s of an n x n matrix product in `dtype`: the rate the CPU's kernels reach at best."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    steps, start = 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        steps += 1
+    return 2 * n ** 3 * steps / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(model, images, labels):
+    """FLOPs of one training step's forward and backward (what torch counts: convolutions and
+    matrix products; the optimizer's element-wise work is not counted)."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(images), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def textbook_pass(model, optimizer, images, labels, batch_size, label_smoothing):
+    """The reference: a plain PyTorch fp32 loop over shuffled batches, nothing else."""
+    model.train()
+    order = torch.randperm(len(labels))
+    for start in range(0, len(labels), batch_size):
+        idx = order[start:start + batch_size]
+        optimizer.zero_grad()
+        F.cross_entropy(model(images[idx]), labels[idx], label_smoothing=label_smoothing).backward()
+        optimizer.step()
+
+
+def timed(one_pass):
+    """Seconds of two calls of `one_pass`: a warm-up (which compiles, where compiled), the timed one."""
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        one_pass()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def step_costs(splits, config, batches, out):
+    """Part 2: the training step per precision against the matrix rates and a plain PyTorch loop."""
+    cpu = torch.device("cpu")
+    rates = {name: matmul_gflops(precision.DTYPES.get(name, torch.float32)) for name in precision.available(cpu)}
+    out(f"matrix product 1024x1024: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    b = config.batch_size
+    x, y = splits.train[0][:batches * b], splits.train[1][:batches * b]
+    (model, width), loss = build.model_of(config, splits), build.loss_of(config, splits, cpu)
+    flops = step_flops(model, x[:b], y[:b])
+    epoch_steps = len(splits.train[1]) / b
+    out(f"training step of {config.model} width {width:g} ({sum(p.numel() for p in model.parameters()):,} "
+        f"parameters), batch {b}: {flops / 1e9:.2f} GFLOP forward + backward, {flops / b / 1e6:.1f} MFLOP an image; "
+        f"timed over {batches} batches after a warm-up pass; seconds scaled to one {len(splits.train[1]):,}-image epoch")
+    out("| loop | precision | compiled | ms per step | GFLOP/s | of the matrix rate | seconds per epoch | "
+        "warm-up pass s |")
+    out("|---|---|---|---|---|---|---|---|")
+    cases = [(REFERENCE_LOOP, "fp32", False)] + [(PROJECT_LOOP, name, compiled)
+                                                 for name in precision.available(cpu) for compiled in (False, True)]
+    for loop, name, compiled in cases:
+        torch.manual_seed(1)
+        model = build.model_of(config, splits)[0]
+        if loop == PROJECT_LOOP:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if loop == REFERENCE_LOOP:
+            warm, seconds = timed(lambda: textbook_pass(model, optimizer, x, y, b, config.label_smoothing))
+        else:
+            forward = build.compiled(model, cpu) if compiled else model
+            amp, augmentation = precision.Precision(name, cpu), augment.Augment.named(config.augment)
+            with contextlib.redirect_stdout(io.StringIO()):  # torch.compile's fallback line
+                warm, seconds = timed(lambda: train_one_epoch(forward, optimizer, x, y, b, torch.Generator(), amp,
+                                                              loss, augmentation))
+        ms, rate = 1000 * seconds / batches, flops * batches / seconds / 1e9
+        out(f"| {loop} | {name} | {'yes' if compiled else 'no'} | {ms:.1f} | {rate:.1f} | {rate / rates[name]:.0%} | "
+            f"{ms * epoch_steps / 1000:.1f} | {warm:.1f} |")
+
+
+def trained(config, folder):
+    """The finished run of `config` in `folder`: found there, or trained there from its start."""
+    previous = read_run(folder)
+    if previous and previous["status"] == "complete" and RunConfig.of_record(previous).defining() == config.defining():
+        return previous
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train_phase2.run(config, folder)
+
+
+def without_tta(folder, splits):
+    """Test accuracy % of a tta run's chosen model on the images alone (its fp32 model_clean.pt)."""
+    model = torch.load(folder / "model_clean.pt", weights_only=False)
+    return evaluate(model.model, *splits.test)
+
+
+def mean_std(values, digits=2):
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = Path(args.results) / f"{data.label(args.dataset)}-time-to-target.md"
+    lines = []
+
+    def out(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    configs = {name: RunConfig(**BASE | RECIPES[name], dataset=args.dataset, threads=args.threads,
+                               quick=args.quick).resolved() for name in args.recipes}
+    splits = build.splits_of(configs[args.recipes[0]])
+    out(f"# Time to accuracy on {args.dataset}: `python -m experiments.time_to_target"
+        f"{' --quick' if args.quick else ''}`")
+    out()
+    out(f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {today()}.")
+    out()
+    out("## The training step against this CPU's limit")
+    out()
+    step_costs(splits, configs[args.recipes[0]], 4 if args.quick else 40, out)
+
+    out()
+    out("## Recipes: test accuracy and training time")
+    out()
+    records = {name: [] for name in args.recipes}
+    runs = Path(args.runs) / data.label(args.dataset) / "time-to-target"
+    for seed in range(1, args.seeds + 1):  # recipes take turns: the machine's drift falls on each alike
+        for name, config in configs.items():
+            folder = runs / f"{name}-seed{seed}"
+            record = trained(dataclasses.replace(config, seed=seed), folder)
+            minutes = sum(record["final"]["timing_seconds"].get(part, 0.0) for part in TRAINING_PARTS) / 60
+            no_tta = without_tta(folder, splits) if config.tta else None
+            records[name].append((record, minutes, no_tta))
+            print(f"{name} seed {seed}: test {record['final']['test_acc']:.2f} % in {minutes:.2f} min "
+                  f"({record['precision']['chosen']})", flush=True)
+    out("| recipe | changes to the strong recipe | params | precision | test acc % | without flip TTA | "
+        "epochs | training minutes | time / today's |")
+    out("|---|---|---|---|---|---|---|---|---|")
+    reference = statistics.mean(m for _, m, _ in records[args.recipes[0]])
+    for name, rows in records.items():
+        chosen = sorted({r["precision"]["chosen"] for r, _, _ in rows})
+        no_tta = [n for _, _, n in rows if n is not None]
+        changes = ", ".join(f"{k} {v}" for k, v in RECIPES[name].items())
+        out(f"| {name} | {changes} | {rows[0][0]['final']['params']:,} | {'/'.join(chosen)} | "
+            f"{mean_std([r['final']['test_acc'] for r, _, _ in rows])} | {mean_std(no_tta) if no_tta else '-'} | "
+            f"{configs[name].epochs} | {mean_std([m for _, m, _ in rows])} | "
+            f"{statistics.mean(m for _, m, _ in rows) / reference:.2f} |")
+    out()
+    out(f"{args.seeds} seed(s) each; test accuracy at the epoch validation chose (mean ± std); training minutes: "
+        "data, the precision measurement, compilation, training, evaluation and checkpoints (not the export).")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {results}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
