@@ -80,6 +80,7 @@ def cell_config(args, cell, **overrides):
     """The config of one cell of a sweep: the sweep's settings, the cell's width, seed, method
     (plain: no dendrites) and least epochs, then `overrides` (a method's, a configuration's)."""
     sweep = {name: getattr(args, name) for name in sweep_names()}
+    sweep["precision"] = sweep["precision"] or "auto"  # None: no study was asked for its own (check_settings)
     config = RunConfig(**sweep, width=cell["width"], seed=cell["seed"], min_epochs=cell["min_epochs"],
                        no_dendrites=cell["method"] == "plain", graph_at_end=True)  # min epochs: plain runs only
     return dataclasses.replace(config, **overrides)

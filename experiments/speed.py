@@ -18,8 +18,9 @@ printed, never asserted: run nothing else meanwhile.
     python -m experiments.speed --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
     python -m experiments.speed --dataset fashion-mnist --recipe-costs           # what the strong recipe's parts cost
 
-The time-to-accuracy comparison of today's recipe and the strong one is experiments.strong_recipe
-(its runs are full training runs, resumable, with records of their own).
+The time-to-accuracy comparisons are full training runs with records of their own:
+experiments.strong_recipe (today's recipe against the strong one) and experiments.time_to_target
+(the strong recipe as committed against faster ones, and the step against the CPU's matrix rate).
 """
 
 import contextlib

@@ -112,8 +112,7 @@ class RunConfig:
                              sweep="shared")
     seed: int = setting(1, "model initialisation, dropout and batch order", "training", parse=int)
     tta: bool = setting(False, "test-time augmentation: evaluate and export the mean of the model's logits on each "
-                        "image and its mirror image (twice the inference cost; needs --augment shift-flip)",
-                        "training")
+                        "image and its mirror image (twice the inference cost; needs --augment shift-flip)")
     compile: bool = setting(False, "plain runs: compile the training step with torch.compile (Inductor; on the CPU "
                             "it needs a C++ compiler, without one the run says so and trains eagerly)")
     min_epochs: int | None = setting(None, "plain runs: train at least this many epochs (to match a dendritic run's "

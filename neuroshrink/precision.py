@@ -2,8 +2,9 @@
 
 The weights stay fp32 (master weights); autocast runs the forward pass and the loss in the
 lower precision where that is safe, op by op. fp16 needs its loss scaled so that small
-gradients do not underflow; bf16 has fp32's range and needs no scaling. Evaluation and
-export stay in fp32, so the accuracies a run reports are those of the exported fp32 model.
+gradients do not underflow; bf16 has fp32's range and needs no scaling. Each epoch's
+evaluation runs in the training precision (it only ranks the epochs); a run's final evaluation
+and its export are fp32, so the accuracies it reports are those of the exported fp32 model.
 """
 
 import contextlib

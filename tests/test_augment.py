@@ -52,3 +52,28 @@ def test_the_same_seed_gives_the_same_batch():
 def test_auto_flips_only_data_whose_classes_survive_a_mirror(dataset, expected):
     assert augment.resolve("auto", dataset) == expected
     assert augment.resolve("none", dataset) == "none"
+
+
+def test_tta_averages_an_image_and_its_mirror_in_the_exported_file_too(tmp_path):
+    """A --tta run evaluates, reports and ships the flip-averaged model: its model.onnx gives an
+    image and its mirror image the same logits, and the accuracy the run reports is the file's."""
+    import numpy as np
+
+    from conftest import run
+    from neuroshrink import export
+
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--epochs", "2", "--augment", "shift-flip", "--tta")
+    session = export.ort_session(tmp_path / "PAI" / "model.onnx")
+    pixels = np.random.default_rng(0).integers(0, 17, (4, 1, 8, 8)).astype(np.uint8)  # digits' 0-16 values
+    logits, mirrored = (session.run(None, {"pixels": x})[0] for x in (pixels, np.ascontiguousarray(pixels[..., ::-1])))
+    np.testing.assert_allclose(logits, mirrored, rtol=1e-5, atol=1e-5)
+    assert result["final"]["onnx"]["test_acc"] == result["final"]["test_acc"]
+
+
+def test_tta_is_refused_where_training_did_not_flip():
+    from neuroshrink.config import RunConfig
+    from neuroshrink.errors import UsageError
+
+    with pytest.raises(UsageError, match="--tta needs flips: --augment shift-flip"):
+        RunConfig(tta=True).resolved()  # digits: a mirrored 3 is no digit
+    assert RunConfig(tta=True, dataset="fashion-mnist", recipe="strong").resolved().augment == "shift-flip"

@@ -97,3 +97,17 @@ def test_a_sweep_stored_before_recipes_holds_default_recipe_runs(tmp_path):
     args.recipe = "strong"
     with pytest.raises(UsageError, match="--recipe default, not strong"):
         runner.check_settings(study, args)
+
+
+@pytest.mark.parametrize("stored, expected", [(None, "auto"), ({"precision": "fp32"}, "fp32"), ({}, "fp32")])
+def test_a_sweep_without_precision_keeps_its_own_and_a_new_one_measures(stored, expected):
+    """The committed sweeps trained in fp32 (those from before --precision store none): run
+    again without --precision they go on in fp32; a new sweep takes auto."""
+    import optuna
+
+    args = width_sweep.get_args_parser().parse_args(["--quick"])
+    study = optuna.create_study()
+    if stored is not None:
+        study.set_user_attr("sweep", stored | {key: getattr(args, key) for key in runner.SHARED if key != "precision"})
+    runner.check_settings(study, args)
+    assert args.precision == expected == study.user_attrs["sweep"].get("precision", "fp32")  # stored by a new one
