@@ -33,23 +33,25 @@ def available(device):
 def measure(model, images, labels, device, batch_size, seconds=0.5):
     """Milliseconds per training step (forward, loss, backward) of a copy of `model` on one
     batch of `images`, in each precision this device trains in. The copy's weights are
-    never stepped; the model itself is not touched."""
-    model = copy.deepcopy(model).to(device).train()
-    x, y = images[:batch_size].to(device), labels[:batch_size].to(device)
+    never stepped; the model itself is not touched, nor the random numbers the run draws next
+    (the copy's dropout draws from a forked stream): where auto chooses fp32, the run is the fp32 run."""
     times = {}
-    for name in available(device):
-        amp = Precision(name, device)
-        for timed in (False, True):  # a warm-up pass, then the timed ones
-            steps, start = 0, time.perf_counter()
-            while not timed and steps < 2 or timed and (steps < 3 or time.perf_counter() - start < seconds):
-                with amp.autocast():
-                    loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                model.zero_grad(set_to_none=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                steps += 1
-        times[name] = 1000 * (time.perf_counter() - start) / steps
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = copy.deepcopy(model).to(device).train()
+        x, y = images[:batch_size].to(device), labels[:batch_size].to(device)
+        for name in available(device):
+            amp = Precision(name, device)
+            for timed in (False, True):  # a warm-up pass, then the timed ones
+                steps, start = 0, time.perf_counter()
+                while not timed and steps < 2 or timed and (steps < 3 or time.perf_counter() - start < seconds):
+                    with amp.autocast():
+                        loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                    model.zero_grad(set_to_none=True)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    steps += 1
+            times[name] = 1000 * (time.perf_counter() - start) / steps
     return times
 
 
