@@ -30,29 +30,39 @@ def available(device):
     return ["fp32"]
 
 
-def measure(model, images, labels, device, batch_size, seconds=0.5):
+def measure(model, images, labels, device, batch_size, seconds=0.5, rounds=3):
     """Milliseconds per training step (forward, loss, backward) of a copy of `model` on one
-    batch of `images`, in each precision this device trains in. The copy's weights are
-    never stepped; the model itself is not touched, nor the random numbers the run draws next
-    (the copy's dropout draws from a forked stream): where auto chooses fp32, the run is the fp32 run."""
-    times = {}
+    batch of `images`, in each precision this device trains in: the best of `rounds` rounds
+    in which the precisions take turns, so that a busy moment of a shared machine does not
+    decide alone. The copy's weights are never stepped; the model itself is not touched, nor
+    the random numbers the run draws next (the copy's dropout draws from a forked stream):
+    where auto chooses fp32, the run is the fp32 run."""
+    best = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = copy.deepcopy(model).to(device).train()
         x, y = images[:batch_size].to(device), labels[:batch_size].to(device)
-        for name in available(device):
-            amp = Precision(name, device)
-            for timed in (False, True):  # a warm-up pass, then the timed ones
-                steps, start = 0, time.perf_counter()
-                while not timed and steps < 2 or timed and (steps < 3 or time.perf_counter() - start < seconds):
-                    with amp.autocast():
-                        loss = F.cross_entropy(model(x), y)
-                    loss.backward()
-                    model.zero_grad(set_to_none=True)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    steps += 1
-            times[name] = 1000 * (time.perf_counter() - start) / steps
-    return times
+        amps = [Precision(name, device) for name in available(device)]
+        for amp in amps:  # a warm-up step or two each
+            steps(model, x, y, amp, device, 0, least=2)
+        for _ in range(rounds):
+            for amp in amps:
+                ms = steps(model, x, y, amp, device, seconds / rounds)
+                best[amp.name] = min(ms, best.get(amp.name, ms))
+    return best
+
+
+def steps(model, x, y, amp, device, seconds, least=3):
+    """Milliseconds per step over at least `least` steps and `seconds`."""
+    done, start = 0, time.perf_counter()
+    while done < least or time.perf_counter() - start < seconds:
+        with amp.autocast():
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        done += 1
+    return 1000 * (time.perf_counter() - start) / done
 
 
 def choose(times):
