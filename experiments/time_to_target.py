@@ -12,6 +12,7 @@ It prints, and writes to <results>/<dataset>-time-to-target.md:
      FlopCounterMode) in the project's loop, per precision, eager and compiled: milliseconds,
      GFLOP/s and their fraction of the same precision's matrix rate; beside it a plain PyTorch
      fp32 loop of the same model (no augmentation, no evaluation), the reference;
+     (both on the CPU, whatever device the runs train on);
   3. each recipe (RECIPES) trained with train_phase2.run for every seed, the recipes taking
      turns within each seed so that the machine's drift falls on all alike: test accuracy at
      the epoch validation chose, training minutes (everything before the export: data, the
@@ -108,10 +109,10 @@ def timed(one_pass):
 
 
 def step_costs(splits, config, batches, out):
-    """Part 2: the training step per precision against the matrix rates and a plain PyTorch loop."""
+    """Parts 1 and 2: the training step per precision against the matrix rates and a plain PyTorch loop."""
     cpu = torch.device("cpu")
     rates = {name: matmul_gflops(precision.DTYPES.get(name, torch.float32)) for name in precision.available(cpu)}
-    out(f"matrix product 1024x1024: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    out("matrix product 1024x1024: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     b = config.batch_size
     x, y = splits.train[0][:batches * b], splits.train[1][:batches * b]
     (model, width), loss = build.model_of(config, splits), build.loss_of(config, splits, cpu)
