@@ -55,7 +55,7 @@ def test_auto_choosing_fp32_trains_exactly_the_fp32_run(tmp_path, monkeypatch):
     """auto's measurement runs the model's dropout on a copy: it must not move the random
     numbers the run draws next, or the same seed would train another run."""
     monkeypatch.setattr(precision, "choose", lambda times: "fp32")
-    result, _ = run(tmp_path / "auto", "--quick", "--precision", "auto")
+    result, _ = run(tmp_path / "auto", "--quick", "--no-dendrites", "--epochs", "3", "--precision", "auto")
     assert result["precision"]["chosen"] == "fp32" and "fp32" in result["precision"]["ms_per_step"]  # measured
-    fp32, _ = run(tmp_path / "fp32", "--quick", "--precision", "fp32")
+    fp32, _ = run(tmp_path / "fp32", "--quick", "--no-dendrites", "--epochs", "3", "--precision", "fp32")
     assert metrics(result) == metrics(fp32)
