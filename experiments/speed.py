@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import train_phase2
-from neuroshrink.machine import cpu_name
+from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
 from neuroshrink import build, data, precision
 from neuroshrink.config import RunConfig
@@ -181,15 +181,6 @@ def cpu_model():
     return cpu_name() + (", native bf16" if "bf16" in precision.available(torch.device("cpu")) else "")
 
 
-def matmul_rate(n=1024, repeats=20):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
-
-
 def layer_rates(model, image_size, batch_size, repeats=30):
     """GFLOP/s that conv2 and fc1 (the big layers) reach, forward + backward."""
     c1, c2 = model.conv1.out_channels, model.conv2.out_channels
@@ -243,7 +234,7 @@ def main(args):
             return profile_dendritic(splits, args.width, args.batch_size,
                                      args.precisions or precision.available(torch.device("cpu")), tmp)
 
-    print(f"\nmatrix multiply 1024x1024 fp32: {matmul_rate():.1f} GFLOP/s")
+    print(f"\nmatrix multiply 1024x1024 fp32: {matmul_gflops():.1f} GFLOP/s")
     for width in sorted({args.width, 1.0}):
         model = Net(splits.in_channels, splits.image_size, splits.num_classes, width)
         for name, rate in layer_rates(model, splits.image_size, args.batch_size).items():

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import train_phase2
+from experiments.report import fmt, mean_std
 from neuroshrink import augment, build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
-from neuroshrink.machine import cpu_name, today
+from neuroshrink.machine import cpu_name, matmul_gflops, today
 from neuroshrink.run_folder import read_run
 from neuroshrink.training import evaluate, train_one_epoch
 
@@ -65,17 +66,6 @@ def get_args_parser():
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/time-to-target/")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data, every recipe capped at a few epochs")
     return p
-
-
-def matmul_gflops(dtype, n=1024, seconds=1.0):
-    """GFLOP/s of an n x n matrix product in `dtype`: the rate the CPU's kernels reach at best."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    steps, start = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - start < seconds:
-        a @ b
-        steps += 1
-    return 2 * n ** 3 * steps / (time.perf_counter() - start) / 1e9
 
 
 def step_flops(model, images, labels):
@@ -161,11 +151,6 @@ def without_tta(folder, splits):
     return evaluate(model.model, *splits.test)
 
 
-def mean_std(values, digits=2):
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
-
-
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,8 +196,9 @@ def main(args):
         no_tta = [n for _, _, n in rows if n is not None]
         changes = ", ".join(f"{k} {v}" for k, v in RECIPES[name].items())
         out(f"| {name} | {changes} | {rows[0][0]['final']['params']:,} | {'/'.join(chosen)} | "
-            f"{mean_std([r['final']['test_acc'] for r, _, _ in rows])} | {mean_std(no_tta) if no_tta else '-'} | "
-            f"{configs[name].epochs} | {mean_std([m for _, m, _ in rows])} | "
+            f"{fmt(mean_std([r['final']['test_acc'] for r, _, _ in rows]))} | "
+            f"{fmt(mean_std(no_tta)) if no_tta else '-'} | "
+            f"{configs[name].epochs} | {fmt(mean_std([m for _, m, _ in rows]))} | "
             f"{statistics.mean(m for _, m, _ in rows) / reference:.2f} |")
     out()
     out(f"{args.seeds} seed(s) each; test accuracy at the epoch validation chose (mean ± std); training minutes: "

@@ -211,7 +211,7 @@ class RunConfig:
         if self.compile and not self.no_dendrites:
             raise UsageError("--compile: plain runs only (add --no-dendrites); the library restructures a dendritic "
                              "model, which a compiled graph would not follow")
-        if self.tta and self.augment not in (None, "auto", "shift-flip"):
+        if self.tta and self.augment != "shift-flip":
             raise UsageError(f"--tta needs flips: --augment shift-flip (this run's is {self.augment}; a class that a "
                              "mirror image changes, a 3 or a 7, rules both out)")
         if self.prune_from and not self.params:
