@@ -9,7 +9,7 @@ from neuroshrink import precision
 
 def test_bf16_dendritic_run_restructures_and_records_its_precision(bf16_run, quick_run):
     result = bf16_run["result"]
-    assert result["settings"]["precision"] == "bf16" and quick_run["result"]["precision"]["chosen"] == "fp32"
+    assert result["settings"]["precision"] == "bf16" and quick_run["result"]["settings"]["precision"] == "fp32"
     kinds = [e["kind"] for e in result["restructures"]]
     assert kinds[0] == "dendrites added" and kinds[-1] == "training complete"
 

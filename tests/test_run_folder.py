@@ -55,8 +55,8 @@ def test_resume_refusals(quick_run, tmp_path, capsys):
 
 
 def start(tmp_path, *flags):
-    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick", *flags,
-                             "--out", str(tmp_path / "PAI")], cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick", "--precision", "fp32",
+                             *flags, "--out", str(tmp_path / "PAI")], cwd=tmp_path,  # fp32: as conftest.run
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
