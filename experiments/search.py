@@ -75,7 +75,7 @@ def search_method(args, url, method, width, runs):
         objective = (record["val_acc"], record["params"]) if args.pareto else record["val_acc"]
         return objective, record
     if not args.report_only:
-        studies.search(study, args.trials, train, poll=min(5, args.heartbeat))
+        studies.search(study, args.trials, train, poll=studies.poll_seconds(args.heartbeat))
     return study
 
 
@@ -102,7 +102,7 @@ def retrain_best(args, url, method, width, search_study, runs):
         return record["val_acc"], record | {"hp": hp}
     cells = [{"width": width, "method": method, "seed": s, "min_epochs": 1} for s in range(1, args.seeds + 1)]
     if not args.report_only:
-        studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+        studies.work(study, lambda records: cells, train, poll=studies.poll_seconds(args.heartbeat))
     return studies.records(study)
 
 

@@ -79,7 +79,7 @@ def train_wide(args, url, runs):
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
     if not args.report_only:
-        studies.work(study, lambda records: cells, train, poll=min(5, args.heartbeat))
+        studies.work(study, lambda records: cells, train, poll=studies.poll_seconds(args.heartbeat))
     records = studies.records(study)
     if not args.kept or args.report_only:  # a report needs the wide model's records only
         return {r["seed"]: Path(r["run"]) for r in records}, records
@@ -119,7 +119,7 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
                          **overrides(args, method, budget, hp, 0, wide_runs, epochs, search=True))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
-    studies.search(study, trials, train, poll=min(5, args.heartbeat))
+    studies.search(study, trials, train, poll=studies.poll_seconds(args.heartbeat))
     return study
 
 
@@ -161,7 +161,7 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
         if args.kept:
             verdict.keep([record], args.kept, verdict.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
-    studies.work(study, cells_for, train, poll=min(5, args.heartbeat))
+    studies.work(study, cells_for, train, poll=studies.poll_seconds(args.heartbeat))
     return study
 
 

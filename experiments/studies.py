@@ -149,6 +149,12 @@ def owner(study, cell):
     return min(claims, key=lambda t: (t.state != TrialState.COMPLETE, t.number)).number
 
 
+def poll_seconds(heartbeat):
+    """How long a worker with nothing to run waits before it looks again: a quarter of a
+    heartbeat (a cell another worker finishes is taken up soon after), at most 5 seconds."""
+    return min(5, heartbeat / 4)
+
+
 def work(study, cells_for, train, poll=5):
     """Train cells until none is waiting or being trained by anyone.
 

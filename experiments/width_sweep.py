@@ -220,7 +220,7 @@ def main(args):
             name = f"w{cell['width']:g}_{cell['method']}_s{cell['seed']}".replace(".", "p")
             record = run_cell(args, cell, runs_dir / name)
             return record["val_acc"], record  # what the study records as the trial's value: never test
-        studies.work(study, lambda records: cells_for(args, records), train, poll=min(5, args.heartbeat))
+        studies.work(study, lambda records: cells_for(args, records), train, poll=studies.poll_seconds(args.heartbeat))
 
     records = studies.records(study)
     rows = summarise(records)

@@ -13,6 +13,7 @@ run, whatever its training seed, sees the same three splits. The test split is t
 dataset's own test set where it has one, untouched.
 """
 
+import functools
 import gzip
 import math
 import struct
@@ -95,13 +96,20 @@ def split_indices(labels, val_fraction, test_fraction=0.0, seed=SPLIT_SEED):
     return train, val, test
 
 
-def _digits():
+@functools.cache
+def _digits_arrays():
+    """scikit-learn's digits and their split indices, read and split once per process (a
+    sweep or the test suite loads them for every run)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8)
-    labels = torch.tensor(bunch.target, dtype=torch.int64)
-    train, val, test = split_indices(bunch.target, VAL_FRACTION * 2, VAL_FRACTION * 2)
+    return bunch.images, bunch.target, split_indices(bunch.target, VAL_FRACTION * 2, VAL_FRACTION * 2)
+
+
+def _digits():
+    raw, target, (train, val, test) = _digits_arrays()
+    images = torch.tensor(raw, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8), a fresh copy
+    labels = torch.tensor(target, dtype=torch.int64)
     return (images[train], labels[train]), (images[val], labels[val]), (images[test], labels[test])
 
 
