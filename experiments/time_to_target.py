@@ -11,8 +11,10 @@ It prints, and writes to <results>/<dataset>-time-to-target.md:
   2. the compact CNN's training step (forward, backward, optimizer; FLOPs counted by torch's
      FlopCounterMode) in the project's loop, per precision, eager and compiled: milliseconds,
      GFLOP/s and their fraction of the same precision's matrix rate; beside it a plain PyTorch
-     fp32 loop of the same model (no augmentation, no evaluation), the reference;
-     (both on the CPU, whatever device the runs train on);
+     fp32 loop of the same model (no augmentation, no evaluation), the reference
+     (both on the CPU, whatever device the runs train on); each compiled step is compiled with
+     an empty cache, as on a fresh machine, and the table says after how many epochs that
+     compilation has paid for itself;
   3. each recipe (RECIPES) trained with train_phase2.run for every seed, the recipes taking
      turns within each seed so that the machine's drift falls on all alike: test accuracy at
      the epoch validation chose, training minutes (everything before the export: data, the
@@ -47,8 +49,8 @@ from neuroshrink.training import evaluate, train_one_epoch
 REFERENCE = "today"
 RECIPES = {  # what each changes of the strong recipe's plain run of compact at 75,000 parameters
     REFERENCE: dict(precision="fp32"),                                  # as committed (docs/recipe.md)
-    "fast": dict(precision="auto", epochs=24, tta=True),                # fewer epochs, bf16 where faster, flip TTA
-    "best": dict(precision="auto", epochs=40, tta=True, params=98_000),  # the time saved spent on accuracy
+    "fast": dict(precision="auto", compile=True, epochs=24, tta=True),  # bf16 where faster, compiled, fewer epochs, flip TTA
+    "best": dict(precision="auto", compile=True, epochs=40, tta=True, params=98_000),  # the time saved spent on accuracy
 }
 BASE = dict(model="compact", params=75_000, recipe="strong", no_dendrites=True, graph_at_end=True)
 REFERENCE_LOOP, PROJECT_LOOP = "plain PyTorch, no augmentation (the reference)", "the project's, strong recipe"
@@ -116,6 +118,7 @@ def step_costs(splits, config, batches, out):
     out("|---|---|---|---|---|---|---|---|")
     cases = [(REFERENCE_LOOP, "fp32", False)] + [(PROJECT_LOOP, name, compiled)
                                                  for name in precision.available(cpu) for compiled in (False, True)]
+    eager, repaid = {}, []
     for loop, name, compiled in cases:
         torch.manual_seed(1)
         model = build.model_of(config, splits)[0]
@@ -127,22 +130,44 @@ def step_costs(splits, config, batches, out):
         else:
             forward = build.compiled(model, cpu) if compiled else model
             amp, augmentation = precision.Precision(name, cpu), augment.Augment.named(config.augment)
-            with contextlib.redirect_stdout(io.StringIO()):  # torch.compile's fallback line
+            with contextlib.redirect_stdout(io.StringIO()), cold_compiler():  # the fallback line; a fresh machine
                 warm, seconds = timed(lambda: train_one_epoch(forward, optimizer, x, y, b, torch.Generator(), amp,
                                                               loss, augmentation))
         ms, rate = 1000 * seconds / batches, flops * batches / seconds / 1e9
+        epoch_seconds = ms * epoch_steps / 1000
         out(f"| {loop} | {name} | {'yes' if compiled else 'no'} | {ms:.1f} | {rate:.1f} | {rate / rates[name]:.0%} | "
-            f"{ms * epoch_steps / 1000:.1f} | {warm:.1f} |")
+            f"{epoch_seconds:.1f} | {warm:.1f} |")
+        if loop == PROJECT_LOOP and not compiled:
+            eager[name] = epoch_seconds
+        elif loop == PROJECT_LOOP:
+            compiling, saved = warm - seconds, eager[name] - epoch_seconds  # the warm-up pass less a compiled one
+            repaid.append(f"{name}: compiling took {compiling:.1f} s and saved {saved:.1f} s an epoch, " + (
+                f"so it pays after {compiling / saved:.1f} epochs" if saved > 0 else "so it never pays"))
+    out()
+    out("Compiling with an empty cache, as on a fresh machine (later runs reuse Inductor's cache): " +
+        "; ".join(repaid) + ".")
+
+
+@contextlib.contextmanager
+def cold_compiler():
+    """torch.compile as on a fresh machine: Dynamo's compiled graphs dropped, Inductor's caches
+    empty (an empty temporary cache folder; torch's own benchmarks measure compilation so)."""
+    from torch._inductor.utils import fresh_cache
+
+    torch.compiler.reset()
+    with fresh_cache():
+        yield
 
 
 def trained(config, folder):
-    """The finished run of `config` in `folder`: found there, or trained there from its start."""
+    """The finished run of `config` in `folder`: found there, or trained there from its start
+    (a compiled one with an empty compiler cache)."""
     previous = read_run(folder)
     if previous and previous["status"] == "complete" and RunConfig.of_record(previous).defining() == config.defining():
         return previous
     shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return train_phase2.run(config, folder)
+    with contextlib.redirect_stdout(io.StringIO()), cold_compiler() if config.compile else contextlib.nullcontext():
+        return train_phase2.run(config, folder)  # a compiled run pays a first compilation, as on a fresh machine
 
 
 def without_tta(folder, splits):
@@ -201,8 +226,12 @@ def main(args):
             f"{configs[name].epochs} | {fmt(mean_std([m for _, m, _ in rows]))} | "
             f"{statistics.mean(m for _, m, _ in rows) / reference:.2f} |")
     out()
+    trained_on = sorted({(r["settings"]["cpu"], r["settings"]["threads"], r["settings"]["date"])
+                         for rows in records.values() for r, _, _ in rows})
     out(f"{args.seeds} seed(s) each; test accuracy at the epoch validation chose (mean ± std); training minutes: "
-        "data, the precision measurement, compilation, training, evaluation and checkpoints (not the export).")
+        "data, the precision measurement, compilation, training, evaluation and checkpoints (not the export). "
+        "The runs trained on " + "; ".join(f"{cpu}, {threads} threads, {date}" for cpu, threads, date in trained_on) +
+        " (a finished run is reported again, not retrained).")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("\n".join(lines) + "\n")
     print(f"\nwrote {results}")
