@@ -49,8 +49,10 @@ from neuroshrink.training import evaluate, train_one_epoch
 REFERENCE = "today"
 RECIPES = {  # what each changes of the strong recipe's plain run of compact at 75,000 parameters
     REFERENCE: dict(precision="fp32"),                                  # as committed (docs/recipe.md)
-    "fast": dict(precision="auto", compile=True, epochs=24, tta=True),  # bf16 where faster, compiled, fewer epochs, flip TTA
-    "best": dict(precision="auto", compile=True, epochs=40, tta=True, params=98_000),  # the time saved spent on accuracy
+    "fast": dict(precision="auto", compile=True, epochs=24, tta=True),  # bf16 where faster, compiled, fewer
+                                                                        # epochs, flip TTA
+    "best": dict(precision="auto", compile=True, epochs=40, tta=True,
+                 params=98_000),                                        # the time saved spent on accuracy
 }
 BASE = dict(model="compact", params=75_000, recipe="strong", no_dendrites=True, graph_at_end=True)
 REFERENCE_LOOP, PROJECT_LOOP = "plain PyTorch, no augmentation (the reference)", "the project's, strong recipe"

@@ -22,7 +22,8 @@ def test_every_recipe_is_a_plain_strong_run_of_the_compact_cnn(name):
 def test_a_finished_run_is_found_again_and_a_stopped_one_trained_from_its_start(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     make_fashion(tmp_path / "data", gz=True)
-    recipe = time_to_target.BASE | time_to_target.RECIPES["fast"] | dict(params=5_000, precision="fp32", epochs=2, compile=False)
+    recipe = time_to_target.BASE | time_to_target.RECIPES["fast"] | dict(params=5_000, precision="fp32", epochs=2,
+                                                                           compile=False)  # compiling: tens of seconds
     config = RunConfig(**recipe, dataset="fashion-mnist", data_dir=str(tmp_path / "data"), quick=True).resolved()
     folder = tmp_path / "fast-seed1"
     record = time_to_target.trained(config, folder)
