@@ -48,7 +48,7 @@ def run(config, out="PAI"):
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp, chosen = build.training_precision(config, device, model, splits, (folder.result or {}).get("precision"))
-    tracker = build.tracker_of(config, folder.name)
+    tracker = build.tracker_of(config, folder.name, model)
     folder.open(journal.run_settings(config, device, splits, model, width), precision=chosen)
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation
     augmentation, judged = augment.Augment.named(config.augment), augment.test_time(config.tta)
@@ -57,8 +57,8 @@ def run(config, out="PAI"):
 
     # The library writes into ./<out name>/; guarded(): its pdb and sys.exit(0) paths raise.
     with chdir(folder.path.parent), tracker.guarded():
-        model = tracker.convert(model)  # Phase 1: dendrite capacity on every conv and linear layer
-        journal.report_phase1(folder, tracker, model, config.capacity_test)
+        model = tracker.convert(model)  # Phase 1: dendrite capacity where config.placement puts it
+        journal.report_phase1(folder, tracker, model, config)
         state = folder.load_snapshot(tracker.files, device) if folder.resuming else None
         model = (tracker.resume(model, state) if state else model).to(device)
         optimizer = tracker.new_optimizer(model)

@@ -157,12 +157,14 @@ def answer(rows, shipped, title, base):
             lines.append(f"- {budget:,} parameters: not every method has every seed yet; no answer")
             continue
         parts = []
-        if "dendritic" in at and "matched" in at:
-            (d, ds), (m, ms) = mean_std(at["dendritic"]["test_acc"]), mean_std(at["matched"]["test_acc"])
-            said = ("dendrites helped" if d - ds > m + ms else "dendrites did not help" if m - ms > d + ds
-                    else "no difference the seeds can resolve")
-            parts.append(f"{said} (dendritic {fmt((d, ds))} % against {fmt((m, ms))} % for the same CNN trained "
-                         "the same way without them, test accuracy over the seeds)")
+        for dendritic, control, how in (("dendritic", "matched", ""),
+                                        ("dendritic-distilled", "matched-distilled", " with distillation")):
+            if dendritic in at and control in at:
+                (d, ds), (m, ms) = mean_std(at[dendritic]["test_acc"]), mean_std(at[control]["test_acc"])
+                said = (f"dendrites{how} helped" if d - ds > m + ms else f"dendrites{how} did not help"
+                        if m - ms > d + ds else f"no difference the seeds can resolve{how}")
+                parts.append(f"{said} ({dendritic} {fmt((d, ds))} % against {fmt((m, ms))} % for the same CNN "
+                             "trained the same way without them, test accuracy over the seeds)")
         row, record, folder = shipped[budget]
         use = f"use **{row['method']}** (the best on validation)"
         if folder is not None:  # named from the report's folder, the same wherever it is regenerated

@@ -14,8 +14,7 @@ import optuna
 
 from experiments import spaces
 from model import count_parameters, width_for_params
-from neuroshrink import build, data
-from neuroshrink.dendrites import count_with_one_set
+from neuroshrink import build, data, placement
 from neuroshrink.errors import UsageError
 
 MNIST_RECIPE = dict(optimizer="adadelta", lr=1.0, schedule="step", patience=10)  # the library's MNIST example
@@ -38,6 +37,9 @@ METHODS = (
     Method("matched", plain=True, paired="dendritic", control="dendritic"),
     Method("pruned", plain=True, paired="dendritic", wide="prune"),
     Method("distilled", plain=True, paired="dendritic", wide="teacher"),
+    Method("dendritic-distilled", plain=False, wide="teacher"),
+    Method("matched-distilled", plain=True, paired="dendritic-distilled", control="dendritic-distilled",
+           wide="teacher"),
     Method("dendritic-mnist", plain=False, recipe=MNIST_RECIPE),
     Method("plain-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist"),
     Method("restarts-mnist", plain=True, recipe=MNIST_RECIPE, paired="dendritic-mnist", control="plain-mnist"),
@@ -48,6 +50,11 @@ METHODS = (
 BY_NAME = {m.name: m for m in METHODS}
 WIDE = Method("wide", plain=True)  # the model pruned and distilled from
 STRONG_METHODS = ("dendritic", "plain", "matched", "pruned", "distilled")  # the library recipes bring their own
+# the dendritic student of the wide teacher and its control, beside distilled (the library's Food-101 example):
+# asked for by name, not among any recipe's defaults
+DENDRITIC_STUDENT = ("dendritic-distilled", "matched-distilled")
+STRONG_ALLOWED = STRONG_METHODS + DENDRITIC_STUDENT
+DEFAULT_METHODS = tuple(m.name for m in METHODS if m.name not in DENDRITIC_STUDENT)  # the default recipe's
 # Your model or your images: the question is dendritic against its control, and the best plain
 # way to the budget (docs/own-data.md says why distillation and the library recipes are left out).
 USER_METHODS = ("dendritic", "matched", "plain", "pruned")
@@ -55,35 +62,59 @@ USER_METHODS = ("dendritic", "matched", "plain", "pruned")
 DROPOUTS = (0.1, 0.3, 0.5)
 
 
-def suggest(trial, method, dropout=True, strong=False, zero_decay=False):
+def suggest(trial, method, dropout=True, strong=False, zero_decay=False, layouts=None):
     """A configuration from the method's search space. Every method: dropout, if the model has
     any. This project's recipe: also the learning rate, patience and schedule (none or
     cosine); the strong recipe: the learning rate, weight decay (for a dendritic method with
     `zero_decay`, possibly none) and label smoothing.
-    Dendritic: what the library's W&B sweep template searches. Distilled: the soft targets'
-    weight and temperature."""
+    Dendritic: what the library's W&B sweep template searches; with `layouts` (--maintainer)
+    also what its maintainer sets. Distilled: the soft targets' weight and temperature."""
     hp = {"dropout": trial.suggest_categorical("dropout", DROPOUTS)} if dropout else {}
     hp |= ({} if method.recipe else spaces.suggest_strong(trial, zero_decay and not method.plain) if strong
            else spaces.suggest_recipe(trial))
-    hp |= {} if method.plain else spaces.suggest_dendrites(trial)
+    hp |= {} if method.plain else spaces.suggest_dendrites(trial, layouts)
     if method.wide == "teacher":
         hp |= {"distill_weight": trial.suggest_categorical("distill_weight", [0.25, 0.5, 0.75]),
                "temperature": trial.suggest_categorical("temperature", [2.0, 4.0])}
     return hp
 
 
-def width_for(args, method, budget, shape):
-    """The width of the method's model at the budget (pruned: the wide model it starts from)."""
+def width_for(args, method, budget, shape, hp=None):
+    """The width of the method's model at the budget (pruned: the wide model it starts from):
+    a dendritic model's with every dendrite set it may add, where its configuration `hp`
+    places them (default: one set on every layer); with placement head, the added layer counted."""
     if method.wide == "prune":
         return args.wide
-    count = count_parameters if method.plain else count_with_one_set  # with --max-dendrites 1
-    return width_for_params(build.model_factory(args.model), budget, count=count, **shape)
+    changes = spaces.overrides(hp or {})
+    where, sets = changes.get("placement", "all"), changes.get("max_dendrites", args.max_dendrites)
+    count = count_parameters if method.plain else lambda model: placement.count_with_sets(model, sets, where)
+    return width_for_params(build.factory_of(args.model, where, changes.get("head_units")), budget, count=count,
+                            **shape)
 
 
-def budget_epochs(args, search=False):
-    """--recipe strong: the epochs of a dendritic run (a schedule per architecture), which
-    every other run of the same seed trains (the search's: its reduced schedule)."""
-    return (args.max_dendrites + 1) * (args.search_epochs if search else args.schedule_epochs)
+def layouts(args, budget, shape):
+    """--maintainer: the dendrite layouts (placement, sets) whose model can meet the budget."""
+    model = build.model_factory(args.model)(width=1.0, **shape)
+    found = []
+    for where in ("all", "later", "head") + (("blocks",) if placement.blocks(model) else ()):
+        for units in spaces.HEAD_UNITS if where == "head" else (None,):
+            for sets in spaces.MAX_DENDRITES:
+                try:
+                    width_for(args, BY_NAME["dendritic"], budget, shape, {"layout": spaces.layout(where, sets, units)})
+                except (ValueError, UsageError):  # too few parameters for it, or no final linear layer
+                    continue
+                found.append(spaces.layout(where, sets, units))
+    return found
+
+
+def budget_epochs(args, search=False, hp=None):
+    """--recipe strong: the most epochs of a dendritic run (a schedule per architecture; with a
+    switch patience, the schedule and the plateau), which every other run of the same seed
+    trains (the search's: its reduced schedule). `hp`: the run's configuration."""
+    changes = spaces.overrides(hp or {})
+    schedule = args.search_epochs if search else args.schedule_epochs
+    return (changes.get("max_dendrites", args.max_dendrites) + 1) * (schedule + changes.get("patience", 0)
+                                                                     * (changes.get("switch") == "history"))
 
 
 def strong_overrides(args, method, epochs, search):
@@ -117,7 +148,7 @@ def search_space(args, method):
     """What the method's search draws from, {name: distribution}; a control: its plain recipe's."""
     trial = optuna.create_study().ask()  # an in-memory study, to read the space off suggest()
     suggest(trial, BY_NAME[method.control] if method.control else method, args.model_has_dropout,
-            args.recipe == "strong", args.allow_zero_decay)
+            args.recipe == "strong", args.allow_zero_decay, ["all x1"] if args.maintainer else None)
     return trial.distributions
 
 
@@ -135,7 +166,10 @@ def without_repeats(args, method):
 def study_name(args, stage, method=None, budget=None):
     name = f"shrink-{data.label(args.dataset)}-{build.label(args.model)}"
     name += "-strong" if args.recipe == "strong" else ""
-    if stage in ("wide", "plan"):  # the wide model's seeds; the study's size, as its first worker chose it
+    if stage == "wide":  # the wide model's seeds: every study of the data and model shares them
+        return f"{name}-{stage}"
+    name += "-maintainer" if args.maintainer else ""  # the dendritic search's wider space: studies of its own
+    if stage == "plan":  # the study's size, as its first worker chose it
         return f"{name}-{stage}"
     if method.recipe:  # a library recipe's: its dendritic search draws distinct configurations, and the
         # others pair with it (not the studies of the TPE draws that came before)

@@ -18,6 +18,7 @@ import torch
 
 from experiments import studies
 from experiments.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
+from experiments.spaces import SWITCH_PATIENCES
 from neuroshrink import augment, build, data, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
@@ -135,14 +136,18 @@ def planned(args, shape, n_train):
     for budget in args.budgets:
         for method in (BY_NAME[n] for n in args.methods):
             pace = BY_NAME["plain"] if method.wide == "prune" else method  # pruned: the budget's size
-            factor = (DENDRITE_FACTOR if not method.plain else
-                      DISTIL_FACTOR if method.wide == "teacher" else 1.0)
-            width = width_for(args, pace, budget, shape)
             dendritic = not method.plain
+            factor = (DENDRITE_FACTOR if dendritic else 1.0) * (DISTIL_FACTOR if method.wide == "teacher" else 1.0)
+            width, epochs = width_for(args, pace, budget, shape), (search, full)
+            if args.layouts and (dendritic or method.control):
+                # --maintainer: the longest layout, each epoch at most the cost of the plain model of the budget
+                width, factor = width_for(args, BY_NAME["plain"], budget, shape), factor / (DENDRITE_FACTOR ** dendritic)
+                epochs = [max(budget_epochs(args, s, {"layout": layout, "switch_patience": max(SWITCH_PATIENCES)})
+                              for layout in args.layouts[budget]) for s in (True, False)]
             if method.control is None:
-                runs += [Run("search", method.name, budget, width, search, images, factor, dendritic)
+                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic)
                          ] * search_trials(args, method)
-            runs += [Run("seeds", method.name, budget, width, full, n_train, factor, dendritic)] * args.seeds
+            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic)] * args.seeds
     if any(BY_NAME[n].wide for n in args.methods):
         runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
     return runs

@@ -72,7 +72,8 @@ shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 import torch.nn as nn
 
 from experiments import deploy, plan, shrink_report, verdict
-from experiments.methods import BY_NAME, METHODS, STRONG_METHODS, USER_METHODS, budget_epochs, check_methods, width_for
+from experiments.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
+                                 USER_METHODS, budget_epochs, check_methods, layouts, width_for)
 from experiments.runner import cli, common_parser, folders
 from experiments.shrink_studies import add_study_options, run_budget, train_wide
 from model import MODELS, count_parameters
@@ -102,13 +103,19 @@ def get_args_parser():
                         "(default: digits 2, fashion-mnist 0.25, with compact 1, for the built-in models; "
                         "otherwise 1)")
     p.add_argument("--methods", nargs="+", default=None, choices=[m.name for m in METHODS],
-                   metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)}; default: all, "
-                                          f"--recipe strong: {', '.join(STRONG_METHODS)})")
+                   metavar="METHOD", help=f"which methods ({', '.join(m.name for m in METHODS)}; default: all but "
+                                          f"{' and '.join(DENDRITIC_STUDENT)}, --recipe strong: "
+                                          f"{', '.join(STRONG_METHODS)})")
     p.add_argument("--minutes", type=positive(float), default=None, metavar="M",
                    help="--recipe strong: size the search trials, seeds and the search's training images to fit M "
                         f"minutes on this machine, by a timing of the model on the data (default for your model or "
                         f"images: {USER_MINUTES}; --trials, --seeds and --search-images given stay as given)")
     add_study_options(p)
+    p.add_argument("--maintainer", action="store_true",
+                   help="--recipe strong: the dendritic searches also draw what the library's maintainer sets "
+                        "(where the dendrites go and how many sets, within the budget; the learning rate after a "
+                        "restructure, 1 or 10x; the plateau before a switch), in studies of their own "
+                        "(shrink-<model>-strong-maintainer.*); the wide model is shared")
     p.add_argument("--fit", type=deploy.limit, nargs="+", default=None, metavar="LIMIT",
                    help="no training: of every seed run's fp32 and int8 model, ship the most accurate on validation "
                         "whose file and one-thread batch-1 latency fit, e.g. --fit 30kB 0.05ms "
@@ -171,8 +178,7 @@ def resolve_defaults(args):
     user = not built_in(args)  # your model or your images: the defaults the verdict recommends
     args.recipe = args.recipe or ("strong" if user else "default")
     strong = args.recipe == "strong"
-    args.methods = args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else
-                                        (m.name for m in METHODS))
+    args.methods = args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else DEFAULT_METHODS)
     # --minutes sizes what is not given (main, once the model has been timed on the data)
     args.minutes = args.minutes or (USER_MINUTES if user and strong else None)
     args.given = {k: getattr(args, k) for k in ("trials", "seeds", "search_images")}
@@ -181,15 +187,16 @@ def resolve_defaults(args):
     args.search_epochs = args.search_epochs or args.schedule_epochs
     if strong:
         args.quantize = "int8"  # every final model, for its bytes and accuracy in int8
-        other = [name for name in args.methods if name not in STRONG_METHODS]
+        other = [name for name in args.methods if name not in STRONG_ALLOWED]
         if other:
             raise UsageError(f"--recipe strong: {', '.join(other)} train with a library recipe of their own; "
-                             f"choose from {', '.join(STRONG_METHODS)}")
+                             f"choose from {', '.join(STRONG_ALLOWED)}")
         if args.epochs < budget_epochs(args):
             raise UsageError(f"--epochs {args.epochs}: a dendritic run takes {budget_epochs(args)} "
                              f"({args.max_dendrites + 1} schedules of {args.schedule_epochs}); raise it")
-    elif args.search_images or args.time_inference or args.minutes:
-        flag = "search-images" if args.search_images else "time-inference" if args.time_inference else "minutes"
+    elif args.search_images or args.time_inference or args.minutes or args.maintainer:
+        flag = ("search-images" if args.search_images else "time-inference" if args.time_inference else
+                "minutes" if args.minutes else "maintainer")
         raise UsageError(f"--{flag}: only with --recipe strong")
     check_methods(args.methods)
     args.wide = args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
@@ -210,9 +217,15 @@ def main(args):
     model = build.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
                                              width=1.0)
     args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
-    name = f"shrink-{build.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
+    strong = f"shrink-{build.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
+    name = strong + ("-maintainer" if args.maintainer else "")
     # the strong verdict's final models and wide models, kept next to their records
     args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
+    args.kept_wide = results_dir / f"{strong}-models" if args.recipe == "strong" else None  # shared
+    # --maintainer: the layouts each budget's dendritic search draws from, said before it starts
+    args.layouts = {budget: layouts(args, budget, shape) for budget in args.budgets} if args.maintainer and shape else {}
+    for budget, found in args.layouts.items():
+        print(f"--maintainer, {budget:,} parameters: dendrite layouts within the budget: {', '.join(found)}")
     args.progress = None if args.report_only else plan.plan_first(args, url, splits, shape)
 
     # Every budget's methods that need no wide model first, then the wide model and the methods

@@ -7,7 +7,7 @@ import csv
 import statistics
 
 from experiments import report, spaces, verdict
-from experiments.methods import BY_NAME, METHODS
+from experiments.methods import BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS
 from experiments.report import deployment_table, mean_std
 
 
@@ -74,7 +74,7 @@ def table(args, rows, wide_records):
     cell = {(r["method"], r["budget"]): r for r in rows}
     lines += ["", "Test accuracy % by budget (mean ± std over seeds):", "",
               "| method | " + " | ".join(f"{b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-    for name in dict.fromkeys(m.name for m in METHODS):
+    for name in DEFAULT_METHODS + DENDRITIC_STUDENT:
         if any((name, b) in cell for b in budgets):
             lines.append(f"| {name} | " + " | ".join(fmt(cell[(name, b)]["test_acc"]) if (name, b) in cell else ""
                                                     for b in budgets) + " |")
@@ -112,11 +112,11 @@ def plot(args, rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    colors = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], "black"]  # 10 colors, and one for the 11th
+    colors = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], "black", "grey", "brown"]  # one per method
     budgets = sorted({r["budget"] for r in rows})
     zoomed = [b for b in budgets if b > budgets[0]] or budgets
     for ax, shown in zip(axes, (budgets, zoomed)):
-        for i, name in enumerate(dict.fromkeys(m.name for m in METHODS)):
+        for i, name in enumerate(DEFAULT_METHODS + DENDRITIC_STUDENT):  # each method's colour as before they existed
             pts = sorted((statistics.fmean(r["params"]), statistics.fmean(r["test_acc"]),
                           statistics.stdev(r["test_acc"]) if r["n"] > 1 else 0.0)
                          for r in rows if r["method"] == name and r["budget"] in shown)

@@ -16,14 +16,15 @@ from experiments.runner import check_settings, check_stored, run_cell
 from neuroshrink.flags import positive
 
 
-def open_study(args, url, name, sampler=None):
+def open_study(args, url, name, sampler=None, defining=None):
+    """`defining`: the study options its runs depend on (default: all of them)."""
     if args.report_only and not studies.study_exists(url, name):
         return None  # nothing there: report, but leave the storage as it is
     study = studies.open_study(url, name, args.heartbeat, sampler=sampler)
     if not args.report_only:
         check_settings(study, args)
         if args.recipe == "strong":
-            check_strong_settings(study, args)
+            check_strong_settings(study, args, defining)
     return study
 
 
@@ -54,16 +55,17 @@ def add_study_options(parser):
 STRONG_DEFAULTS = vars(add_study_options(argparse.ArgumentParser()).parse_args([]))  # their names and defaults
 
 
-def check_strong_settings(study, args):
-    """Every run of a --recipe strong study shares its budgets and its search's: the first
-    worker sets them."""
+def check_strong_settings(study, args, defining=None):
+    """Every run of a --recipe strong study shares its budgets and its search's (or the options
+    in `defining`): the first worker sets them."""
     # a study stored before an option existed ran with its default
-    check_stored(study, "strong", {key: getattr(args, key) for key in STRONG_DEFAULTS}, STRONG_DEFAULTS)
+    check_stored(study, "strong", {key: getattr(args, key) for key in defining or STRONG_DEFAULTS}, STRONG_DEFAULTS)
 
 
 def train_wide(args, url, runs):
     """The wide plain model, seeds 0..S: what pruning starts from and distillation learns from."""
-    study = open_study(args, url, study_name(args, "wide"))
+    # its runs depend on the schedule alone (not on any search's options): every study shares it
+    study = open_study(args, url, study_name(args, "wide"), defining=("schedule_epochs",))
     if study is None:
         return {}, []
 
@@ -74,18 +76,18 @@ def train_wide(args, url, runs):
         changes = strong_overrides(args, WIDE, epochs, search=False) if args.recipe == "strong" else {}
         record = trained(args, ("wide", "wide", None), cell, runs / study.study_name / f"s{cell['seed']}",
                          no_dendrites=True, **changes)
-        if args.kept:
-            verdict.keep([record], args.kept, verdict.WIDE_FILES)
+        if args.kept_wide:
+            verdict.keep([record], args.kept_wide, verdict.WIDE_FILES)
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
     if not args.report_only:
         studies.work(study, lambda records: cells, train, poll=studies.poll_seconds(args.heartbeat))
     records = studies.records(study)
-    if not args.kept or args.report_only:  # a report needs the wide model's records only
+    if not args.kept_wide or args.report_only:  # a report needs the wide model's records only
         return {r["seed"]: Path(r["run"]) for r in records}, records
-    verdict.keep(records, args.kept, verdict.WIDE_FILES)
+    verdict.keep(records, args.kept_wide, verdict.WIDE_FILES)
     # its own run folder, or (trained on another machine) the copy kept with the records
-    return {r["seed"]: verdict.run_folder(r, args.kept, verdict.WIDE_FILES) for r in records}, records
+    return {r["seed"]: verdict.run_folder(r, args.kept_wide, verdict.WIDE_FILES) for r in records}, records
 
 
 def trained(args, key, cell, run_dir, **changes):
@@ -110,10 +112,11 @@ def search_method(args, url, method, budget, shape, wide_runs, runs):
     study.set_user_attr("trials", trials)
 
     def train(trial, name):
-        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong", args.allow_zero_decay)
+        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong", args.allow_zero_decay,
+                     args.layouts.get(budget))
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        epochs = budget_epochs(args, search=True) if args.recipe == "strong" else 1
-        cell = {"width": width_for(args, method, budget, shape), "method": method.name, "seed": 0,
+        epochs = budget_epochs(args, search=True, hp=hp) if args.recipe == "strong" else 1
+        cell = {"width": width_for(args, method, budget, shape, hp), "method": method.name, "seed": 0,
                 "min_epochs": epochs}
         record = trained(args, ("search", method.name, budget), cell, runs / study.study_name / name,
                          **overrides(args, method, budget, hp, 0, wide_runs, epochs, search=True))
@@ -141,7 +144,7 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
     study = open_study(args, url, study_name(args, "seeds", method, budget))
     if study is None or args.report_only:
         return study
-    seeds, width = range(1, args.seeds + 1), width_for(args, method, budget, shape)
+    seeds, width = range(1, args.seeds + 1), width_for(args, method, budget, shape, hp)
 
     def cells_for(records):
         if method.paired is None:
@@ -181,7 +184,7 @@ def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
         if hp is None:  # its search has not run (or, for a control, its plain recipe's)
             continue
         if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
-            hp = {key: value for key, value in hp.items() if key not in spaces.dendrite_settings()}
+            hp = spaces.control(hp)
         paired = results.get(method.paired, ([], None))[0]
         study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
         if study is not None:

@@ -131,7 +131,12 @@ def table(args, rows, wide_records, latency):
              f"by {args.trials} search trials ({args.random_trials} random, then TPE"
              + ("; the dendritic search could also choose weight decay 0" if args.allow_zero_decay else "")
              + ") on validation, seed 0, "
-             f"each on a schedule of {args.search_epochs} epochs"
+             + ("the dendritic searches also drawing what the library's maintainer sets: where the dendrites go and "
+                "how many sets (every layout that meets the budget with all the sets it may add), the learning rate "
+                "after a restructure (1 or 10 times) and the plateau before a switch (as each schedule ends, or after "
+                "3 or 6 epochs without improvement), their controls replaying the same epochs, restarts and "
+                "learning rates; " if args.maintainer else "")
+             + f"each on a schedule of {args.search_epochs} epochs"
              + (f" and the first {args.search_images:,} training images" if args.search_images else "")
              + " for every method; then seeds 1-" + f"{args.seeds} of its choice, tested: mean ± std over those "
              "seeds. int8: the same runs' final models, quantized (ONNX Runtime static QDQ, per-channel, "

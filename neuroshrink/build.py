@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from model import MODELS, width_for_params
 
-from . import data, precision
+from . import data, placement, precision
 from .config import QUICK
 from .errors import UsageError, first_line
 from .export import load_torchscript
@@ -85,8 +85,13 @@ def model_of(config, splits):
         model = pruned_from_run(config.prune_from, config.params, splits, config.dataset, config.quick,
                                 config.prune_importance)
         return set_dropout(model, config.dropout, config.prune_from).train(), config.width
-    width = width_for_budget(config.model, config.params, splits) if config.params else config.width
-    return build(config.model, splits, width, config.dropout), width
+    width = (width_for_budget(config.model, config.params, splits, config.placement, config.head_units)
+             if config.params else config.width)
+    model = build(config.model, splits, width, config.dropout)
+    if config.placement == "head":  # part of the architecture: a plain run gets the layer too
+        model = placement.add_head(model, splits.in_channels, splits.image_size, config.head_units,
+                                   f"--model {config.model_name()}")
+    return model, width
 
 
 def loss_of(config, splits, device):
@@ -97,12 +102,14 @@ def loss_of(config, splits, device):
                         config.label_smoothing)
 
 
-def tracker_of(config, save_name):
-    """What drives Phase 2: the library's tracker, or for a plain run early stopping."""
+def tracker_of(config, save_name, model):
+    """What drives Phase 2: the library's tracker (dendrites where config.placement puts them on
+    `model`), or for a plain run early stopping."""
     recipe = Recipe(config.optimizer, config.lr, config.schedule, config.schedule_epochs, config.patience,
                     config.weight_decay, config.warmup)
     if config.no_dendrites:
-        return EarlyStopping(config.patience, config.min_epochs, recipe, config.restart_at, config.lr_trace)
+        return EarlyStopping(config.patience, config.min_epochs, recipe, config.restart_at, config.lr_trace,
+                             config.restructure_lr)
     if not all(c.isalnum() or c in "_-." for c in save_name):
         raise UsageError(f"--out: the run folder's name {save_name!r} may hold only letters, digits, _ - . "
                          "(the library uses it as its save name)")
@@ -111,7 +118,8 @@ def tracker_of(config, save_name):
         save_name, config.patience, config.max_dendrites, recipe, config.capacity_test, config.graph_every_epoch,
         config.graph_at_end, switch_every=config.schedule_epochs if config.switch == "fixed" else None,
         improvement_threshold=config.improvement_threshold, candidate_init=config.candidate_init,
-        activation=config.dendrite_activation)
+        activation=config.dendrite_activation, placed=placement.place(model, config.placement),
+        restructure_lr=config.restructure_lr)
 
 
 def data_shape(splits):
@@ -192,10 +200,24 @@ def set_dropout(model, rate, name):
     return model
 
 
-def width_for_budget(spec, budget, splits):
-    """The width at which the model has about `budget` parameters (within 10 %)."""
+def factory_of(spec, where="all", head_units=None):
+    """The model's factory; with placement head, its models have the added layer before the
+    classifier (the budget counts it)."""
+    factory = model_factory(spec)
+    if where != "head":
+        return factory
+
+    def with_head(**shape):
+        return placement.add_head(factory(**shape), shape["in_channels"], shape["image_size"], head_units,
+                                  f"--model {label(spec)}")
+    return with_head
+
+
+def width_for_budget(spec, budget, splits, where="all", head_units=None):
+    """The width at which the model (with placement head, its added layer included) has about
+    `budget` parameters (within 10 %)."""
     try:
-        return width_for_params(model_factory(spec), budget, **data_shape(splits))
+        return width_for_params(factory_of(spec, where, head_units), budget, **data_shape(splits))
     except ValueError as e:
         raise UsageError(f"--params {budget}: {e}") from None
 

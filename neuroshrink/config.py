@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import augment, data, precision, recipes
+from . import augment, data, placement, precision, recipes
 from .errors import UsageError
 from .flags import non_negative, number, positive, probability
 
@@ -121,7 +121,7 @@ class RunConfig:
                                 "library does at each restructure of the run this one is a control for",
                                 parse=positive(int), many=True, metavar="EPOCH")
     lr_trace: tuple = setting((), "plain runs: the learning rate of epochs 1, 2, ... (the paired dendritic run's); "
-                              "after the last, the schedule goes on from there", parse=positive(float), many=True,
+                              "after the last, the schedule goes on from there", parse=non_negative, many=True,
                               metavar="LR")
     # ---- dendrites
     no_dendrites: bool = setting(False, "plain baseline: the same loop without the library, early stopping on "
@@ -140,6 +140,16 @@ class RunConfig:
                                            "(default: its own, 0.01)", parse=positive(float))
     dendrite_activation: str = setting("sigmoid", "the library's pai_forward_function",
                                        choices=tuple(DENDRITE_ACTIVATIONS))
+    placement: str = setting("all", "which layers get dendrites: all (every conv and linear layer), later (the later "
+                             "half of them), head (only an added linear layer before the classifier, as the library's "
+                             "maintainer runs ResNet-18; a plain run gets the layer too), blocks (the later half of the "
+                             "model's blocks, each converted whole)", "dendrites", choices=placement.PLACEMENTS)
+    head_units: int | None = setting(None, "with --placement head: units of the added layer (default: as many as the "
+                                     "classifier's inputs, the maintainer's; fewer: the classifier is rebuilt to read "
+                                     "them)", parse=positive(int), metavar="UNITS")
+    restructure_lr: float = setting(1.0, "multiplier on the learning rate of every optimizer built after the first "
+                                    "(at each restructure, or a plain run's --restart-at); the library's maintainer "
+                                    "uses 10", parse=positive(float), metavar="FACTOR")
     capacity_test: bool = setting(False, "Phase 1 check: the library's own test, adding a dendrite set every epoch, "
                                   "3 in all (not a result)")
     # ---- the run
@@ -206,6 +216,13 @@ class RunConfig:
         plain_only = [flag(name) for name in ("params", "prune_from", "restart_at", "lr_trace") if getattr(self, name)]
         if plain_only and not self.no_dendrites:
             raise UsageError(f"{', '.join(plain_only)}: only for plain runs (add --no-dendrites)")
+        if self.placement in ("later", "blocks") and self.no_dendrites:
+            raise UsageError(f"--placement {self.placement}: only for dendritic runs (drop --no-dendrites); a plain "
+                             "run takes all, or head for the added layer")
+        if self.placement == "head" and self.prune_from:
+            raise UsageError("--placement head: not with --prune-from (the pruned model keeps the wide run's layers)")
+        if self.head_units and self.placement != "head":
+            raise UsageError("--head-units: only with --placement head")
         if self.capacity_test and self.no_dendrites:
             raise UsageError("--capacity-test: the library's test, not for plain runs (drop --no-dendrites)")
         if self.compile and not self.no_dendrites:

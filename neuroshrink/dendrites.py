@@ -14,7 +14,6 @@ import pdb
 import re
 import warnings
 
-import torch
 
 from .config import DENDRITE_ACTIVATIONS
 from .errors import LibraryError
@@ -71,7 +70,7 @@ def _set(name, value):
 
 
 def configure(patience, max_dendrites, capacity_test=False, improvement_threshold=None, candidate_init=None,
-              activation="sigmoid", scheduled=False, switch_every=None):
+              activation="sigmoid", scheduled=False, switch_every=None, track=(), convert=()):
     """Fresh library settings for one run; they must all be set before conversion.
     Dendrites are added once validation has not improved for `patience` epochs (the library's
     history mode), or with `switch_every` every that many epochs (its fixed mode: at the end
@@ -79,7 +78,9 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     None keeps the library's default (improvement_threshold [0.001, 0.0001, 0.0],
     candidate_weight_initialization_multiplier 0.01). With a learning-rate schedule
     (`scheduled`) its learning-rate search and dont_give_up_unless_learning_rate_lowered
-    keep their defaults (on); without one they cannot work, and the search is turned off."""
+    keep their defaults (on); without one they cannot work, and the search is turned off.
+    `track`: ids of modules to leave without dendrites ("." + their name in the model);
+    `convert`: class names of modules the library wraps whole (a block: one dendrite on its output)."""
     GPA.pc = type(GPA.pc)()  # forget settings of any earlier run in this process
     if _has_setting("configuration_confirmed"):  # 3.2+: skip its interactive picker
         _set("configuration_confirmed", True)
@@ -93,6 +94,10 @@ def configure(patience, max_dendrites, capacity_test=False, improvement_threshol
     if not scheduled or switch_every:
         _set("find_best_lr", False)                    # its LR search needs a scheduler
     _set("module_names_to_track", NORM_LAYERS)
+    _set("module_ids_to_track", list(track))
+    _set("unwrapped_modules_confirmed", bool(track))  # tracked on purpose: not its warning of untracked ones
+    if convert:
+        _set("module_names_to_perforate", GPA.pc.get_module_names_to_perforate() + list(convert))
     _set("pai_forward_function", DENDRITE_ACTIVATIONS[activation])
     if improvement_threshold is not None:  # the score gain that counts as improvement, per set added
         _set("improvement_threshold", list(improvement_threshold))
@@ -107,18 +112,6 @@ def count_params(model):
     return UPA.count_params(model)
 
 
-def count_with_one_set(model):
-    """The library's parameter count of the plain `model` once it has one dendrite set: each
-    conv and linear layer gains a copy of its weights and bias, plus one weight per output
-    (the dendrite's connection to its neuron); other layers (normalisation) stay as they are."""
-    extra = 0
-    for layer in model.modules():
-        if isinstance(layer, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
-            own = sum(p.numel() for p in layer.parameters(recurse=False))
-            extra += own + (layer.out_channels if hasattr(layer, "out_channels") else layer.out_features)
-    return sum(p.numel() for p in model.parameters()) + extra
-
-
 class PerforatedTracker:
     """The library's tracker, driven by validation scores (stopping.Tracker is the interface,
     stopping.EarlyStopping the plain loop's counterpart).
@@ -130,10 +123,14 @@ class PerforatedTracker:
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
     def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
-                 graph_every_epoch=False, graph_at_end=False, switch_every=None, **library_settings):
+                 graph_every_epoch=False, graph_at_end=False, switch_every=None, placed=None, restructure_lr=1.0,
+                 **library_settings):
         configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none",
-                  switch_every=switch_every, **library_settings)
+                  switch_every=switch_every, track=placed.track if placed else (),
+                  convert=placed.convert if placed else (), **library_settings)
         self.switch_every = switch_every
+        # Every optimizer after the first trains at restructure_lr times the recipe's rate.
+        self.restructure_lr, self.optimizers_built = restructure_lr, 0
         self.save_name, self.recipe = save_name, recipe
         # The library redraws its 2800x1400 graph in every add_validation_score (0.4-0.8 s
         # here). Unless asked to, it is drawn only where it changes: in the call after a
@@ -156,7 +153,7 @@ class PerforatedTracker:
                           if not line.startswith("[PAI Config]")), end="")
 
     def dendrite_modules(self):
-        """Names of the layers that can grow dendrites."""
+        """Names of the modules that can grow dendrites."""
         return [m.name for m in GPA.pai_tracker.neuron_module_vector]
 
     def count_params(self, model):
@@ -174,10 +171,13 @@ class PerforatedTracker:
         if scheduler:
             tracker.set_scheduler(scheduler)
         params = [p for p in model.parameters() if p.requires_grad]
+        args = self.recipe.optimizer_args()
+        args["lr"] *= self.restructure_lr if self.optimizers_built else 1
         with guarded(), warnings.catch_warnings():
             # It steps a new schedule to its place before the optimizer's first step; torch warns.
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-            made = tracker.setup_optimizer(model, {"params": params, **self.recipe.optimizer_args()}, scheduler_args)
+            made = tracker.setup_optimizer(model, {"params": params, **args}, scheduler_args)
+        self.optimizers_built += 1
         return made[0] if isinstance(made, tuple) else made  # 3.2: (optimizer, scheduler); 3.1: optimizer
 
     @property
@@ -239,13 +239,15 @@ class PerforatedTracker:
             "current_cycle_lr_max_scores")
 
     def state_dict(self, model):
-        return {"tracker": {key: copy.deepcopy(GPA.pai_tracker.member_vars[key]) for key in self.KEPT}}
+        return {"tracker": {key: copy.deepcopy(GPA.pai_tracker.member_vars[key]) for key in self.KEPT},
+                "optimizers_built": self.optimizers_built}
 
     def resume(self, model, state):
         """The model, its dendrites and the tracker's state from <save_name>/latest.pt."""
         with guarded():
             model = UPA.load_system(model, self.save_name, "latest", load_from_restart=True)
         GPA.pai_tracker.member_vars.update(state.get("tracker", {}))  # runs saved before it lack it
+        self.optimizers_built = state.get("optimizers_built", 0)
         return model
 
     def draw_graph(self):

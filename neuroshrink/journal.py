@@ -75,13 +75,14 @@ class Journal:
             self.wandb.finish(final, graph)
 
 
-def report_phase1(folder, tracker, model, capacity_test):
+def report_phase1(folder, tracker, model, config):
     modules = tracker.dendrite_modules()
     if modules:  # a plain run has none
         params = tracker.count_params(model)
-        print(f"Phase 1: dendrite capacity on {', '.join(modules)}; {params:,} parameters"
-              + (" (the library's capacity test)" if capacity_test else ""))
-        folder.result["phase1"] = {"dendrite_modules": modules, "params": params}
+        where = "" if config.placement == "all" else f" (placement {config.placement}: the other layers tracked, no dendrites)"
+        print(f"Phase 1: dendrite capacity on {', '.join(modules)}{where}; {params:,} parameters"
+              + (" (the library's capacity test)" if config.capacity_test else ""))
+        folder.result["phase1"] = {"dendrite_modules": modules, "placement": config.placement, "params": params}
 
 
 def report_deployment(final):

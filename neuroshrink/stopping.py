@@ -9,6 +9,7 @@ perforatedai: a plain run does not load it.
 """
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import ContextManager, Protocol, runtime_checkable
 
@@ -97,11 +98,11 @@ class EarlyStopping:
 
     files = ()  # nothing on disk besides the checkpoint's state
 
-    def __init__(self, patience, min_epochs=1, recipe=Recipe(), restarts=(), lr_trace=()):
+    def __init__(self, patience, min_epochs=1, recipe=Recipe(), restarts=(), lr_trace=(), restart_lr=1.0):
         self.patience, self.min_epochs, self.recipe, self.restarts = patience, min_epochs, recipe, set(restarts)
-        self.lr_trace = list(lr_trace)
+        self.lr_trace, self.restart_lr = list(lr_trace), restart_lr
         self.best_acc, self.best_epoch, self.best_state = -1.0, 0, None
-        self.scheduler, self.optimizer, self.epochs_scored = None, None, 0
+        self.scheduler, self.optimizer, self.epochs_scored, self.optimizers_built = None, None, 0, 0
 
     def guarded(self):
         return contextlib.nullcontext()
@@ -113,7 +114,10 @@ class EarlyStopping:
         return []
 
     def new_optimizer(self, model):
-        self.optimizer, self.scheduler = self.recipe.build(model.parameters())
+        """The recipe's optimizer and schedule; after a restart at restart_lr times its rate."""
+        lr = self.recipe.lr * (self.restart_lr if self.optimizers_built else 1)
+        self.optimizer, self.scheduler = dataclasses.replace(self.recipe, lr=lr).build(model.parameters())
+        self.optimizers_built += 1
         self._follow_trace()
         return self.optimizer
 
@@ -146,12 +150,14 @@ class EarlyStopping:
 
     def state_dict(self, model):
         return {"model": model.state_dict(),
-                "stopper": {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}}
+                "stopper": {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state},
+                "optimizers_built": self.optimizers_built}
 
     def resume(self, model, state):
         model.load_state_dict(state["model"])
         self.best_acc, self.best_epoch, self.best_state = (state["stopper"][k] for k in
                                                            ("best_acc", "best_epoch", "best_state"))
+        self.optimizers_built = state.get("optimizers_built", 0)  # saved since restart_lr
         return model
 
     def draw_graph(self):

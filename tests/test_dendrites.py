@@ -5,7 +5,7 @@ import torch.nn as nn
 
 from conftest import DIGITS, fails, run
 from model import MODELS, Net
-from neuroshrink import dendrites
+from neuroshrink import dendrites, placement
 from neuroshrink.recipes import Recipe
 
 
@@ -15,7 +15,7 @@ def test_one_dendrite_set_count_is_the_librarys(fixture, model, request):
     result = request.getfixturevalue(fixture)["result"]
     added = next(r for r in result["restructures"] if r["kind"] == "dendrites added")
     assert added["dendrite_sets"] == 1
-    assert added["params_after"] == dendrites.count_with_one_set(model(width=0.125, **DIGITS))
+    assert added["params_after"] == placement.count_with_sets(model(width=0.125, **DIGITS), 1)
 
 
 def test_rescnn_converts_and_grows_dendrites(rescnn_run):

@@ -55,8 +55,9 @@ def test_the_matched_control_trains_as_its_dendritic_run_without_dendrites(tmp_p
     url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
     dendritic, matched = (studies.records(studies.open_study(url, f"shrink-digits-net-b1000-{m}-seeds"))[0]
                           for m in ("dendritic", "matched"))
-    only_dendritic = {"improvement_threshold", "candidate_init", "dendrite_activation"}  # the library's settings
-    assert spaces.dendrite_settings() == only_dendritic and dendritic["hp"].keys() >= only_dendritic
+    library = {"improvement_threshold", "candidate_init", "dendrite_activation"}  # the library's settings
+    only_dendritic = library | {"layout", "restructure_lr", "switch_patience"}  # and its maintainer's (--maintainer)
+    assert spaces.dendrite_settings() == only_dendritic and dendritic["hp"].keys() & only_dendritic == library
     assert matched["hp"] == {k: v for k, v in dendritic["hp"].items() if k not in only_dendritic}
     assert dendritic["restarts"], "the dendritic run never restructured: nothing to control for"
     settings, control_run = history(dendritic)["settings"], history(matched)
@@ -93,8 +94,10 @@ def test_search_trials_are_equal_in_number_and_never_see_test(recipe_sweep):
 
 
 def test_a_finite_search_space_is_drawn_without_repeats():
-    with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default", allow_zero_decay=False)
-    without = argparse.Namespace(model_has_dropout=False, recipe="default", allow_zero_decay=False)
+    with_dropout = argparse.Namespace(model_has_dropout=True, recipe="default", allow_zero_decay=False,
+                                 maintainer=False)
+    without = argparse.Namespace(model_has_dropout=False, recipe="default", allow_zero_decay=False,
+                                 maintainer=False)
     assert methods.without_repeats(with_dropout, methods.BY_NAME["plain-mnist"]) == 3
     assert methods.without_repeats(with_dropout, methods.BY_NAME["restarts-api"]) == 3  # its plain recipe's
     assert methods.without_repeats(with_dropout, methods.BY_NAME["dendritic-mnist"]) == 3 * 2 * 2 * 3
@@ -154,3 +157,39 @@ def test_a_strong_study_stored_before_an_option_existed_continues_with_its_defau
     args.allow_zero_decay = True
     with pytest.raises(UsageError, match="holds runs made with --allow-zero-decay False, not True"):
         shrink_studies.check_strong_settings(study, args)
+
+
+def test_the_maintainer_search_draws_a_layout_within_the_budget_and_its_control_replays_it(tmp_path_factory):
+    """--maintainer: the dendritic search also draws placement and sets (a layout that meets the
+    budget), the learning rate after a restructure and the switch's plateau, in studies of their
+    own; matched replays the dendritic run's epochs and learning rates, added layer included."""
+    tmp = built_once(tmp_path_factory, "maintainer_sweep", lambda folder: sweep_here(
+        folder, "--recipe", "strong", "--maintainer", "--budgets", "3658", "--trials", "1", "--schedule-epochs", "2",
+        "--methods", "dendritic", "matched", script="shrink"))
+    output = (tmp / "output.txt").read_text()
+    layouts = output.split("dendrite layouts within the budget: ")[1].splitlines()[0].split(", ")
+    assert "all x1" in layouts and "later x1" in layouts
+    url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
+    dendritic, matched = (studies.records(studies.open_study(url, f"shrink-digits-net-strong-maintainer-b3658-{m}-seeds"))[0]
+                          for m in ("dendritic", "matched"))
+    hp = dendritic["hp"]
+    assert hp["layout"] in layouts and hp["restructure_lr"] in spaces.RESTRUCTURE_LRS
+    assert hp["switch_patience"] in spaces.SWITCH_PATIENCES
+    where, sets, _ = spaces.parse_layout(hp["layout"])
+    settings = history(dendritic)["settings"]
+    assert (settings["placement"], settings["max_dendrites"]) == (where, sets)
+    assert within_budget(dendritic["params"], 3658) or dendritic["dendrite_sets"] < sets  # with all its sets: the budget
+    assert matched["hp"] == spaces.control(hp) and within_budget(matched["params"], 3658)
+    assert matched["lrs"][:len(dendritic["lrs"])] == dendritic["lrs"] and matched["epochs"] >= dendritic["epochs"]
+    assert history(matched)["settings"]["placement"] == ("head" if where == "head" else "all")
+    assert (tmp / "results" / "digits" / "shrink-net-strong-maintainer.md").exists()
+
+
+def test_the_dendritic_student_pairs_with_its_control_and_searches_both_spaces():
+    with pytest.raises(UsageError, match="matched-distilled needs dendritic-distilled"):
+        methods.check_methods(["matched-distilled", "distilled", "dendritic"])
+    trial = methods.optuna.create_study().ask()
+    hp = methods.suggest(trial, methods.BY_NAME["dendritic-distilled"], dropout=False, strong=True,
+                         layouts=["all x1", "head16 x3"])
+    assert {"distill_weight", "temperature", "candidate_init", "layout", "restructure_lr"} <= hp.keys()
+    assert methods.BY_NAME["matched-distilled"].wide == "teacher"  # the same teacher, without dendrites

@@ -122,7 +122,8 @@ def test_default_budgets_of_a_users_model_are_fractions_it_can_reach(tmp_path, m
     (tmp_path / "user_cnn.py").write_text(USER_CNN)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    args = SimpleNamespace(dataset="folder:x", model="user_cnn:tiny", methods=["plain", "dendritic"], wide=1.0)
+    args = SimpleNamespace(dataset="folder:x", model="user_cnn:tiny", methods=["plain", "dendritic"], wide=1.0,
+                           max_dendrites=1)
     shape = dict(in_channels=1, image_size=8, num_classes=4)
     assert sum(p.numel() for p in build.model_factory("user_cnn:tiny")(width=1.0, **shape).parameters()) == 676
     assert shrink.default_budgets(args, shape) == [338]
