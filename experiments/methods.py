@@ -111,7 +111,7 @@ def budget_epochs(args, search=False, hp=None):
     """--recipe strong: the most epochs of a dendritic run (a schedule per architecture; with a
     switch patience, the schedule and the plateau), which every other run of the same seed
     trains (the search's: its reduced schedule). `hp`: the run's configuration."""
-    changes = spaces.overrides(hp or {})
+    changes = configuration(args, hp, search)
     schedule = args.search_epochs if search else args.schedule_epochs
     return (changes.get("max_dendrites", args.max_dendrites) + 1) * (schedule + changes.get("patience", 0)
                                                                      * (changes.get("switch") == "history"))
@@ -141,7 +141,16 @@ def overrides(args, method, budget, hp, seed, wide_runs, epochs=None, search=Fal
         changes["prune_from"] = str(wide_runs[seed])
     elif method.wide == "teacher":
         changes["teacher"] = str(wide_runs[seed] / "model.ts")
-    return changes | spaces.overrides(hp)
+    return changes | configuration(args, hp, search)
+
+
+def configuration(args, hp, search=False):
+    """A drawn configuration as RunConfig overrides; in a search, a switch's plateau shortened as
+    its schedule is (--search-epochs against --schedule-epochs), the same reduction."""
+    changes = spaces.overrides(hp or {})
+    if search and changes.get("switch") == "history":
+        changes["patience"] = max(1, round(changes["patience"] * args.search_epochs / args.schedule_epochs))
+    return changes
 
 
 def search_space(args, method):

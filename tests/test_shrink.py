@@ -193,3 +193,14 @@ def test_the_dendritic_student_pairs_with_its_control_and_searches_both_spaces()
                          layouts=["all x1", "head16 x3"])
     assert {"distill_weight", "temperature", "candidate_init", "layout", "restructure_lr"} <= hp.keys()
     assert methods.BY_NAME["matched-distilled"].wide == "teacher"  # the same teacher, without dendrites
+
+
+def test_a_searchs_switch_plateau_shrinks_with_its_schedule():
+    """The search's reduction is the same for every part of a dendritic run: a 5-epoch schedule
+    for a 15-epoch one, and a plateau of 2 epochs for 6."""
+    args = argparse.Namespace(search_epochs=5, schedule_epochs=15, max_dendrites=1)
+    hp = {"layout": "later x3", "switch_patience": 6}
+    assert methods.configuration(args, hp, search=True)["patience"] == 2
+    assert methods.configuration(args, hp)["patience"] == 6
+    assert (methods.budget_epochs(args, True, hp), methods.budget_epochs(args, False, hp)) == (4 * 7, 4 * 21)
+    assert methods.budget_epochs(args, False, {"layout": "all x1", "switch_patience": 0}) == 2 * 15  # as committed
