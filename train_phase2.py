@@ -151,8 +151,10 @@ def evaluate_saved(out="PAI", quantize=None, device="auto"):
 
 
 def provenance(settings):
-    """What made a run's model, for its self-contained ONNX files."""
-    return {key: settings.get(key) for key in ("dataset", "model", "params", "seed", "torch", "perforatedai")}
+    """What made a run's model, for its self-contained ONNX files; how predict must read image files
+    where it was a choice (--pixel-range)."""
+    return ({key: settings.get(key) for key in ("dataset", "model", "params", "seed", "torch", "perforatedai")}
+            | ({"pixel_range": settings["pixel_range"]} if settings.get("pixel_range") else {}))
 
 
 # ---------------------------------------------------------------- the command line

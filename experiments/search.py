@@ -22,7 +22,7 @@ from experiments import deploy, studies
 from experiments.report import fmt, mean_std, new_figure, save_figure
 from experiments.runner import check_settings, cli, common_parser, folders, names, run_cell
 from experiments.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
-from neuroshrink import data
+from neuroshrink import build, data
 from neuroshrink.flags import positive
 
 METHODS = ("dendritic", "plain")
@@ -166,7 +166,7 @@ def ship_winners(args, results, results_dir):
              "hp": best.user_attrs["record"]["hp"]} for (width, method), (best, _, records) in results.items()]
     if not rows:
         return
-    splits = data.load(args.dataset, args.data_dir, args.image_size)
+    splits = data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
     shipped = deploy.winners(rows, splits, None, None, results_dir / "deploy" / "search", "search", args.seeds,
                              named=lambda width: f"width {width:g}", folder_of=lambda width: f"w{width:g}")
     for width, (row, record, folder) in shipped.items():

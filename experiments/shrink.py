@@ -75,7 +75,7 @@ from experiments import deploy, plan, shrink_report, verdict
 from experiments.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
                                  USER_METHODS, budget_epochs, check_methods, layouts, width_for)
 from experiments.runner import cli, common_parser, folders
-from experiments.shrink_studies import add_study_options, run_budget, train_wide
+from experiments.shrink_studies import add_study_options, best_trials, run_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -159,7 +159,7 @@ def data_checked(args):
     """The data, once every method is known to meet every budget (a budget some method cannot
     meet fails now, not mid-sweep)."""
     build.model_factory(args.model)  # a --model that cannot be imported: one line, now
-    splits = data.load(args.dataset, args.data_dir, args.image_size)
+    splits = data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
     shape = build.data_shape(splits)
     args.budgets = args.budgets or default_budgets(args, shape)
     for budget in args.budgets:
@@ -240,7 +240,7 @@ def main(args):
     if not rows:
         print("nothing stored to report yet")
         return None
-    splits = splits or data.load(args.dataset, args.data_dir, args.image_size)
+    splits = splits or data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
     if args.recipe == "strong":
         verdict.keep([r for row in rows for r in row["records"]], args.kept, verdict.SEED_FILES)
     if args.fit:
@@ -250,7 +250,8 @@ def main(args):
     shipped = deploy.winners(rows, splits, args.kept, verdict.read_latency(results_dir / f"{name}-latency.json"),
                              results_dir / "deploy" / name, name, args.seeds)
     answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)
-    report, written = shrink_report.write(args, rows, wide_records, results_dir, name, answer)
+    searched = best_trials(args, url) if args.maintainer else {}
+    report, written = shrink_report.write(args, rows, wide_records, results_dir, name, answer, searched)
     print("\n" + report + f"\nwrote {results_dir}/{', '.join(written)}")
     print("\n" + answer)  # last, for whoever asked the question
     return rows

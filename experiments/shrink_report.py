@@ -11,10 +11,12 @@ from experiments.methods import BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, MET
 from experiments.report import deployment_table, mean_std
 
 
-def write(args, rows, wide_records, results_dir, name, answer):
-    """The report's files in results_dir; returns (the report, the names written)."""
+def write(args, rows, wide_records, results_dir, name, answer, searched=None):
+    """The report's files in results_dir; returns (the report, the names written). `searched`:
+    where each dendritic search found its best (shrink_studies.best_trials), said under the
+    strong recipe."""
     if args.recipe == "strong":
-        return verdict.write(args, rows, wide_records, results_dir, name, answer), [
+        return verdict.write(args, rows, wide_records, results_dir, name, answer, searched), [
             f"{name}.md", f"{name}.csv", f"{name}.png", f"{name}-budgets.png"]
     text = answer + "\n" + table(args, rows, wide_records)
     (results_dir / f"{name}.md").write_text(text)

@@ -190,3 +190,19 @@ def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
         if study is not None:
             results[method.name] = studies.records(study), undecided[method.control or method.name]
     return results
+
+
+def best_trials(args, url):
+    """{(method, budget): (the number of the trial its search chose, of how many)} of every searched
+    dendritic method: whether the search's best was still moving near its end."""
+    found = {}
+    for budget in args.budgets:
+        for method in (BY_NAME[n] for n in args.methods if not (BY_NAME[n].plain or BY_NAME[n].control)):
+            name = study_name(args, "search", method, budget)
+            if studies.study_exists(url, name):
+                study = studies.open_study(url, name, args.heartbeat)
+                counted = studies.finished(study)[:study.user_attrs.get("trials", args.trials)]
+                if counted:
+                    found[method.name, budget] = (max(range(len(counted)), key=lambda i: counted[i].value) + 1,
+                                                  len(counted))
+    return found

@@ -122,7 +122,7 @@ def kb(values):
 
 # ---------------------------------------------------------------- the report
 
-def table(args, rows, wide_records, latency):
+def table(args, rows, wide_records, latency, searched=None):
     """The verdict report (markdown): every method and its int8 copy at every budget, then
     the accuracy by budget, then the best per budget and what is within its spread."""
     lines = [f"## Which method shrinks a CNN best, trained well? {args.dataset}, {args.model}, strong recipe", "",
@@ -146,6 +146,10 @@ def table(args, rows, wide_records, latency):
                   f"model timed one after another in one pass on the {latency['cpu']}, {latency['date']}.", ""]
     else:
         lines += ["Milliseconds: not yet timed (`--time-inference`).", ""]
+    if searched:  # a best drawn near the end says the search may not have settled
+        lines += ["Where each dendritic search found its best: " + "; ".join(
+            f"{method} at {budget:,}: trial {trial} of {trials}" for (method, budget), (trial, trials) in searched.items())
+            + ".", ""]
     wide = [r for r in wide_records if r["seed"] > 0]
     lines += [training_machines([c for r in rows if r["kind"] == "fp32" for c in r["cpus"]]
                                 + [r["settings"]["cpu"] for r in wide]), ""]
@@ -290,12 +294,13 @@ def plot_budgets(args, rows, path):
     plt.close(fig)
 
 
-def write(args, rows, wide_records, results_dir, name, answer=""):
+def write(args, rows, wide_records, results_dir, name, answer="", searched=None):
     """The verdict's files in results_dir: <name>.md (`answer` on top), .csv, .png, -budgets.png;
-    returns the report."""
+    returns the report. `searched`: {(method, budget): (trial, trials)}, where each dendritic
+    search found its best."""
     latency = read_latency(results_dir / f"{name}-latency.json")
     both = kind_rows(rows, latency)
-    text = answer + ("\n" if answer else "") + table(args, both, wide_records, latency)
+    text = answer + ("\n" if answer else "") + table(args, both, wide_records, latency, searched)
     (results_dir / f"{name}.md").write_text(text)
     write_csv(both, results_dir / f"{name}.csv")
     plot_bytes(args, both, results_dir / f"{name}.png")

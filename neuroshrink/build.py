@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from model import MODELS, width_for_params
 
-from . import data, placement, precision
+from . import data, images, placement, precision
 from .config import QUICK
 from .errors import UsageError, first_line
 from .export import load_torchscript
@@ -73,9 +73,16 @@ def splits_of(settings):
     the first few of each, with train_images the first N training images (a reduced-budget
     search) and every validation and test image."""
     get = settings.get if isinstance(settings, dict) else lambda key: getattr(settings, key)
-    splits = data.load(get("dataset"), get("data_dir"), get("image_size"))
+    splits = data.load(get("dataset"), get("data_dir"), get("image_size"), reading_of(settings))
     splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"]) if get("quick") else splits
     return data.subset(splits, get("train_images"), None) if get("train_images") else splits
+
+
+def reading_of(settings):
+    """How a run (its config, recorded settings or a sweep's options) reads image files; a record
+    made before these settings existed: the defaults."""
+    get = settings.get if isinstance(settings, dict) else lambda key: getattr(settings, key, None)
+    return images.Reading(get("max_megapixels") or images.MAX_MEGAPIXELS, get("pixel_range"))
 
 
 def model_of(config, splits):

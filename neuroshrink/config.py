@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import augment, data, placement, precision, recipes
+from . import augment, data, images, placement, precision, recipes
 from .errors import UsageError
-from .flags import non_negative, number, positive, probability
+from .flags import checked, non_negative, number, positive, probability
 
 SCHEMA = 2  # of a run's record; 1: before RunConfig (no "schema" key)
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  # quick=True
@@ -51,6 +51,14 @@ class RunConfig:
                                    "their cache is kept", "data", sweep="each")
     image_size: int | None = setting(None, "your own images: resize every image to S x S (default: the files' size)",
                                      "data", parse=positive(int), metavar="S", sweep="each")
+    max_megapixels: float = setting(images.MAX_MEGAPIXELS, "your own images: refuse an image file whose declared "
+                                    "size is larger than this many million pixels, before decoding it (a "
+                                    "decompression bomb)", parse=positive(float), defines=False, sweep="each",
+                                    metavar="M")
+    pixel_range: str | None = setting(None, "your own images: how 32-bit integer or floating-point pixels that declare "
+                                      "no range become 0-255: LOW:HIGH (0:1, 0:4095, ...) or image (each image's own "
+                                      "minimum and maximum); without it such an image stops the run with one line",
+                                      parse=checked(images.parse_pixel_range), sweep="each", metavar="LOW:HIGH")
     train_images: int | None = setting(None, "train on the first N training images only (a search on a reduced "
                                        "budget); validation and test stay whole", parse=positive(int), metavar="N")
     # ---- model

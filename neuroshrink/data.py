@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import user_data
+from .images import Reading
 from .errors import DataError
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
@@ -205,13 +206,13 @@ def label(name):
     return user_data.label(name)
 
 
-def load(name, data_dir=None, image_size=None):
+def load(name, data_dir=None, image_size=None, reading=None):
     """Load a dataset as Splits, normalised per channel with the training split's statistics.
 
     data_dir None means DEFAULT_DATA_DIR (created for a download) and, for Fashion-MNIST,
     Debian's package folder; a given data_dir must exist and is the only place looked at.
-    For your own images (folder:, npz:) the data folder holds the cache, and image_size
-    resizes them.
+    For your own images (folder:, npz:) the data folder holds the cache, image_size resizes
+    them, and `reading` (images.Reading) says how their files are read.
     """
     user = user_data.is_user_source(name)
     if not (name in DATASETS or user):
@@ -226,7 +227,8 @@ def load(name, data_dir=None, image_size=None):
     data_dir = Path(data_dir).resolve()
     classes = None
     if user:
-        train, val, test, classes = user_data.load(name, image_size, data_dir, split_indices)
+        train, val, test, classes = user_data.load(name, image_size, data_dir, split_indices,
+                                                   reading or Reading())
     elif name == "digits":
         train, val, test = _digits()
     elif name == "cifar10":

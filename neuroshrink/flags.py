@@ -24,6 +24,18 @@ def positive(kind):
     return number(kind)
 
 
+def checked(check):
+    """An argparse type that keeps the word as given once check(word) accepts it; check raises a
+    one-line error (a UsageError) otherwise."""
+    def parse(text):
+        try:
+            check(text)
+        except Exception as e:
+            raise argparse.ArgumentTypeError(str(e).partition(": ")[2] or str(e)) from None
+        return text
+    return parse
+
+
 non_negative = number(float, low_allowed=True)
 probability = number(float, low_allowed=True, below=1)
 

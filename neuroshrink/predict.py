@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NeuroShrinkError, UsageError
-from .images import is_image_file, open_image, to_array
+from .images import MAX_MEGAPIXELS, Reading, is_image_file, open_image, to_array
 
 NEEDED = ("classes", "image_size", "channels")  # metadata a self-contained model carries
 BATCH = 256
@@ -48,6 +48,7 @@ class Model:
             raise UsageError(f"{path} is not a self-contained model (raw pixels in, {', '.join(NEEDED)} in its "
                              "metadata); export its run again: python train_phase2.py --evaluate --out RUN_FOLDER")
         self.classes, self.image_size, self.channels = (json.loads(meta[key]) for key in NEEDED)
+        self.pixel_range = json.loads(meta.get("pixel_range", "null"))  # as training read its images
 
     def probabilities(self, pixels):
         """Class probabilities (N, classes) for uint8 pixels (N, C, S, S)."""
@@ -80,13 +81,20 @@ def image_files(paths, classes):
     return found
 
 
-def predict(model, paths, top=1):
+def read(files, model, max_megapixels=MAX_MEGAPIXELS):
+    """The image files as the model's uint8 input (N, C, S, S), each read as training read it."""
+    reading = Reading(max_megapixels, model.pixel_range)
+    return np.stack([to_array(open_image(f, reading=reading), model.channels, model.image_size, f, reading)
+                     for f in files])
+
+
+def predict(model, paths, top=1, max_megapixels=MAX_MEGAPIXELS):
     """Every image the paths name, classified: [{"file", "label" (or None), "top": [(class,
     probability), ...]}], `top` classes each, the likeliest first."""
     if isinstance(model, (str, Path)):
         model = Model(model)
     found = image_files(paths, model.classes)
-    pixels = np.stack([to_array(open_image(f), model.channels, model.image_size) for f, _ in found])
+    pixels = read([f for f, _ in found], model, max_megapixels)
     probabilities = model.probabilities(pixels)
     best = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
     return [{"file": str(f), "label": label,
@@ -110,16 +118,19 @@ def get_args_parser():
     p.add_argument("--top", type=int, default=1, metavar="K", help="the K likeliest classes of each image")
     p.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime's threads (default 1: an edge core)")
+    p.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS, metavar="M",
+                   help="refuse an image whose declared size is larger than M million pixels, before decoding it "
+                        f"(default {MAX_MEGAPIXELS:g}; the same limit as training's)")
     return p
 
 
 def cli(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
-        if args.top < 1 or args.threads < 1:
-            raise UsageError("--top and --threads take a whole number of at least 1")
+        if args.top < 1 or args.threads < 1 or not args.max_megapixels > 0:
+            raise UsageError("--top and --threads take a whole number of at least 1, --max-megapixels a number above 0")
         model = Model(args.model, args.threads)
-        predictions = predict(model, args.images, min(args.top, len(model.classes)))
+        predictions = predict(model, args.images, min(args.top, len(model.classes)), args.max_megapixels)
     except NeuroShrinkError as e:
         sys.exit(f"error: {e}")
     scored = accuracy(predictions)

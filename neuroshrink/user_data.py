@@ -45,21 +45,22 @@ def label(name):
     return f"{kind}-{Path(path).stem}" if is_user_source(name) else name
 
 
-def load(name, image_size, cache_dir, split):
+def load(name, image_size, cache_dir, split, reading=image_files.Reading()):
     """(train, val, test, classes) of a folder: or npz: source, images float (N, C, S, S) not yet
-    normalised; `split(labels, val_fraction, test_fraction)` makes the fixed-seed split."""
+    normalised; `split(labels, val_fraction, test_fraction)` makes the fixed-seed split; `reading`:
+    how image files are read (their size limit, the range of 32-bit and float pixels)."""
     kind, _, path = name.partition(":")
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"--dataset {name}: {path} does not exist")
     if kind == "npz":
         return load_npz(path, image_size, split)
-    return load_folder(path, image_size, cache_dir, split)
+    return load_folder(path, image_size, cache_dir, split, reading)
 
 
 # ---------------------------------------------------------------- folders
 
-def load_folder(root, image_size, cache_dir, split):
+def load_folder(root, image_size, cache_dir, split, reading=image_files.Reading()):
     if not root.is_dir():
         raise DataError(f"--dataset folder:{root}: not a folder (for arrays use npz:{root})")
     parts = [p for p in ("train", "val", "test") if (root / p).is_dir()]
@@ -68,13 +69,14 @@ def load_folder(root, image_size, cache_dir, split):
                         "(val/ is optional), or put the class folders in the folder itself")
     stats = [(p, p.stat()) for p in sorted(root.rglob("*")) if p.is_file()]
     key = json.dumps([str(root.resolve()), image_size,
-                      [(str(p.relative_to(root)), st.st_size, st.st_mtime_ns) for p, st in stats]])
+                      [(str(p.relative_to(root)), st.st_size, st.st_mtime_ns) for p, st in stats]]
+                     + ([reading.pixel_range] if reading.pixel_range else []))  # a cache made before it: no range
     cache = Path(cache_dir) / "cache" / f"folder-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]}.pt"
     saved = read_cache(cache, root)
     if saved and saved["key"] == key:
         print(f"folder:{root}: {sum(len(y) for _, y in saved['parts'])} images from the cache {cache}")
         return (*((x.float(), y) for x, y in saved["parts"]), saved["classes"])
-    parts, classes = read_folder(root, parts, image_size, split)
+    parts, classes = read_folder(root, parts, image_size, split, reading)
     write_cache(cache, {"key": key, "classes": classes, "parts": [(x.to(torch.uint8), y) for x, y in parts]})
     print(f"folder:{root}: {sum(len(y) for _, y in parts)} images in {len(classes)} classes, read and cached in {cache}")
     return (*parts, classes)
@@ -108,7 +110,7 @@ def write_cache(cache, contents):
         Path(temporary).unlink(missing_ok=True)
 
 
-def read_folder(root, parts, image_size, split):
+def read_folder(root, parts, image_size, split, reading):
     """The images of the class folders (under train/, val/, test/ when `parts` names them)."""
     from torchvision.datasets.folder import find_classes, make_dataset
 
@@ -132,7 +134,7 @@ def read_folder(root, parts, image_size, split):
     empty = [c for c in classes if not any(i == class_to_idx[c] for found in samples.values() for _, i in found)]
     if empty:
         raise DataError(f"folder:{root}: class folder {empty[0]} holds no images")
-    images = read_images(root, everything, image_size)
+    images = read_images(root, everything, image_size, reading)
     labels = torch.tensor([i for found in samples.values() for _, i in found])
     if not parts:
         return split_arrays(images, labels, classes, split, f"folder:{root}"), classes
@@ -145,10 +147,14 @@ def read_folder(root, parts, image_size, split):
     return [arrays[p] for p in ("train", "val", "test")], classes
 
 
-def read_images(root, paths, image_size):
+def read_images(root, paths, image_size, reading=image_files.Reading()):
     """Every image as float (N, C, S, S): the majority's channels, one square size, each read as
     images.to_array reads it for predict."""
-    loaded = [image_files.open_image(p, f"folder:{root}: ") for p in paths]
+    loaded = [image_files.open_image(p, f"folder:{root}: ", reading) for p in paths]
+    alpha = sum(map(image_files.has_alpha, loaded))
+    if alpha:
+        print(f"folder:{root}: {alpha} of {len(loaded)} images have an alpha channel (transparency); it is dropped, "
+              "as torchvision's loader drops it, here and in predict")
     grey = [image_files.is_grey(image) for image in loaded]
     channels = 1 if sum(grey) * 2 >= len(grey) else 3
     converted = sum(g != (channels == 1) for g in grey)
@@ -165,7 +171,8 @@ def read_images(root, paths, image_size):
         if width != height:
             raise DataError(f"folder:{root}: the images are {width}x{height}, not square; pass --image-size S")
         image_size = width
-    return torch.from_numpy(np.stack([image_files.to_array(image, channels, image_size) for image in loaded])).float()
+    return torch.from_numpy(np.stack([image_files.to_array(image, channels, image_size, path, reading)
+                                      for image, path in zip(loaded, paths)])).float()
 
 
 # ---------------------------------------------------------------- arrays

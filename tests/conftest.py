@@ -85,6 +85,25 @@ def make_fashion(folder, gz, n_train=100, n_test=20):
     return arrays
 
 
+def huge_header_png(path, width=20_000, height=20_000):
+    """A 1 x 1 PNG whose header claims width x height pixels (a decompression bomb, or a damaged
+    file), written to `path` (returned), or its bytes where path is None."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its checksum
+    if path is None:
+        return bytes(png)
+    path.write_bytes(bytes(png))
+    return path
+
+
 def config(*flags):
     """The RunConfig of these flags, any setting's (python -m experiments.run's command line)."""
     from experiments.run import get_args_parser

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import train_phase2
-from conftest import ROOT, run
+from conftest import ROOT, huge_header_png, run
 from neuroshrink import data, export, predict
 
 PREDICT = [sys.executable, "-m", "neuroshrink.predict"]
@@ -102,6 +102,8 @@ def bad_inputs(trained, tmp):
     return {"a missing image": ([good, tmp / "missing.png"], "no such file or folder"),
             "a missing model": ([tmp / "missing.onnx", tmp / "labels"], "no such model file"),
             "a named file that is no image": ([good, tmp / "notes.txt"], "cannot be read as an image"),
+            "a decompression bomb": ([good, huge_header_png(tmp / "bomb.png")], "20,000 x 20,000 pixels, over the "
+                                     "limit of 50 million (--max-megapixels); not decoded"),
             "a file that is no model": ([tmp / "notes.txt", tmp / "labels"], "cannot be loaded as an ONNX model"),
             "a model without the metadata": ([tmp / "network.onnx", tmp / "labels"], "not a self-contained model"),
             "a sub-folder that is no class": ([good, tmp / "classes"], "'one' is not one of the model's (0, 1, 2"),

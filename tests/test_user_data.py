@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import train_phase2
-from conftest import fails, files, run, sweep_here
+from conftest import fails, files, huge_header_png, run, sweep_here
 from experiments import shrink
 from neuroshrink import data, export, build
 
@@ -166,6 +166,9 @@ def bad_input(tmp_path, case):
     if case == "undecodable image":
         (root / "2-two" / "broken.png").write_bytes(b"not a png")
         return f"folder:{root}", [], f"{root / '2-two' / 'broken.png'} cannot be read as an image"
+    if case == "decompression bomb":  # a 0.1 kB PNG whose header says 20,000 x 20,000 pixels
+        huge_header_png(root / "2-two" / "bomb.png")
+        return f"folder:{root}", [], f"{root / '2-two' / 'bomb.png'}: 20,000 x 20,000 pixels, over the limit of 50 million"
     if case == "different sizes":
         Image.fromarray(np.zeros((12, 12), np.uint8)).save(root / "2-two" / "big.png")
         return f"folder:{root}", [], "images of different sizes (8x8 in"
@@ -187,7 +190,7 @@ def bad_input(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["no such path", "no class folders", "no images", "one class", "undecodable image",
-                                  "different sizes", "too few images", "model does not fit", "npz without y",
+                                  "decompression bomb", "different sizes", "too few images", "model does not fit", "npz without y",
                                   "npz without x", "npz labels do not match", "npz labels not integers"])
 def test_bad_input_is_one_line_and_changes_nothing(quick_run, tmp_path, monkeypatch, capsys, case):
     monkeypatch.chdir(tmp_path)
