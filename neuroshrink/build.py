@@ -3,17 +3,15 @@ built-in CNN of model.py or the user's own factory, at a width or a parameter bu
 on a batch shaped like the data; or a wide run's model pruned down to a budget), the loss (with
 a teacher to distil from) and the tracker that drives Phase 2."""
 
-import importlib
 import os
 import shutil
-import sys
 
 import torch
 import torch.nn as nn
 
 from model import MODELS, width_for_params
 
-from . import data, images, placement, precision
+from . import data, images, models, placement, precision
 from .config import QUICK
 from .errors import UsageError, first_line
 from .export import load_torchscript
@@ -95,6 +93,11 @@ def model_of(config, splits):
     width = (width_for_budget(config.model, config.params, splits, config.placement, config.head_units)
              if config.params else config.width)
     model = build(config.model, splits, width, config.dropout)
+    said = [models.stem_line(config.model, model, splits.in_channels),
+            config.weights and models.load_weights(model, config.weights, splits.in_channels),
+            models.collapse(model, splits.in_channels, splits.image_size)]
+    for line in filter(None, said):
+        print(f"model: {line}")
     if config.placement == "head":  # part of the architecture: a plain run gets the layer too
         model = placement.add_head(model, splits.in_channels, splits.image_size, config.head_units,
                                    f"--model {config.model_name()}")
@@ -136,30 +139,12 @@ def data_shape(splits):
 
 def label(spec):
     """The --model spec as a file or study name can hold it (package.module:factory -> package.module-factory)."""
-    return (spec if isinstance(spec, str) else f"{spec.__module__}:{spec.__qualname__}").replace(":", "-")
+    return models.name_of(spec).replace(":", "-")
 
 
 def model_factory(spec):
-    """The callable --model names: a built-in name (model.MODELS) or package.module:factory,
-    importable from here or the current folder; or (from Python) the callable itself."""
-    if callable(spec):
-        return spec
-    if spec in MODELS:
-        return MODELS[spec]
-    if ":" not in spec:
-        raise UsageError(f"--model {spec}: unknown model; choose from {', '.join(MODELS)}, "
-                         "or give package.module:factory")
-    module_name, _, name = spec.partition(":")
-    if os.getcwd() not in sys.path:  # as `python -m` would: the user's module sits here
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise UsageError(f"--model {spec}: cannot import {module_name} ({first_line(e)})") from None
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise UsageError(f"--model {spec}: {module_name} has no callable {name!r}")
-    return factory
+    """The factory --model names (neuroshrink/models.py)."""
+    return models.factory_of(spec)
 
 
 def check_on_a_batch(model, splits, name, device="cpu"):
@@ -223,6 +208,9 @@ def factory_of(spec, where="all", head_units=None):
 def width_for_budget(spec, budget, splits, where="all", head_units=None):
     """The width at which the model (with placement head, its added layer included) has about
     `budget` parameters (within 10 %)."""
+    if getattr(model_factory(spec), "fixed_width", False):
+        raise UsageError(f"--params {budget}: --model {label(spec)} has widths of its own, none to scale to a budget; "
+                         "train it whole (no --params), or give a factory of a width")
     try:
         return width_for_params(factory_of(spec, where, head_units), budget, **data_shape(splits))
     except ValueError as e:

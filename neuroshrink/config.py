@@ -62,9 +62,14 @@ class RunConfig:
     train_images: int | None = setting(None, "train on the first N training images only (a search on a reduced "
                                        "budget); validation and test stay whole", parse=positive(int), metavar="N")
     # ---- model
-    model: object = setting("net", "net, compact, slim, conv2pool or rescnn (model.py), or your own: "
-                            "package.module:factory, a callable taking (in_channels, image_size, num_classes, width) "
-                            "and returning an nn.Module (in Python: the callable itself)", "model", sweep="each")
+    model: object = setting("net", "net, compact, slim, conv2pool or rescnn (model.py); torchvision:NAME (a "
+                            "classification model of torchvision's registry, untrained unless --weights); or your "
+                            "own: package.module:factory, a callable taking (in_channels, image_size, num_classes, "
+                            "width) and returning an nn.Module (in Python: the callable itself, an nn.Module, or a "
+                            "callable of no arguments returning one)", "model", sweep="each")
+    weights: str | None = setting(None, "start from the state dict in this local file (the tensors whose shapes fit; "
+                                  "a torchvision model's colour stem summed for grey images); nothing is downloaded",
+                                  metavar="PATH", sweep="each")
     width: float = setting(0.125, "multiplier on the model's widths (net: 32, 64 channels and 128 hidden units of "
                            "the PyTorch MNIST example)", "model", parse=positive(float))
     params: int | None = setting(None, "plain runs: instead of --width, the width whose model has the parameter count "
@@ -254,9 +259,10 @@ class RunConfig:
                 if f.metadata["defines"] and not (f.name == "width" and self.params)}
 
     def model_name(self):
-        """`model` as a record holds it: a name, or module:qualname for a callable."""
-        m = self.model
-        return m if isinstance(m, str) else f"{m.__module__}:{m.__qualname__}"
+        """`model` as a record holds it: a name, or module:qualname of a callable (of an instance's class)."""
+        from .models import name_of
+
+        return name_of(self.model)
 
     # ------------------------------------------------------------ records
 

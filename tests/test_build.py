@@ -43,7 +43,8 @@ answer = 42
 
 
 BAD_MODELS = [
-    ("resnet50", "--model resnet50: unknown model; choose from net, rescnn, conv2pool, slim, compact, or give package.module:factory"),
+    ("resnet50", "--model resnet50: unknown model; choose from net, rescnn, conv2pool, slim, compact, "
+                 "torchvision:resnet50 (torchvision's), or give package.module:factory"),
     ("no_such_module:make", "--model no_such_module:make: cannot import no_such_module (ModuleNotFoundError"),
     ("user_models_{n}:missing", "--model user_models_{n}:missing: user_models_{n} has no callable 'missing'"),
     ("user_models_{n}:answer", "has no callable 'answer'"),

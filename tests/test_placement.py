@@ -45,7 +45,8 @@ def library_counts(tmp_path, monkeypatch, model, where, sets=5):
     from perforatedai import globals_perforatedai as GPA
 
     monkeypatch.chdir(tmp_path)
-    tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=sets, placed=placement.place(model, where))
+    tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=sets, placed=placement.place(model, where),
+                                          graph_at_end=True)  # its graph, drawn after each set, is not asked about
     GPA.pc.set_switch_mode(GPA.pc.DOING_SWITCH_EVERY_TIME)
     with contextlib.redirect_stdout(io.StringIO()):
         model = tracker.convert(model)
@@ -142,7 +143,7 @@ def test_placements_that_do_not_apply_are_refused(settings, message):
 
 def test_every_optimizer_after_a_restructure_trains_at_the_multiplied_rate(tmp_path):
     """The maintainer's x10 after a restructure, in the record's learning rate of each epoch."""
-    result, _ = run(tmp_path, "--quick", "--capacity-test", "--restructure-lr", "10", out="dendritic")
+    result, _ = run(tmp_path, "--quick", "--capacity-test", "--restructure-lr", "10", "--graph-at-end", out="dendritic")
     assert [row["lr"] for row in result["history"][:3]] == pytest.approx([1e-3, 1e-2, 1e-2])  # a set per epoch
     plain, _ = run(tmp_path, "--quick", "--no-dendrites", "--epochs", "3", "--min-epochs", "3", "--restart-at", "1",
                    "--restructure-lr", "10", out="plain")

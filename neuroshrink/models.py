@@ -1,0 +1,179 @@
+"""What --model names, as a factory `(in_channels, image_size, num_classes, width) -> nn.Module`:
+
+    net, compact, ...        model.py's CNNs, whose widths scale with `width`
+    package.module:factory   your own factory of that signature
+    torchvision:NAME         a classification model of torchvision's registry
+                             (`torchvision.models.list_models(module=torchvision.models)`), built
+                             with `get_model(NAME, weights=None, num_classes=K)`; its first
+                             convolution adapted to grey images (its RGB kernels summed)
+    (from Python)            a factory; an nn.Module instance, or a callable of no arguments
+                             returning one (each run trains a fresh copy)
+
+A model of fixed widths (torchvision's, an instance, a zero-argument callable) ignores `width`:
+`fixed_width` says so, and a parameter budget for it is refused in one line. Pretrained weights
+come only from a file the user names (`weights`), never downloaded.
+"""
+
+import copy
+import importlib
+import inspect
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+from model import MODELS
+
+from .errors import UsageError, first_line
+
+TORCHVISION = "torchvision:"
+
+
+def factory_of(spec):
+    """The factory --model names (see the module's docstring)."""
+    if isinstance(spec, nn.Module):
+        return fixed(lambda: copy.deepcopy(spec), type(spec).__name__)
+    if callable(spec):
+        parameters = inspect.signature(spec).parameters.values()
+        if {"in_channels", "image_size", "num_classes"} <= {p.name for p in parameters} or any(
+                p.kind == p.VAR_KEYWORD for p in parameters):
+            return spec  # a factory of the data's shape
+        if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+            return fixed(spec, spec.__name__)
+        raise UsageError(f"--model {spec.__qualname__}: give a callable of (in_channels, image_size, num_classes, "
+                         "width), or of no arguments, returning an nn.Module; or an nn.Module")
+    if spec in MODELS:
+        return MODELS[spec]
+    if spec.startswith(TORCHVISION):
+        return torchvision_factory(spec[len(TORCHVISION):])
+    if ":" not in spec:
+        import torchvision
+
+        known = spec in torchvision.models.list_models(module=torchvision.models)
+        raise UsageError(f"--model {spec}: unknown model; choose from {', '.join(MODELS)}, "
+                         + (f"torchvision:{spec} (torchvision's)" if known else "torchvision:NAME")
+                         + ", or give package.module:factory")
+    module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` would: the user's module sits here
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise UsageError(f"--model {spec}: cannot import {module_name} ({first_line(e)})") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise UsageError(f"--model {spec}: {module_name} has no callable {name!r}")
+    return factory
+
+
+def name_of(spec):
+    """The --model spec as a record holds it: a name, or module:qualname of a callable (of an
+    instance: of its class)."""
+    if isinstance(spec, str):
+        return spec
+    kind = type(spec) if isinstance(spec, nn.Module) else spec
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def stem_line(spec, model, in_channels):
+    """One line where a torchvision model's colour stem was adapted to the data's channels."""
+    name, conv = stem(model)
+    if not (isinstance(spec, str) and spec.startswith(TORCHVISION)) or conv is None or in_channels == 3:
+        return None
+    return (f"{spec}'s first convolution ({name}) reads {in_channels} channel(s) instead of 3: its kernels over "
+            "the three colours summed and shared out")
+
+
+def fixed(make, name):
+    """A factory of a model whose widths are its own: it ignores the data's shape and `width`."""
+    def factory(in_channels=None, image_size=None, num_classes=None, width=None):
+        return make()
+    factory.fixed_width, factory.__name__ = True, name
+    return factory
+
+
+def torchvision_factory(name):
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)  # classification models only
+    if name not in known:
+        near = [k for k in known if k.startswith(name[:3])] or known[:8]
+        raise UsageError(f"--model torchvision:{name}: not a classification model of torchvision; choose from "
+                         f"{', '.join(near)}, ... (torchvision.models.list_models(module=torchvision.models))")
+
+    def factory(in_channels, image_size, num_classes, width=None):
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return adapt_stem(model, in_channels)
+    factory.fixed_width, factory.__name__ = True, name
+    return factory
+
+
+def stem(model):
+    """(name, layer) of the model's first convolution, the one that reads the image."""
+    return next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+
+
+def adapt_stem(model, in_channels):
+    """The model with its first convolution taking `in_channels` (grey: 1) instead of 3: each
+    output's kernels over the three colours summed into one and shared out over the channels,
+    so that pretrained weights (loaded before) still see a grey image as its colour copy."""
+    name, conv = stem(model)
+    if conv is None or conv.in_channels == in_channels:
+        return model
+    weight = conv.weight.detach().sum(dim=1, keepdim=True) / in_channels
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups if conv.groups == 1 else in_channels, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(weight.expand_as(new.weight))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent), leaf, new)
+    return model
+
+
+def load_weights(model, path, in_channels):
+    """Load the state dict in `path` (a local file; nothing is downloaded) into `model` where the
+    shapes agree; returns one line on what was loaded and what was left as initialised (a
+    classifier for another number of classes, say)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"--weights {path}: cannot load it as a state dict ({first_line(e)})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UsageError(f"--weights {path}: holds a {type(state).__name__}, not a state dict")
+    name, conv = stem(model)
+    if conv is not None and f"{name}.weight" in state and state[f"{name}.weight"].shape[1] != conv.in_channels:
+        summed = state[f"{name}.weight"].sum(dim=1, keepdim=True) / conv.in_channels  # as adapt_stem does
+        state = {**state, f"{name}.weight": summed.expand(-1, conv.in_channels, -1, -1).clone()}
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise UsageError(f"--weights {path}: none of its {len(state)} tensors fits the model")
+    model.load_state_dict(matching, strict=False)
+    left = [k for k in own if k not in matching]
+    return (f"weights: {len(matching)} of the model's {len(own)} tensors from {path}"
+            + (f"; left as initialised: {', '.join(left[:4])}{', ...' if len(left) > 4 else ''}" if left else ""))
+
+
+def collapse(model, in_channels, image_size):
+    """Where the model's feature map first shrinks to 1 x 1 with convolutions still after it (an
+    image too small for the model's own downsampling), as a line; None where it does not."""
+    sides = []
+    hooks = [m.register_forward_hook(lambda m, i, out, name=name: sides.append((name, out.shape[-2:])))
+             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, in_channels, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    first = next((i for i, (_, side) in enumerate(sides) if tuple(side) == (1, 1)), None)
+    if first is None or first == len(sides) - 1:
+        return None
+    return (f"the feature map is 1 x 1 from {sides[first][0]} on ({len(sides) - first} of its {len(sides)} "
+            f"convolutions see one position): {image_size} x {image_size} images are small for this model; "
+            "--image-size larger, or a model made for small images")
