@@ -90,7 +90,8 @@ def run(config, out="PAI"):
         tracker.draw_graph()
         clock.lap("graph")
         model = tracker.final_model(model)  # the best model over all architectures and epochs
-        exported = export_model(folder, judged(model), judged(tracker.clean_copy(model)), splits, config, clock)
+        exported = {} if config.no_export else export_model(folder, judged(model), judged(tracker.clean_copy(model)),
+                                                            splits, config, clock)
 
     final = dict(test_acc=evaluate(judged(model), *splits.test), val_acc=evaluate(judged(model), *splits.val))
     log.finish(journal.summary(folder, final | exported, model, tracker, step, not config.no_dendrites, clock),

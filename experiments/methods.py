@@ -136,6 +136,7 @@ def overrides(args, method, budget, hp, seed, wide_runs, epochs=None, search=Fal
     gets the budget's size, the recipe, the wide model it starts from, the configuration; with
     --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
     changes = method.recipe | (strong_overrides(args, method, epochs, search) if args.recipe == "strong" else {})
+    changes |= {"no_export": True} if search else {}  # a trial's product is its validation accuracy
     changes |= {"no_dendrites": True, "params": budget} if method.plain else {}
     if method.wide == "prune":
         changes["prune_from"] = str(wide_runs[seed])

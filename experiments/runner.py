@@ -94,7 +94,7 @@ def run_cell(args, cell, run_dir, **overrides):
             "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
             "best_epoch": final["best_epoch"], "epochs": final["epochs"], "min_epochs": cell["min_epochs"],
             "dendrite_sets": final["dendrite_sets"], "wall_seconds": final["wall_seconds"],
-            "inference_ms": final["inference_ms"],
+            "inference_ms": final.get("inference_ms"),  # none where not exported (a search trial)
             "onnx": final.get("onnx"), "int8": final.get("int8"),  # none where the export failed, or not quantized
             "restarts": [r["epoch"] for r in result["restructures"] if r["kind"] != "training complete"],
             "lrs": [row.get("lr") for row in result["history"]],  # each epoch's learning rate

@@ -60,7 +60,7 @@ import train_phase2
 from neuroshrink.config import RunConfig
 for plain in (True, False):
     out = {str(tmp_path)!r} + "/run" + str(plain)
-    train_phase2.run(RunConfig(quick=True, epochs=2, graph_at_end=True, no_dendrites=plain), out)
+    train_phase2.run(RunConfig(quick=True, epochs=2, graph_at_end=True, no_export=True, no_dendrites=plain), out)
     print("loaded:", sorted(name for name in {optional!r} if name in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -132,7 +132,7 @@ def test_resume_rejects_a_conflicting_flag(tmp_path, capsys):
     # A plain run's schedule is part of its checkpoint: cosine would start over.
     (["--no-dendrites", "--schedule", "cosine", "--epochs", "12", "--min-epochs", "12"], 4)])
 def test_a_scheduled_run_stopped_then_resumed_gives_the_same_result(tmp_path, monkeypatch, flags, stop):
-    flags = ["--quick", "--graph-at-end", *flags]  # the graph is not under test: drawn once
+    flags = ["--quick", "--graph-at-end", "--no-export", *flags]  # neither the graph nor the export is under test
     whole, _ = run(tmp_path, *flags, out="whole")
     last = stop if stop > 0 else whole["final"]["epochs"] + stop
     resumed = stopped_then_resumed(tmp_path, monkeypatch, last, *flags)
@@ -146,7 +146,7 @@ def test_a_run_resumed_in_the_librarys_learning_rate_search_continues_that_searc
     steps to skip, epoch by epoch. Its reload forgets where that search was; the resumed
     tracker must hold exactly the state the stopped one had, not only give the same history."""
     mnist_recipe = ["--optimizer", "adadelta", "--lr", "1", "--schedule", "step"]  # the library's MNIST example's
-    flags = ["--quick", "--graph-at-end", *mnist_recipe]  # the graph is not under test: drawn once
+    flags = ["--quick", "--graph-at-end", "--no-export", *mnist_recipe]  # neither the graph nor the export under test
     whole, _ = run(tmp_path, *flags, out="whole")
     # The search reloads the model as it goes (those epochs a resume replays); stop after its last reload.
     stop = max(r["epoch"] for r in whole["restructures"] if r["kind"] == "reloaded") + 1
