@@ -187,26 +187,46 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def width_for_params(factory, budget, count=count_parameters, step=1 / 256, tolerance=0.1, **shape):
+def width_for_params(factory, budget, count=count_parameters, step=1 / 256, tolerance=0.1, bisect=False, memo=None,
+                     **shape):
     """The width (a multiple of `step`) whose model has the `count` nearest `budget`;
-    ValueError if even that is more than `tolerance` away. Counts grow with the width, so
-    the search stops once it has passed the budget."""
-    nearest = None  # (distance, width, count)
-    k = 1
-    while True:
-        width = k * step
-        try:
-            size = count(factory(width=width, **shape))
-        except ValueError:  # too narrow: a layer would have no units
-            size = None
-        if size is not None:
-            if nearest is None or abs(size - budget) < nearest[0]:
-                nearest = (abs(size - budget), width, size)
-            if size > budget:
-                break
-        k += 1
-    distance, width, size = nearest
+    ValueError if even that is more than `tolerance` away. Counts grow with the width, so the
+    search stops once it has passed the budget; `bisect` halves the range of widths (up to 1)
+    instead of walking it from the narrowest, for models slow to build (a pruned one). `memo`
+    (k -> count) keeps the counts for the next search of the same models."""
+    memo = {} if memo is None else memo
+
+    def size(k):
+        if k not in memo:
+            try:
+                memo[k] = count(factory(width=k * step, **shape))
+            except ValueError:  # too narrow: a layer would have no units
+                memo[k] = None
+        return memo[k]
+
+    if bisect:  # the first k whose count passes the budget, and the one before it
+        low, high = 0, round(1 / step)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if (size(middle) or 0) <= budget else (low, middle)
+        sizes = {k: size(k) for k in (low, high) if k > 0}
+    else:
+        sizes, k = {}, 1
+        while (sizes.setdefault(k, size(k)) or 0) <= budget:
+            k += 1
+    found = [(abs(n - budget), k, n) for k, n in sizes.items() if n is not None]
+    if not found:
+        raise ValueError("no width builds the model")
+    distance, k, n = min(found)
     if distance > tolerance * budget:
-        raise ValueError(f"the nearest width, {width:g}, gives {size:,} parameters, more than "
-                         f"{tolerance:.0%} from {budget:,}")
-    return width
+        smallest = n > budget and k == min(sizes)
+        raise ValueError(f"the nearest width, {k * step:g}, gives {n:,} parameters, more than {tolerance:.0%} from "
+                         f"{budget:,}" + (f"; {largest_layer(factory(width=k * step, **shape))}" if smallest else ""))
+    return k * step
+
+
+def largest_layer(model):
+    """Where a model too large for a budget at its narrowest keeps its parameters, as a phrase."""
+    name, module = max(((name, m) for name, m in model.named_modules() if not list(m.children())),
+                       key=lambda item: count_parameters(item[1]))
+    return f"{name} ({type(module).__name__}) alone keeps {count_parameters(module):,}"

@@ -79,6 +79,12 @@ def suggest(trial, method, dropout=True, strong=False, zero_decay=False, layouts
     return hp
 
 
+# A model of fixed widths, narrowed by pruning, is slow to build, and a study asks for the same widths
+# again (budgets checked, planned, trained): (model, placement, head units, "plain" or the dendrite
+# sets, data shape) -> {width step: count}
+COUNTS = {}
+
+
 def width_for(args, method, budget, shape, hp=None):
     """The width of the method's model at the budget (pruned: the wide model it starts from):
     a dendritic model's with every dendrite set it may add, where its configuration `hp`
@@ -88,8 +94,10 @@ def width_for(args, method, budget, shape, hp=None):
     changes = spaces.overrides(hp or {})
     where, sets = changes.get("placement", "all"), changes.get("max_dendrites", args.max_dendrites)
     count = count_parameters if method.plain else lambda model: placement.count_with_sets(model, sets, where)
+    fixed = build.fixed_width(args.model)
+    key = (args.model, where, changes.get("head_units"), "plain" if method.plain else sets, *shape.values())
     return width_for_params(build.factory_of(args.model, where, changes.get("head_units")), budget, count=count,
-                            **shape)
+                            bisect=fixed, memo=COUNTS.setdefault(key, {}) if fixed else None, **shape)
 
 
 def layouts(args, budget, shape):

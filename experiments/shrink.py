@@ -55,7 +55,9 @@ fresh clone, on any CPU:
     python -m experiments.shrink --dataset fashion-mnist --model compact --recipe strong --time-inference
 
 Your model or your images (docs/own-data.md): the defaults follow the verdict, the strong recipe
-and the methods dendritic, matched, plain and pruned; --minutes (default 15) sizes the search
+and the methods dendritic, matched, plain and pruned; a model of fixed widths (torchvision:NAME,
+a class of no arguments) meets each budget narrowed, every layer keeping the same fraction of its
+channels (docs/own-model.md); --minutes (default 15) sizes the search
 trials, seeds and the search's images to fit, from a timing of the model on the data, and the
 plan (runs per stage, minutes expected) is printed before the first run, progress after each.
 

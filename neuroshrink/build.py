@@ -92,8 +92,12 @@ def model_of(config, splits):
         return set_dropout(model, config.dropout, config.prune_from).train(), config.width
     width = (width_for_budget(config.model, config.params, splits, config.placement, config.head_units)
              if config.params else config.width)
+    if config.weights and width < 1 and fixed_width(config.model):
+        raise UsageError(f"--weights: at width {width:g} the model is narrowed and re-initialised; pretrained weights "
+                         "are for the model as it is (width 1)")
     model = build(config.model, splits, width, config.dropout)
-    said = [models.stem_line(config.model, model, splits.in_channels),
+    said = [fixed_width(config.model) and width < 1 and models.narrow_line(width),
+            models.stem_line(config.model, model, splits.in_channels),
             config.weights and models.load_weights(model, config.weights, splits.in_channels),
             models.collapse(model, splits.in_channels, splits.image_size)]
     for line in filter(None, said):
@@ -135,6 +139,11 @@ def tracker_of(config, save_name, model):
 def data_shape(splits):
     """The arguments a model factory takes from the data."""
     return dict(in_channels=splits.in_channels, image_size=splits.image_size, num_classes=splits.num_classes)
+
+
+def fixed_width(spec):
+    """Whether the model has widths of its own (no width multiplier; models.py)."""
+    return getattr(model_factory(spec), "fixed_width", False)
 
 
 def label(spec):
@@ -207,12 +216,11 @@ def factory_of(spec, where="all", head_units=None):
 
 def width_for_budget(spec, budget, splits, where="all", head_units=None):
     """The width at which the model (with placement head, its added layer included) has about
-    `budget` parameters (within 10 %)."""
-    if getattr(model_factory(spec), "fixed_width", False):
-        raise UsageError(f"--params {budget}: --model {label(spec)} has widths of its own, none to scale to a budget; "
-                         "train it whole (no --params), or give a factory of a width")
+    `budget` parameters (within 10 %); for a model of fixed widths, the fraction of its channels
+    kept (models.py)."""
     try:
-        return width_for_params(factory_of(spec, where, head_units), budget, **data_shape(splits))
+        return width_for_params(factory_of(spec, where, head_units), budget, bisect=fixed_width(spec),
+                                **data_shape(splits))
     except ValueError as e:
         raise UsageError(f"--params {budget}: {e}") from None
 

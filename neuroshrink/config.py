@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import augment, data, images, placement, precision, recipes
+from . import augment, data, images, models, placement, precision, recipes
 from .errors import UsageError
 from .flags import checked, non_negative, number, positive, probability
 
@@ -70,8 +70,11 @@ class RunConfig:
     weights: str | None = setting(None, "start from the state dict in this local file (the tensors whose shapes fit; "
                                   "a torchvision model's colour stem summed for grey images); nothing is downloaded",
                                   metavar="PATH", sweep="each")
-    width: float = setting(0.125, "multiplier on the model's widths (net: 32, 64 channels and 128 hidden units of "
-                           "the PyTorch MNIST example)", "model", parse=positive(float))
+    width: float | None = setting(None, "multiplier on the model's widths (net: 32, 64 channels and 128 hidden units "
+                                  f"of the PyTorch MNIST example; default {models.WIDTH}); for a model of fixed "
+                                  "widths (torchvision's, an nn.Module), the fraction of its channels each layer "
+                                  "keeps, cut by torch-pruning and re-initialised (default 1: the model as it is)",
+                                  "model", parse=positive(float))
     params: int | None = setting(None, "plain runs: instead of --width, the width whose model has the parameter count "
                                  "nearest BUDGET (within 10%%); with prune_from, the count to prune down to", "model",
                                  parse=positive(int), metavar="BUDGET")
@@ -207,6 +210,7 @@ class RunConfig:
         limits; settings that do not go together refused. Idempotent."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         values = recipes.defaults(self.recipe, data.label(self.dataset))
+        values["width"] = self.width or models.default_width(self.model)
         if self.recipe == "strong":
             cycle = values.pop("epochs")
             if self.no_dendrites:  # one schedule over the whole fixed budget, which min_epochs makes whole

@@ -9,9 +9,11 @@
     (from Python)            a factory; an nn.Module instance, or a callable of no arguments
                              returning one (each run trains a fresh copy)
 
-A model of fixed widths (torchvision's, an instance, a zero-argument callable) ignores `width`:
-`fixed_width` says so, and a parameter budget for it is refused in one line. Pretrained weights
-come only from a file the user names (`weights`), never downloaded.
+A model of fixed widths (torchvision's, an instance, a zero-argument callable; `fixed_width`
+says so) has no width multiplier: its `width` (at most 1, its default) is the fraction of its
+channels each layer keeps, cut by torch-pruning and re-initialised (pruning.narrowed), which is
+how a parameter budget is met for it. Pretrained weights come only from a file the user names
+(`weights`), never downloaded.
 """
 
 import copy
@@ -28,19 +30,20 @@ from model import MODELS
 from .errors import UsageError, first_line
 
 TORCHVISION = "torchvision:"
+WIDTH = 0.125  # the default width of a model that has a width multiplier (model.py's: net's 32, 64 channels -> 4, 8)
 
 
 def factory_of(spec):
     """The factory --model names (see the module's docstring)."""
     if isinstance(spec, nn.Module):
-        return fixed(lambda: copy.deepcopy(spec), type(spec).__name__)
+        return fixed(lambda in_channels, num_classes: copy.deepcopy(spec), type(spec).__name__)
     if callable(spec):
         parameters = inspect.signature(spec).parameters.values()
         if {"in_channels", "image_size", "num_classes"} <= {p.name for p in parameters} or any(
                 p.kind == p.VAR_KEYWORD for p in parameters):
             return spec  # a factory of the data's shape
         if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
-            return fixed(spec, spec.__name__)
+            return fixed(lambda in_channels, num_classes: spec(), spec.__name__)
         raise UsageError(f"--model {spec.__qualname__}: give a callable of (in_channels, image_size, num_classes, "
                          "width), or of no arguments, returning an nn.Module; or an nn.Module")
     if spec in MODELS:
@@ -64,7 +67,7 @@ def factory_of(spec):
     factory = getattr(module, name, None)
     if not callable(factory):
         raise UsageError(f"--model {spec}: {module_name} has no callable {name!r}")
-    return factory
+    return factory_of(factory)  # a factory of the data's shape, or a class or callable of no arguments
 
 
 def name_of(spec):
@@ -85,10 +88,29 @@ def stem_line(spec, model, in_channels):
             "the three colours summed and shared out")
 
 
+def default_width(spec):
+    """The width a run of this model trains at unless told: the model as it is where its widths
+    are fixed, otherwise WIDTH."""
+    return 1.0 if getattr(factory_of(spec), "fixed_width", False) else WIDTH
+
+
+def narrow_line(width):
+    return (f"narrowed to width {width:g}: each layer keeps that fraction of its channels (torch-pruning, the "
+            "coupled ones together), re-initialised")
+
+
 def fixed(make, name):
-    """A factory of a model whose widths are its own: it ignores the data's shape and `width`."""
-    def factory(in_channels=None, image_size=None, num_classes=None, width=None):
-        return make()
+    """A factory of a model whose widths are its own, `make(in_channels, num_classes)`: `width`
+    below 1 keeps that fraction of its channels (see the module's docstring)."""
+    def factory(in_channels=None, image_size=None, num_classes=None, width=1.0):
+        model = make(in_channels, num_classes)
+        if width > 1:
+            raise ValueError(f"width {width:g}: a model of fixed widths keeps at most all its channels (width 1)")
+        if width == 1:
+            return model
+        from .pruning import narrowed  # torch-pruning: only for a narrowed model
+
+        return narrowed(model, width, torch.zeros(2, in_channels, image_size, image_size))
     factory.fixed_width, factory.__name__ = True, name
     return factory
 
@@ -102,11 +124,9 @@ def torchvision_factory(name):
         raise UsageError(f"--model torchvision:{name}: not a classification model of torchvision; choose from "
                          f"{', '.join(near)}, ... (torchvision.models.list_models(module=torchvision.models))")
 
-    def factory(in_channels, image_size, num_classes, width=None):
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        return adapt_stem(model, in_channels)
-    factory.fixed_width, factory.__name__ = True, name
-    return factory
+    def make(in_channels, num_classes):
+        return adapt_stem(torchvision.models.get_model(name, weights=None, num_classes=num_classes), in_channels)
+    return fixed(make, name)
 
 
 def stem(model):
