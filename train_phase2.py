@@ -87,8 +87,9 @@ def run(config, out="PAI"):
                 if step.complete:
                     break
 
-        tracker.draw_graph()
-        clock.lap("graph")
+        if not config.no_export:
+            tracker.draw_graph()
+            clock.lap("graph")
         model = tracker.final_model(model)  # the best model over all architectures and epochs
         exported = {} if config.no_export else export_model(folder, judged(model), judged(tracker.clean_copy(model)),
                                                             splits, config, clock)

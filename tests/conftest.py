@@ -23,6 +23,24 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import matplotlib  # noqa: E402
+
+# The library draws PAI.png, a 28 x 14 inch figure, at matplotlib's figure.dpi: 2800 x 1400 pixels
+# at the default 100, 0.4 s a drawing here, the tests' largest cost after training. Most tests need
+# the graph drawn, not its pixels: they draw it at 25 dpi (700 x 350), in about half the time. The
+# demo's run (quick_run) and the tests that check the library's own size draw it at full size.
+FULL_DPI, matplotlib.rcParams["figure.dpi"] = matplotlib.rcParams["figure.dpi"], 25
+
+
+@contextlib.contextmanager
+def full_size_graphs():
+    matplotlib.rcParams["figure.dpi"] = FULL_DPI
+    try:
+        yield
+    finally:
+        matplotlib.rcParams["figure.dpi"] = 25
+
+
 import train_phase2  # noqa: E402
 
 DIGITS = dict(in_channels=1, image_size=8, num_classes=10)  # a model factory's data arguments on digits
@@ -164,7 +182,8 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """One real dendritic --quick run on digits, shared by the tests that only read it."""
-    return captured_run(tmp_path_factory.mktemp("quick"))
+    with full_size_graphs():
+        return captured_run(tmp_path_factory.mktemp("quick"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ def test_a_configuration_becomes_run_settings():
           "width": 0.5}
     config = dataclasses.replace(RunConfig(), **spaces.overrides(hp))
     assert (config.lr, config.dropout, config.improvement_threshold, config.dendrite_activation, config.width) == (
-        0.003, 0.3, (0.01, 0.001, 0.0), "tanh", 0.125)  # the width is the cell's, not the configuration's
+        0.003, 0.3, (0.01, 0.001, 0.0), "tanh", None)  # the width is the cell's, not the configuration's
 
 
 def test_the_recipe_search_draws_every_schedule():

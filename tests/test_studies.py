@@ -63,8 +63,7 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("storage, widths", [("sqlite", ["0.25", "0.125"]),
-                                             ("postgresql", ["0.25"])])  # a cell each: the storage is under test
+@pytest.mark.parametrize("storage, widths", [("sqlite", ["0.25"]), ("postgresql", ["0.25"])])  # a cell each
 def test_two_workers_share_the_sweep_and_train_each_cell_once(storage, widths, tmp_path, tiny_sweep, request):
     url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
     flags = ["--widths", *widths] + (["--storage", url] if url else [])

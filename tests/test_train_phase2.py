@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import train_phase2
-from conftest import ROOT, fails, files, make_fashion, metrics, refuse_network, run
+from conftest import ROOT, fails, files, full_size_graphs, make_fashion, metrics, refuse_network, run
 from experiments import run as run_command
 from neuroshrink.config import demo_names, flag
 
@@ -55,7 +55,8 @@ def test_library_graph_written_by_this_run(quick_run):
 def test_a_sweep_run_draws_the_graph_once_at_the_end(quick_run, tmp_path):
     """--graph-at-end (every sweep run): the library's graph, drawn only at the end, and the
     same run otherwise."""
-    result, _ = run(tmp_path, "--quick", "--graph-at-end")
+    with full_size_graphs():
+        result, _ = run(tmp_path, "--quick", "--graph-at-end")
     assert result["restructures"] and not any(row["graph_drawn"] for row in result["history"])
     assert any(row["graph_drawn"] for row in quick_run["result"]["history"])  # by default: at restructures
     with Image.open(tmp_path / "PAI" / "PAI.png") as image:

@@ -3,14 +3,15 @@ import sys
 
 from PIL import Image
 
-from conftest import fails, files, metrics, run
+from conftest import fails, files, full_size_graphs, metrics, run
 
 
 def test_wandb_offline_logs_history_restructures_and_the_graph(quick_run, tmp_path, monkeypatch):
 
     for name in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(name, raising=False)
-    result, _ = run(tmp_path, "--quick", "--wandb", "--graph-at-end")  # the graph: drawn once, at the end
+    with full_size_graphs():
+        result, _ = run(tmp_path, "--quick", "--wandb", "--graph-at-end")  # the graph: drawn once, at the end
     assert metrics(result) == metrics(quick_run["result"])  # logging changes nothing in training
     (offline,) = (tmp_path / "PAI" / "wandb").glob("offline-run-*")
     assert offline.name.endswith(result["wandb_id"])
