@@ -23,22 +23,24 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# The library draws PAI.png, a 28 x 14 inch figure, at matplotlib's figure.dpi: 2800 x 1400 pixels
+# at the default 100, 0.4-1 s a drawing here, the tests' largest cost after training. Most tests need
+# the graph drawn, not its pixels: they and the processes they start draw it at 25 dpi (700 x 350,
+# tests/matplotlibrc), in about half the time. The demo's run (quick_run) and the tests that check
+# the library's own size draw it at full size.
+os.environ["MATPLOTLIBRC"] = str(ROOT / "tests" / "matplotlibrc")
 import matplotlib  # noqa: E402
 
-# The library draws PAI.png, a 28 x 14 inch figure, at matplotlib's figure.dpi: 2800 x 1400 pixels
-# at the default 100, 0.4 s a drawing here, the tests' largest cost after training. Most tests need
-# the graph drawn, not its pixels: they draw it at 25 dpi (700 x 350), in about half the time. The
-# demo's run (quick_run) and the tests that check the library's own size draw it at full size.
-FULL_DPI, matplotlib.rcParams["figure.dpi"] = matplotlib.rcParams["figure.dpi"], 25
+TESTS_DPI = matplotlib.rcParams["figure.dpi"]
 
 
 @contextlib.contextmanager
 def full_size_graphs():
-    matplotlib.rcParams["figure.dpi"] = FULL_DPI
+    matplotlib.rcParams["figure.dpi"] = matplotlib.rcParamsDefault["figure.dpi"]
     try:
         yield
     finally:
-        matplotlib.rcParams["figure.dpi"] = 25
+        matplotlib.rcParams["figure.dpi"] = TESTS_DPI
 
 
 import train_phase2  # noqa: E402

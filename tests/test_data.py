@@ -46,6 +46,20 @@ def test_idx_files_in_the_real_format_load(tmp_path, gz):
     assert splits.val[1].tolist() == arrays["train-labels-idx1-ubyte"][val_idx].tolist()
 
 
+def test_a_built_in_set_is_read_once_per_process_and_each_caller_gets_its_own_copy(tmp_path, monkeypatch):
+    """A sweep's worker loads its data for every run: read and split once, as long as the files
+    stay as they were."""
+    read, reads = data.read_idx, []
+    monkeypatch.setattr(data, "read_idx", lambda path: reads.append(path) or read(path))
+    make_fashion(tmp_path, gz=True)
+    first = data.load("fashion-mnist", tmp_path)
+    first.train[0].add_(1.0)  # a caller's change stays its own
+    again = data.load("fashion-mnist", tmp_path)
+    assert len(reads) == 4 and torch.allclose(first.train[0] - 1, again.train[0])
+    make_fashion(tmp_path, gz=True, n_test=30)  # the files changed: read again
+    assert data.load("fashion-mnist", tmp_path).sizes()["test"] == 30 and len(reads) == 8
+
+
 def test_read_idx_matches_the_written_array(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "x", array, gz=True)

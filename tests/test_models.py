@@ -54,11 +54,11 @@ class FixedNet(nn.Module):
 def test_a_torchvision_model_by_name_trains_on_grey_images_with_its_blocks_as_the_maintainer_converts_them(
         tmp_path, capsys):
     result, _ = run(tmp_path, "--quick", "--epochs", "2", "--train-images", "256", "--model", "torchvision:resnet18",
-                    "--placement", "blocks")
+                    "--placement", "blocks", "--width", "0.125")  # narrowed: 1/8 of its channels, 176,578 parameters
     printed = capsys.readouterr().out
     assert "model: torchvision:resnet18's first convolution (conv1) reads 1 channel(s) instead of 3" in printed
     assert "model: the feature map is 1 x 1 from layer2.0.conv1 on (15 of its 20 convolutions" in printed  # 8 x 8: small
-    assert result["settings"]["model"] == "torchvision:resnet18"
+    assert result["settings"]["model"] == "torchvision:resnet18" and result["phase1"]["params"] == 176_578
     assert result["phase1"]["dendrite_modules"] == [".layer3.0", ".layer3.1", ".layer4.0", ".layer4.1"]
     assert result["final"]["onnx"]["test_acc"] == pytest.approx(result["final"]["test_acc"])
 

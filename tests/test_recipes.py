@@ -73,8 +73,9 @@ def test_strong_recipe_defaults_and_what_a_flag_overrides():
 def strong_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("strong")
     return {kind: run(tmp, "--quick", "--recipe", "strong", "--model", "compact", "--graph-at-end", *flags, out=kind)[0]
-            for kind, flags in (("plain", ["--no-dendrites"]), ("dendritic", ["--schedule-epochs", "3"]),
-                                ("unsmoothed", ["--no-dendrites", "--label-smoothing", "0"]))} | {"tmp": tmp}
+            for kind, flags in (("plain", ["--no-dendrites", "--epochs", "3"]),
+                                ("dendritic", ["--schedule-epochs", "3"]),
+                                ("unsmoothed", ["--no-dendrites", "--epochs", "3", "--label-smoothing", "0"]))} | {"tmp": tmp}
 
 
 @pytest.mark.parametrize("kind", ["plain", "dendritic"])
