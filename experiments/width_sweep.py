@@ -64,8 +64,11 @@ def summarise(records):
 
 def compression(rows):
     """The hackathon's compression summary, and the fair question: the smallest dendritic
-    model whose mean test accuracy reaches the best plain model's, less its seed spread."""
+    model whose mean test accuracy reaches the best plain model's, less its seed spread. None
+    before any plain run is recorded (a worker done while the others still train)."""
     plain = {w: row for (w, m), row in rows.items() if m == "plain"}
+    if not plain:
+        return None
     best_width = max(plain, key=lambda w: plain[w]["test_acc"][0])
     best = plain[best_width]
     target = best["test_acc"][0] - best["test_acc"][1]
@@ -87,6 +90,33 @@ def size_against(params, reference):
     return f"{params / reference:.1f} times the best plain model's parameters"
 
 
+def compression_lines(rows, both, summary):
+    """The compression table and the smallest models within the best plain model's spread."""
+    if summary is None:
+        return ["", "No plain run is recorded yet: the compression summary waits for one.", ""]
+    best_w = summary["best_plain_width"]
+    best = rows[(best_w, "plain")]
+    lines = ["", "Compression, in the hackathon's form (percent parameter reduction against the best plain model):", "",
+             "| model | width | params | test acc % | parameter reduction % |", "|---|---|---|---|---|",
+             f"| best plain model | {best_w:g} | {best['params'][0]:,.0f} | {fmt(best['test_acc'])} | 0 |"]
+    for w in both:
+        if w < best_w:
+            for method, label in (("dendritic", "dendritic"), ("plain", "same width, no dendrites")):
+                r = rows[(w, method)]
+                lines.append(f"| {label} | {w:g} | {r['params'][0]:,.0f} | {fmt(r['test_acc'])} "
+                             f"| {parameter_reduction(r['params'][0], best['params'][0]):.1f} |")
+    lines.append("")
+    for method in ("dendritic", "plain"):
+        match = summary[f"smallest_matching_{method}_width"]
+        params = rows[(match, method)]["params"][0] if match is not None else None
+        lines.append(f"Smallest {method} model within the best plain model's seed spread (mean test acc "
+                     f"≥ {summary['target_acc']:.2f}%): " + (
+                         f"width {match:g}, {params:,.0f} parameters ({size_against(params, best['params'][0])})."
+                         if match is not None else "none."))
+        lines.append("")
+    return lines
+
+
 def tables(dataset, rows, settings, records=()):
     widths = sorted({w for w, _ in rows}, reverse=True)
     both = [w for w in widths if (w, "plain") in rows and (w, "dendritic") in rows]
@@ -103,27 +133,7 @@ def tables(dataset, rows, settings, records=()):
         lines.append(f"| {w:g} | {p['params'][0]:,.0f} | {fmt(p['test_acc'])} | {fmt(p['epochs'], 0)} "
                      f"| {fmt(d['params'], 0)} | {fmt(d['test_acc'])} | {fmt(d['dendrite_sets'], 1)} "
                      f"| {fmt(d['epochs'], 0)} | {rer:.1f} | {p['wall_seconds'][0]:.0f} | {d['wall_seconds'][0]:.0f} |")
-    summary = compression(rows)
-    best_w = summary["best_plain_width"]
-    best = rows[(best_w, "plain")]
-    lines += ["", "Compression, in the hackathon's form (percent parameter reduction against the best plain model):", "",
-              "| model | width | params | test acc % | parameter reduction % |", "|---|---|---|---|---|",
-              f"| best plain model | {best_w:g} | {best['params'][0]:,.0f} | {fmt(best['test_acc'])} | 0 |"]
-    for w in both:
-        if w < best_w:
-            for method, label in (("dendritic", "dendritic"), ("plain", "same width, no dendrites")):
-                r = rows[(w, method)]
-                lines.append(f"| {label} | {w:g} | {r['params'][0]:,.0f} | {fmt(r['test_acc'])} "
-                             f"| {parameter_reduction(r['params'][0], best['params'][0]):.1f} |")
-    lines.append("")
-    for method in ("dendritic", "plain"):
-        match = summary[f"smallest_matching_{method}_width"]
-        params = rows[(match, method)]["params"][0] if match is not None else None
-        lines.append(f"Smallest {method} model within the best plain model's seed spread (mean test acc "
-                     f"≥ {summary['target_acc']:.2f}%): " + (
-                         f"width {match:g}, {params:,.0f} parameters ({size_against(params, best['params'][0])})."
-                         if match is not None else "none."))
-        lines.append("")
+    lines += compression_lines(rows, both, compression(rows))
     lines += deployment_table([((f"{w:g}", m), [r for r in records if (r["width"], r["method"]) == (w, m)])
                                for w in widths for m in METHODS if (w, m) in rows], "width | method")
     return "\n".join(lines) + "\n"
@@ -236,7 +246,7 @@ def main(args):
     (results_dir / "results.md").write_text(report)
     write_csv(records, results_dir / "runs.csv")
     plot(args.dataset, rows, results_dir / "neuroshrink.png")
-    representative = compression(rows)["smallest_matching_dendritic_width"] or min(w for w, _ in rows)
+    representative = (compression(rows) or {}).get("smallest_matching_dendritic_width") or min(w for w, _ in rows)
     pick = next((r for r in records if r["width"] == representative and r["method"] == "dendritic"), None)
     graph = Path(pick["run"]) / f"{Path(pick['run']).name}.png" if pick else None
     if graph and graph.exists():

@@ -48,11 +48,13 @@ def prune_to(model, budget, example_inputs, importance="magnitude"):
         pruner = tp.pruner.BasePruner(model, example_inputs, importance=IMPORTANCES[importance](),
                                       global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=0.99,
                                       iterative_steps=STEPS, ignored_layers=[classifier(model)])
-        before = model
+        before, size, drop = model, count_parameters(model), 0
         for _ in range(STEPS):
-            before = copy.deepcopy(model)
+            if size - 2 * drop <= budget:  # the next step may pass the budget: keep the model before it
+                before = copy.deepcopy(model)  # (not at every step: a ResNet-18 is 45 MB)
             pruner.step()
-            if count_parameters(model) <= budget:
+            size, drop = count_parameters(model), size - count_parameters(model)
+            if size <= budget:
                 break
         else:
             raise ValueError(f"pruning stopped at {count_parameters(model):,} parameters, above the budget {budget:,}")

@@ -34,6 +34,10 @@ def test_summary_and_the_smallest_matching_dendritic_model():
     assert summary["target_acc"] == pytest.approx(91.0 - 2 ** 0.5)
     assert summary["smallest_matching_dendritic_width"] == 0.5  # 600 params, 90.0 >= 89.59
     assert summary["smallest_matching_plain_width"] == 1.0       # no narrower plain model gets there
+    # a worker done while another still trains the plain runs reports what is there
+    early = width_sweep.summarise([r for r in records if r["method"] == "dendritic"])
+    assert width_sweep.compression(early) is None
+    assert "No plain run is recorded yet" in width_sweep.tables("digits", early, "", [])
 
 
 def test_tiny_sweep_reports_and_then_reuses_its_runs(tiny_sweep, tmp_path, monkeypatch, capsys):
