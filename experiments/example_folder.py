@@ -7,6 +7,10 @@ Debian's dataset-fashion-mnist). The images are the data set's first ones of eac
     python -m experiments.example_folder --out my_images
     python -m experiments.example_folder --dataset fashion-mnist --classes 0 1 2 3 --per-class 150 --out fashion4
     python -m experiments.example_folder --dataset fashion-mnist --test-split --per-class 1000 --classes 0 1 2 3 4 5 6 7 8 9 --out fashion-test
+    python -m experiments.example_folder --dataset fashion-mnist --classes 0 1 2 3 4 5 6 7 8 9 --per-class 400 --size 32 --colour --out colour32
+
+--size S resizes each image to S x S (bilinear); --colour writes each as an RGB image whose three
+channels are the grey one (a colour folder, as a torchvision model's stem reads it).
 
 With --test-split it writes the project's test split instead, the pixels exactly as a run read
 them and the folders named as a model names its classes: `python -m neuroshrink.predict
@@ -32,6 +36,8 @@ def get_args_parser():
     p.add_argument("--test-split", action="store_true",
                    help="the project's test split of the data set (as runs test on it), folders named as a model's "
                         "classes: to check a deployed model with neuroshrink.predict")
+    p.add_argument("--size", type=positive(int), default=None, metavar="S", help="resize each image to S x S")
+    p.add_argument("--colour", action="store_true", help="RGB images (the grey channel three times)")
     p.add_argument("--out", required=True, help="the folder to write; it must not exist yet")
     return p
 
@@ -75,8 +81,10 @@ def main(args):
             raise DataError(f"--classes {c}: choose from 0 to {len(names) - 1}")
         chosen = x[y == c][:args.per_class]
         (out / names[c]).mkdir(parents=True)
-        for n, image in enumerate(chosen):
-            Image.fromarray(image).save(out / names[c] / f"{n:04d}.png")
+        for n, pixels in enumerate(chosen):
+            image = Image.fromarray(pixels)
+            image = image.resize((args.size, args.size), Image.Resampling.BILINEAR) if args.size else image
+            (image.convert("RGB") if args.colour else image).save(out / names[c] / f"{n:04d}.png")
         print(f"{out / names[c]}: {len(chosen)} images")
 
 

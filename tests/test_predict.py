@@ -147,3 +147,15 @@ def test_example_folder_writes_the_test_split_as_runs_read_it(tmp_path):
     meant = {(splits.class_names()[y], x[0].numpy().tobytes()) for x, y in zip(splits.pixels(splits.test[0]),
                                                                               splits.test[1])}
     assert len(list(out.glob("*/*.png"))) == 360 and written == meant
+
+
+def test_example_folder_writes_colour_images_at_a_size_a_torchvision_model_reads(tmp_path):
+    from experiments import example_folder
+
+    out = tmp_path / "colour"
+    example_folder.main(example_folder.get_args_parser().parse_args(
+        ["--per-class", "3", "--size", "32", "--colour", "--out", str(out)]))
+    with Image.open(next(out.glob("0/*.png"))) as image:
+        pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.shape == (32, 32, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    assert len(list(out.glob("*/*.png"))) == 12
