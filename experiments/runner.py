@@ -27,10 +27,8 @@ def common_parser(name, description):
     """The options every sweep takes: RunConfig's sweep settings (their defaults the default
     recipe's), seeds, where records and runs go, workers."""
     p = Parser(prog=f"python -m experiments.{name}", description=description)
-    add_options(p, sweep_names(), resolved_defaults(sweep_names()) | {"precision": None})
-    precision = next(action for action in p._actions if action.dest == "precision")
-    precision.help = precision.help.replace("(default: auto)", "(default: auto for a new sweep; one already started "
-                                            "keeps the precision it began with)")
+    add_options(p, sweep_names(), resolved_defaults(sweep_names()) | {"precision": None}, default_notes={
+        "precision": "auto for a new sweep; one already started keeps the precision it began with"})
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
     p.add_argument("--results", default="results", help="tables, plots and records go to <results>/<dataset>/")
     p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")

@@ -119,8 +119,7 @@ def loss_of(config, splits, device):
 def tracker_of(config, save_name, model):
     """What drives Phase 2: the library's tracker (dendrites where config.placement puts them on
     `model`), or for a plain run early stopping."""
-    recipe = Recipe(config.optimizer, config.lr, config.schedule, config.schedule_epochs, config.patience,
-                    config.weight_decay, config.warmup)
+    recipe = Recipe.of(config)
     if config.no_dendrites:
         return EarlyStopping(config.patience, config.min_epochs, recipe, config.restart_at, config.lr_trace,
                              config.restructure_lr)

@@ -318,16 +318,18 @@ def migrate(record):
 
 # ---------------------------------------------------------------- command lines
 
-def add_options(parser, names, defaults=None):
+def add_options(parser, names, defaults=None, default_notes=None):
     """argparse options for these RunConfig fields, grouped as the demo's --help shows them;
     no default is set (SUPPRESS): only what the command line names reaches the config,
-    besides `defaults` (a command's own, e.g. a sweep's)."""
+    besides `defaults` (a command's own, e.g. a sweep's). `default_notes` says a field's
+    default in words where the command's differs from the field's."""
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     groups = {group: parser.add_argument_group(group) for group in GROUPS}
     for name in names:
         f, meta = fields[name], fields[name].metadata
         group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        kwargs = dict(help=describe_default(f), default=argparse.SUPPRESS, metavar=meta["metavar"])
+        kwargs = dict(help=describe_default(f, (default_notes or {}).get(name)), default=argparse.SUPPRESS,
+                      metavar=meta["metavar"])
         if f.type in (bool, bool | None):
             kwargs.pop("metavar")
             kwargs["action"] = argparse.BooleanOptionalAction if f.default is None else "store_true"
@@ -345,9 +347,11 @@ def resolved_defaults(names):
     return {name: getattr(resolved, name) for name in names}
 
 
-def describe_default(f):
-    """The field's help with its default: its own, or each recipe's."""
+def describe_default(f, note=None):
+    """The field's help with its default: `note`, its own, or each recipe's."""
     text = f.metadata["help"]
+    if note:
+        return f"{text} (default: {note})"
     if f.name in recipes.RECIPES["default"]:
         by_recipe = ", ".join(f"{name}: {recipe[f.name]}" for name, recipe in recipes.RECIPES.items())
         return f"{text} (recipe {by_recipe})"

@@ -18,7 +18,7 @@ line overrides its recipe's value.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -70,15 +70,24 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 
 
+DEFAULT = RECIPES["default"]
+
+
 @dataclass(frozen=True)
 class Recipe:
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "none"
-    schedule_epochs: int = 200  # the cosine schedule's length; each restructure starts a new one
-    patience: int = 5     # epochs without improvement before a switch; plateau uses half
-    weight_decay: float = 0.0  # AdamW: decoupled; Adam and Adadelta: added to the gradient
-    warmup: int = 0       # epochs of linear warm-up before the cosine schedule
+    """What builds a run's optimizer and schedule; the defaults are the default recipe's."""
+    optimizer: str = DEFAULT["optimizer"]
+    lr: float = DEFAULT["lr"]
+    schedule: str = DEFAULT["schedule"]
+    schedule_epochs: int = DEFAULT["epochs"]  # the cosine schedule's length; each restructure starts a new one
+    patience: int = DEFAULT["patience"]  # epochs without improvement before a switch; plateau uses half
+    weight_decay: float = DEFAULT["weight_decay"]  # AdamW: decoupled; Adam and Adadelta: added to the gradient
+    warmup: int = DEFAULT["warmup"]  # epochs of linear warm-up before the cosine schedule
+
+    @classmethod
+    def of(cls, config):
+        """The recipe a run's (resolved) config trains with: its settings of these names."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
     def optimizer_class(self):
         return OPTIMIZERS[self.optimizer]
