@@ -75,8 +75,8 @@ def run(config, out="PAI"):
                                                                       *splits.train, config.batch_size, generator, amp,
                                                                       loss_fn, augmentation)
                 row["train_seconds"] = clock.lap("train")
-                row.update(val_acc=evaluate(judged(model), *splits.val, amp),
-                           test_acc=evaluate(judged(model), *splits.test, amp))
+                row.update(val_acc=evaluate(judged(model), *splits.val, amp),  # drives the tracker
+                           test_acc=evaluate(judged(model), *splits.test, amp) if tracker.reads_test else None)
                 clock.lap("evaluate")
                 with folder.safe_point():  # a signal now waits until this epoch is saved
                     step = tracker.add_scores(model, epoch, row["train_acc"], row["val_acc"], row["test_acc"])

@@ -122,6 +122,8 @@ class PerforatedTracker:
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
+    reads_test = True  # the library plots each epoch's test score in its graph
+
     def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
                  graph_every_epoch=False, graph_at_end=False, switch_every=None, placed=None, restructure_lr=1.0,
                  **library_settings):

@@ -53,9 +53,10 @@ class Journal:
         self.folder.save_epoch(row, restructure and vars(restructure), state, tracker.files)
         self.clock.lap("checkpoint")
         self.epoch_started = self.clock.last
+        test = f"test_acc={row['test_acc']:.2f} " if row["test_acc"] is not None else ""  # plain runs: at the end
         print(f"epoch={row['epoch']:<3d} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.2f} "
-              f"val_acc={row['val_acc']:.2f} test_acc={row['test_acc']:.2f} params={row['params']} "
-              f"dendrite_sets={row['dendrite_sets']} seconds={row['seconds']:.2f}", flush=True)
+              f"val_acc={row['val_acc']:.2f} {test}params={row['params']} dendrite_sets={row['dendrite_sets']} "
+              f"seconds={row['seconds']:.2f}", flush=True)
         if restructure:  # printed once the epoch is safely on disk
             e = restructure
             print(f">>> MODEL RESTRUCTURED (Phase 2 triggered) epoch {e.epoch}: {e.kind}: {e.detail} | "

@@ -47,6 +47,7 @@ class Tracker(Protocol):
     """The tracker the training loop drives, one epoch at a time."""
 
     files: tuple[str, ...]  # the files it keeps in the run folder, snapshotted for --resume
+    reads_test: bool  # whether add_scores uses each epoch's test score (else it is not measured)
 
     def guarded(self) -> ContextManager:
         """Context in which its library's error paths raise instead of hanging or exiting 0."""
@@ -65,7 +66,7 @@ class Tracker(Protocol):
         """The learning-rate schedule the tracker steps itself, or None."""
 
     def add_scores(self, model: torch.nn.Module, epoch: int, train_acc: float, val_acc: float,
-                   test_acc: float) -> Step:
+                   test_acc: float | None) -> Step:
         """Hand over one epoch's scores; the tracker may restructure or end training."""
 
     def count_params(self, model: torch.nn.Module) -> int: ...
@@ -97,6 +98,7 @@ class EarlyStopping:
     steps of its own)."""
 
     files = ()  # nothing on disk besides the checkpoint's state
+    reads_test = False  # the test split is scored once, on the model validation chose
 
     def __init__(self, patience, min_epochs=1, recipe=Recipe(), restarts=(), lr_trace=(), restart_lr=1.0):
         self.patience, self.min_epochs, self.recipe, self.restarts = patience, min_epochs, recipe, set(restarts)

@@ -185,3 +185,13 @@ def test_same_seed_gives_identical_results(quick_run, offline_rerun):
 def test_a_run_makes_no_network_connection(offline_rerun):
     result, attempts = offline_rerun
     assert result["status"] == "complete" and attempts == []
+
+
+def test_a_plain_run_scores_the_test_split_once_on_the_model_validation_chose(tmp_path, capsys):
+    """Only the library plots a test score each epoch; a plain run's is measured at the end."""
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--epochs", "3")
+    history = result["history"]
+    assert history and [row["test_acc"] for row in history] == [None] * len(history)
+    epochs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    assert len(epochs) == len(history) and not any("test_acc=" in line for line in epochs)
+    assert train_phase2.evaluate_saved(tmp_path / "PAI")["test_acc"] == result["final"]["test_acc"]
