@@ -82,6 +82,10 @@ class Splits:
     def sizes(self):
         return {part: len(getattr(self, part)[1]) for part in ("train", "val", "test")}
 
+    def megabytes(self):
+        """What its images and labels take in memory."""
+        return sum(t.nelement() * t.element_size() for part in (self.train, self.val, self.test) for t in part) / 1e6
+
 
 def split_indices(labels, val_fraction, test_fraction=0.0, seed=SPLIT_SEED):
     """Stratified, seeded (train, val, test) index arrays that partition range(len(labels))."""

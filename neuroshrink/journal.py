@@ -115,7 +115,8 @@ def run_settings(config, device, splits, model, width):
 
 def describe(config, device, splits, model, folder):
     widths = getattr(model, "widths", None)
-    return (f"data: {config.dataset} {splits.sizes()} on {device}, {torch.get_num_threads()} thread(s); "
+    return (f"data: {config.dataset} {splits.sizes()}, {splits.megabytes():,.1f} MB, on {device}, "
+            f"{torch.get_num_threads()} thread(s); "
             f"model: {config.model_name()}, " + (f"widths {widths}, " if widths else "")
             + f"{count_parameters(model):,} parameters"
             + (f"; resuming after epoch {folder.epochs_done}" if folder.resuming else ""))

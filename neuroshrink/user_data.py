@@ -171,8 +171,36 @@ def read_images(root, paths, image_size, reading=image_files.Reading()):
         if width != height:
             raise DataError(f"folder:{root}: the images are {width}x{height}, not square; pass --image-size S")
         image_size = width
+    fits_in_memory(len(loaded), channels, image_size, f"folder:{root}")
     return torch.from_numpy(np.stack([image_files.to_array(image, channels, image_size, path, reading)
                                       for image, path in zip(loaded, paths)])).float()
+
+
+LOADING_COPIES = 3  # float32 copies of the images at once while a data set is made: stacked, normalised, cached
+
+
+def fits_in_memory(count, channels, size, source):
+    """Refuse, in one line, images whose float32 copies would not fit in the memory free now."""
+    need = LOADING_COPIES * count * channels * size * size * 4
+    free = available_memory()
+    if free is not None and need > free:
+        raise DataError(f"{source}: {count:,} images of {channels} x {size} x {size} take {amount(need)} while "
+                        f"loading ({LOADING_COPIES} float32 copies), more than the {amount(free)} free here; pass "
+                        "--image-size S smaller, or a folder of fewer images")
+
+
+def amount(size):
+    return next(f"{size / scale:.1f} {unit}" for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "bytes"))
+                if size >= scale or unit == "bytes")
+
+
+def available_memory():
+    """Bytes of memory free for a new allocation (Linux: MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- arrays
