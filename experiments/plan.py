@@ -187,7 +187,8 @@ def size(args, url, splits, shape, rates):
                f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] and seeds < LADDER_TOP[1] else "",
                f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
                else ""]
-        print(f"--minutes {args.minutes:g}: " + ", ".join(c for c in cut if c)
+        chosen = ", ".join(c for c in cut if c) or "the trials, seeds and images given"
+        print(f"--minutes {args.minutes:g}: {chosen}"
               + ("" if fits else f"; the smallest plan still takes about {minutes(cost)} minutes"))
     sized = store.user_attrs["sized"]
     for k in ("trials", "seeds", "search_images"):
