@@ -76,7 +76,8 @@ def run(config, out="PAI"):
                                                                       loss_fn, augmentation)
                 row["train_seconds"] = clock.lap("train")
                 row.update(val_acc=evaluate(judged(model), *splits.val, amp),  # drives the tracker
-                           test_acc=evaluate(judged(model), *splits.test, amp) if tracker.reads_test else None)
+                           test_acc=evaluate(judged(model), *splits.test, amp)
+                           if tracker.reads_test or config.test_every_epoch else None)
                 clock.lap("evaluate")
                 with folder.safe_point():  # a signal now waits until this epoch is saved
                     step = tracker.add_scores(model, epoch, row["train_acc"], row["val_acc"], row["test_acc"])

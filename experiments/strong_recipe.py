@@ -91,7 +91,8 @@ def main(args):
     runs_dir = Path(args.runs) / data.label(args.dataset) / "recipe"
     if not args.report_only:
         common = RunConfig(dataset=args.dataset, data_dir=args.data_dir, no_dendrites=True, precision=args.precision,
-                           threads=args.threads, quick=args.quick, graph_at_end=True)
+                           threads=args.threads, quick=args.quick, graph_at_end=True,
+                           test_every_epoch=True)  # the report's test accuracy where validation reached the level
         for name, settings in worker_share(args.worker, plan(args)):
             print(f"=== {name}", flush=True)
             run_in(dataclasses.replace(common, **settings), runs_dir / name)

@@ -181,6 +181,9 @@ class RunConfig:
     graph_every_epoch: bool = setting(False, "let the library redraw PAI.png after every epoch, its own default "
                                       "(slow; by default after each restructure and at the end)")
     graph_at_end: bool = setting(False, "draw PAI.png only when the run ends, as the sweeps do", defines=False)
+    test_every_epoch: bool = setting(False, "plain runs: score the test split after every epoch too (by default "
+                                     "once, on the model validation chose; a dendritic run's graph plots it every "
+                                     "epoch)", defines=False)
     no_export: bool = setting(False, "train and evaluate only: no PAI.png, model.ts, model.onnx, int8 or timing at "
                               "the end (a search trial, whose only product is its validation accuracy)",
                               defines=False)

@@ -109,7 +109,8 @@ def test_a_compiled_plain_run_trains_the_models_own_parameters(tmp_path, monkeyp
     assert len(compiled) == 1  # the training step went through torch.compile
     assert record["settings"]["compile"] and record["status"] == "complete"
     # learned (chance is 10 %; eagerly, 42 % after these 3 epochs; compiled dropout draws other masks)
-    assert record["final"]["test_acc"] == record["history"][record["final"]["best_epoch"] - 1]["test_acc"] > 25
+    assert record["final"]["test_acc"] > 25
+    assert record["final"]["val_acc"] == record["history"][record["final"]["best_epoch"] - 1]["val_acc"]
     assert record["final"]["onnx"]["test_acc"] == pytest.approx(record["final"]["test_acc"])
 
 

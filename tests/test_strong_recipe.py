@@ -49,6 +49,7 @@ def test_each_row_is_its_run(swept):
         assert row["precision"] in ("fp32", "bf16") and row["cpu"] and row["date"]
         reached = [h for h in run["history"] if h["val_acc"] >= 60]
         assert row["level_epoch"] == (str(reached[0]["epoch"]) if reached else "")
+        assert row["level_test_acc"] == (str(reached[0]["test_acc"]) if reached else "")  # --test-every-epoch
     assert rows[1]["recipe"] == "strong" and int(rows[1]["epochs"]) == 30  # the fixed budget (--quick's cap)
 
 
