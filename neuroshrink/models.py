@@ -95,7 +95,7 @@ def default_width(spec):
 
 
 def narrow_line(width):
-    return (f"narrowed to width {width:g}: each layer keeps that fraction of its channels (torch-pruning, the "
+    return (f"narrowed to width {width:.4g}: each layer keeps that fraction of its channels (torch-pruning, the "
             "coupled ones together), re-initialised")
 
 

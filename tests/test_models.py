@@ -100,7 +100,7 @@ def test_a_budget_for_a_model_of_fixed_widths_narrows_it_and_says_so(tmp_path, c
     result, _ = run(tmp_path, "--quick", "--epochs", "1", "--train-images", "256", "--model",
                     "torchvision:mobilenet_v3_small", "--params", "30000", "--no-dendrites")
     assert within_budget(result["final"]["params"], 30000)
-    assert f"narrowed to width {result['settings']['width']:g}: each layer keeps" in capsys.readouterr().out
+    assert f"narrowed to width {result['settings']['width']:.4g}: each layer keeps" in capsys.readouterr().out
     with pytest.raises(UsageError, match="--weights: at width 0.5 the model is narrowed and re-initialised"):
         train_phase2.run(RunConfig(model=FixedNet(), width=0.5, weights=str(tmp_path / "w.pt"), quick=True),
                          tmp_path / "weights")
