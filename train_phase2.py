@@ -28,7 +28,8 @@ from contextlib import chdir
 import torch
 
 from neuroshrink import augment, build, export, journal
-from neuroshrink.config import QUICK, RunConfig, add_options, config_of, demo_names, flag, migrate
+from neuroshrink.config import QUICK, RunConfig, add_options, config_of, demo_names, flag
+from neuroshrink.records import migrate
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser
 from neuroshrink.run_folder import Interrupted, RunFolder, read_run

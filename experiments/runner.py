@@ -15,7 +15,8 @@ from pathlib import Path
 
 import train_phase2
 from neuroshrink import build, data
-from neuroshrink.config import BEFORE_IT_EXISTED, RunConfig, add_options, migrate, resolved_defaults, sweep_names
+from neuroshrink.config import RunConfig, add_options, resolved_defaults, sweep_names
+from neuroshrink.records import BEFORE_IT_EXISTED, migrate
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import Interrupted, read_run
@@ -103,7 +104,7 @@ def run_cell(args, cell, run_dir, **overrides):
 
 def run_in(config, run_dir):
     """train_phase2's run of `config` in `run_dir`, trained there or continued if it stopped;
-    returns its record, brought up to date (config.migrate)."""
+    returns its record, brought up to date (records.migrate)."""
     config, previous = config.resolved(), read_run(run_dir)
     same = previous is not None and RunConfig.of_record(previous).defining() == config.defining()
     if same and previous["status"] != "complete":  # a worker stopped or vanished

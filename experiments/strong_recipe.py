@@ -29,7 +29,8 @@ from pathlib import Path
 from experiments.report import fmt, mean_std, new_figure
 from experiments.runner import cli, run_in
 from neuroshrink import data
-from neuroshrink.config import RunConfig, add_options, migrate, resolved_defaults
+from neuroshrink.config import RunConfig, add_options, resolved_defaults
+from neuroshrink.records import migrate
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import Parser, positive
 from neuroshrink.run_folder import read_run

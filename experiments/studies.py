@@ -24,7 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from neuroshrink.config import migrate
+from neuroshrink.records import migrate
 from neuroshrink.errors import NeuroShrinkError, first_line
 from neuroshrink.run_folder import Interrupted
 
@@ -115,7 +115,7 @@ def finished(study):
 
 def records(study):
     """The records of the finished cells, in the order they were trained (or imported), brought
-    up to date (config.migrate)."""
+    up to date (records.migrate)."""
     return [migrate(t.user_attrs["record"]) for t in finished(study)]
 
 

@@ -8,7 +8,8 @@ agree on). The command lines are generated from these fields.
 
 A recipe is a partial config: a field it sets defaults to None, and `resolved()` fills it from
 the recipe once (a value given stays). A record (results.json) carries the resolved config in
-its "settings" and a schema number; `migrate()` brings a record of an older schema up to date.
+its "settings" and a schema number; `records.migrate()` brings a record of an older schema up
+to date.
 """
 
 import argparse
@@ -20,8 +21,8 @@ import torch
 from . import augment, data, images, models, placement, precision, recipes
 from .errors import UsageError
 from .flags import checked, non_negative, number, positive, probability
+from .records import migrate
 
-SCHEMA = 2  # of a run's record; 1: before RunConfig (no "schema" key)
 QUICK = dict(n_train=1024, n_eval=256, epochs=30, patience=1, max_dendrites=1,  # quick=True
              timing_seconds=0)  # inference timing: 5 passes per batch size, not 0.3 s
 # the library's pai_forward_function, applied to each dendrite's output
@@ -290,33 +291,6 @@ class RunConfig:
 
 def flag(name):
     return "--" + name.replace("_", "-")
-
-
-# What each setting added since the first records was before it existed: a run recorded
-# earlier was trained so.
-BEFORE_IT_EXISTED = {"recipe": "default", "weight_decay": 0.0, "warmup": 0, "label_smoothing": 0.0, "augment": "none",
-                     "channels_last": False, "switch": "history", "train_images": None,
-                     "prune_importance": "magnitude", "precision": "fp32"}
-MEASURED_SINCE = ("inference_ms", "onnx", "int8")  # a sweep record's fields added since; None before
-
-
-def migrate(record):
-    """A record of a run brought up to date (a copy; the record itself is left): a run's
-    results.json, or a sweep's record of one (experiments/runner.py: its run's settings, final
-    metrics and exported files). Schema 1 (no "schema" key) held the command line's namespace,
-    from before some settings existed: those take the values the run was trained with; what was
-    measured only since is None."""
-    if record.get("schema", 1) >= SCHEMA or "settings" not in record:
-        return record
-    settings = {**BEFORE_IT_EXISTED, "cpu": None, **record["settings"]}  # cpu: not recorded then
-    settings.setdefault("schedule_epochs", settings["epochs"])  # the cosine schedule spanned the cap
-    for mode in ("given", "out", "evaluate", "resume"):  # the command line's, not the run's
-        settings.pop(mode, None)
-    if "format" not in record:  # a sweep's record of a run
-        return {**dict.fromkeys(MEASURED_SINCE), **record, "settings": settings}
-    final = record["final"] and {"inference_ms": None, **record["final"]}  # timed since (onnx, int8: optional)
-    return {"precision": {"chosen": settings["precision"]}, **record,  # auto's choice recorded since
-            "schema": SCHEMA, "settings": settings, "final": final}
 
 
 # ---------------------------------------------------------------- command lines

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .config import SCHEMA
 from .errors import UsageError
+from .records import SCHEMA
 
 RUN_FORMAT = 1  # layout of a run folder; --resume refuses any other
 

@@ -12,7 +12,8 @@ import pytest
 import train_phase2
 from conftest import ROOT, fails, files, metrics, run, stopped_then_resumed
 from neuroshrink import dendrites, run_folder
-from neuroshrink.config import SCHEMA, RunConfig
+from neuroshrink.config import RunConfig
+from neuroshrink.records import SCHEMA
 
 
 def test_output_path_that_is_a_file(tmp_path, capsys):
