@@ -92,7 +92,11 @@ def test_a_model_of_fixed_widths_narrows_every_layer_alike_with_its_coupled_chan
             assert after == max(1, int(before * keep)), layer_name
     assert model.get_submodule(models.stem(model)[0]).in_channels == 1
     assert [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features == 10
-    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    marked = FixedNet()
+    with torch.no_grad():
+        marked.body[0].weight.fill_(7.0)  # a weight no initialisation draws
+    narrow = models.factory_of(marked)(**DIGITS, width=0.5)
+    assert narrow.body[0].out_channels == 2 and not (narrow.body[0].weight == 7.0).any()  # re-initialised
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)  # the residual sums still add alike channels
 
 
