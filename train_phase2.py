@@ -28,7 +28,8 @@ from contextlib import chdir
 import torch
 
 from neuroshrink import augment, build, export, journal
-from neuroshrink.config import QUICK, RunConfig, add_options, config_of, demo_names, flag
+from neuroshrink.config import QUICK, RunConfig, flag
+from neuroshrink.options import add_options, config_of, demo_names
 from neuroshrink.records import migrate
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser

@@ -23,7 +23,8 @@ import train_phase2
 from neuroshrink.machine import cpu_name
 from experiments.runner import cli
 from neuroshrink import data
-from neuroshrink.config import RunConfig, add_options, resolved_defaults
+from neuroshrink.config import RunConfig
+from neuroshrink.options import add_options, resolved_defaults
 from neuroshrink.flags import Parser, positive
 
 

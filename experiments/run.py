@@ -9,7 +9,7 @@ train_phase2.py offers the demo's settings only; from Python every one is a RunC
 """
 
 import train_phase2
-from neuroshrink.config import all_names
+from neuroshrink.options import all_names
 
 
 def get_args_parser():

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import train_phase2
 from neuroshrink import build, data
-from neuroshrink.config import RunConfig, add_options, resolved_defaults, sweep_names
+from neuroshrink.config import RunConfig
+from neuroshrink.options import add_options, resolved_defaults, sweep_names
 from neuroshrink.records import BEFORE_IT_EXISTED, migrate
 from neuroshrink.errors import NeuroShrinkError, UsageError
 from neuroshrink.flags import Parser, positive

@@ -29,7 +29,8 @@ from pathlib import Path
 from experiments.report import fmt, mean_std, new_figure
 from experiments.runner import cli, run_in
 from neuroshrink import data
-from neuroshrink.config import RunConfig, add_options, resolved_defaults
+from neuroshrink.config import RunConfig
+from neuroshrink.options import add_options, resolved_defaults
 from neuroshrink.records import migrate
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import Parser, positive

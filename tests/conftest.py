@@ -127,7 +127,8 @@ def huge_header_png(path, width=20_000, height=20_000):
 def config(*flags):
     """The RunConfig of these flags, any setting's (python -m experiments.run's command line)."""
     from experiments.run import get_args_parser
-    from neuroshrink.config import RunConfig, config_of
+    from neuroshrink.config import RunConfig
+    from neuroshrink.options import config_of
 
     return RunConfig(**config_of(get_args_parser().parse_args(list(flags))))
 

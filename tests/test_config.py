@@ -13,7 +13,8 @@ import train_phase2
 from conftest import ROOT, metrics, stopped_after
 from experiments import run as run_command
 from experiments import runner, width_sweep
-from neuroshrink.config import QUICK, RunConfig, all_names, demo_names, flag, sweep_names
+from neuroshrink.config import QUICK, RunConfig, flag
+from neuroshrink.options import all_names, demo_names, sweep_names
 from neuroshrink.errors import UsageError
 from neuroshrink.recipes import RECIPES
 from neuroshrink.records import BEFORE_IT_EXISTED, SCHEMA, migrate

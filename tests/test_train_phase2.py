@@ -11,7 +11,8 @@ from PIL import Image
 import train_phase2
 from conftest import ROOT, fails, files, full_size_graphs, make_fashion, metrics, refuse_network, run
 from experiments import run as run_command
-from neuroshrink.config import demo_names, flag
+from neuroshrink.config import flag
+from neuroshrink.options import demo_names
 
 
 RESTRUCTURE = ">>> MODEL RESTRUCTURED (Phase 2 triggered)"
