@@ -74,11 +74,11 @@ def run(config, out="PAI"):
             for epoch in range(folder.epochs_done + 1, config.epochs + 1):  # Phase 2
                 row = log.new_row(epoch, optimizer, tracker, model)
                 row["train_loss"], row["train_acc"] = train_one_epoch(compiled if config.compile else model, optimizer,
-                                                                      *splits.train, config.batch_size, generator, amp,
-                                                                      loss_fn, augmentation)
+                                                                      *splits.train, splits.normalise, config.batch_size,
+                                                                      generator, amp, loss_fn, augmentation)
                 row["train_seconds"] = clock.lap("train")
-                row.update(val_acc=evaluate(judged(model), *splits.val, amp),  # drives the tracker
-                           test_acc=evaluate(judged(model), *splits.test, amp)
+                row.update(val_acc=evaluate(judged(model), *splits.val, splits.normalise, amp),  # drives the tracker
+                           test_acc=evaluate(judged(model), *splits.test, splits.normalise, amp)
                            if tracker.reads_test or config.test_every_epoch else None)
                 clock.lap("evaluate")
                 with folder.safe_point():  # a signal now waits until this epoch is saved
@@ -97,7 +97,8 @@ def run(config, out="PAI"):
         exported = {} if config.no_export else export_model(folder, judged(model), judged(tracker.clean_copy(model)),
                                                             splits, config, clock)
 
-    final = dict(test_acc=evaluate(judged(model), *splits.test), val_acc=evaluate(judged(model), *splits.val))
+    final = dict(test_acc=evaluate(judged(model), *splits.test, splits.normalise),
+                 val_acc=evaluate(judged(model), *splits.val, splits.normalise))
     log.finish(journal.summary(folder, final | exported, model, tracker, step, not config.no_dendrites, clock),
                config.capacity_test)
     return folder.result
@@ -118,10 +119,11 @@ def resume(out="PAI", **changes):
 def export_model(folder, model, clean, splits, config, clock):
     """model.ts and model_clean.pt (`clean`: training scaffolding removed) in the run folder, then
     model.onnx (and with quantize model.int8.onnx), each checked, with what it costs to run on the CPU."""
-    difference = export.export(folder.path, model, clean, splits.val[0], splits.classes)
+    difference = export.export(folder.path, model, clean, splits)
     clock.lap("export")
     min_seconds = QUICK["timing_seconds"] if config.quick else 0.3
-    inference = export.inference_ms(folder.path / "model.ts", splits.test[0], min_seconds=min_seconds)
+    inference = export.inference_ms(folder.path / "model.ts", splits.normalise(splits.test[0][:256]),
+                                    min_seconds=min_seconds)
     clock.lap("inference timing")  # TorchScript, batch 1 and 256, the process's threads
     deployed = export.deployment(folder.path, model, splits.to("cpu"), config.quantize, min_seconds,
                                  provenance(folder.result["settings"]))
@@ -142,7 +144,7 @@ def evaluate_saved(out="PAI", quantize=None, device="auto"):
     splits = build.splits_of(settings)
     device = build.device_named(device)
     model = export.load_torchscript(folder.path / "model.ts", device)
-    test_acc = evaluate(model, *(tensor.to(device) for tensor in splits.test))
+    test_acc = evaluate(model, *(tensor.to(device) for tensor in splits.test), splits.normalise)
     reported = run_record["final"]["test_acc"]
     print(f"evaluate: {folder.path}/model.ts test_acc={test_acc:.2f} (the run reported {reported:.2f})")
     quantize = quantize or ("int8" if "int8" in run_record["final"] else None)

@@ -106,7 +106,7 @@ def readme(title, why, files, splits, study, latency):
 
 def validation(path, splits):
     """Validation accuracy of a shipped file in ONNX Runtime (an int8 file's is not recorded)."""
-    return export.ort_accuracy(export.ort_session(path), *splits.val)
+    return export.ort_accuracy(export.ort_session(path), *splits.val, splits.normalisation)
 
 
 def chosen(rows, seeds):

@@ -66,7 +66,7 @@ def test_split_of(dataset):
 
     splits = data.load(dataset)
     names = [name.replace("/", "-") for name in splits.class_names()]
-    return splits.pixels(splits.test[0])[:, 0].numpy(), splits.test[1].numpy(), names
+    return splits.test[0][:, 0].numpy(), splits.test[1].numpy(), names
 
 
 def main(args):

@@ -60,14 +60,16 @@ def measure_rates(model_name, splits, widths, recipe):
         model = build.build(model_name, splits, width)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x, y = splits.train
-        train_one_epoch(model, optimizer, x[:batch], y[:batch], batch, generator, amp, CrossEntropy(), augmentation)
+        train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp, CrossEntropy(),
+                        augmentation)
         n = min(len(y), TIMED_BATCHES * batch)
         start = time.perf_counter()
-        train_one_epoch(model, optimizer, x[:n], y[:n], batch, generator, amp, CrossEntropy(), augmentation)
+        train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
+                        augmentation)
         train_rate = (time.perf_counter() - start) / n
         images = splits.val[0][:4096]
         start = time.perf_counter()
-        evaluate(model, images, splits.val[1][:4096])
+        evaluate(model, images, splits.val[1][:4096], splits.normalise)
         rates[width] = (train_rate, (time.perf_counter() - start) / len(images))
     return rates
 

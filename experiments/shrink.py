@@ -248,7 +248,7 @@ def main(args):
     if args.fit:
         return ship_fit(args, rows, splits, results_dir, name)
     if args.time_inference:  # the test images, as every run's own timing used
-        verdict.time_inference(rows, splits.test[0], results_dir / f"{name}-latency.json", args.kept)
+        verdict.time_inference(rows, splits, results_dir / f"{name}-latency.json", args.kept)
     shipped = deploy.winners(rows, splits, args.kept, verdict.read_latency(results_dir / f"{name}-latency.json"),
                              results_dir / "deploy" / name, name, args.seeds)
     answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)

@@ -71,7 +71,7 @@ def reference_epochs(splits, width, epochs, batch_size, seed=1, bf16=False, chan
     generator = torch.Generator().manual_seed(seed)
     model = Net(splits.in_channels, splits.image_size, splits.num_classes, width)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    (x, y), times = splits.train, []
+    (x, y), times = (splits.normalise(splits.train[0]), splits.train[1]), []
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     for _ in range(epochs):
@@ -88,8 +88,8 @@ def reference_epochs(splits, width, epochs, batch_size, seed=1, bf16=False, chan
         t1 = time.perf_counter()
         model.eval()
         with torch.no_grad():
-            for images, labels in (splits.val, splits.test):
-                (model(images).argmax(1) == labels).float().mean().item()
+            for pixels, labels in (splits.val, splits.test):
+                (model(splits.normalise(pixels)).argmax(1) == labels).float().mean().item()
         times.append((t1 - t0, time.perf_counter() - t1))
     return times
 
@@ -109,7 +109,7 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
         model = tracker.convert(Net(splits.in_channels, splits.image_size, splits.num_classes, width))
         for epoch in (1, 2):  # the library needs a trained epoch before each switch
             optimizer = tracker.new_optimizer(model)
-            train_one_epoch(model, optimizer, x[:512], y[:512], batch_size, torch.Generator(), fp32)
+            train_one_epoch(model, optimizer, x[:512], y[:512], splits.normalise, batch_size, torch.Generator(), fp32)
             model = tracker.add_scores(model, epoch, 50.0, 50.0, 50.0).model
         optimizer = tracker.new_optimizer(model)
     print(f"profile: {tracker.dendrite_sets()} dendrite sets, {tracker.count_params(model):,} params, {n} images")
@@ -118,7 +118,7 @@ def profile_dendritic(splits, width, batch_size, precisions, tmp, n=4096):
         for _ in range(2):  # warm-up, then profile
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 t0 = time.perf_counter()
-                train_one_epoch(model, optimizer, x, y, batch_size, torch.Generator(), amp)
+                train_one_epoch(model, optimizer, x, y, splits.normalise, batch_size, torch.Generator(), amp)
         print(f"\n[{name}] one pass {time.perf_counter() - t0:.2f} s (with profiling)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
@@ -163,8 +163,8 @@ def recipe_costs(splits, budget, fraction=0.25):
         seconds = []
         for _ in range(2):  # a warm-up pass, then the timed one
             t0 = time.perf_counter()
-            train_one_epoch(forward, optimizer, x, y, v.get("batch", 256), torch.Generator().manual_seed(1), amp,
-                            loss, augment)
+            train_one_epoch(forward, optimizer, x, y, splits.normalise, v.get("batch", 256),
+                            torch.Generator().manual_seed(1), amp, loss, augment)
             seconds.append(time.perf_counter() - t0)
         warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if v.get("compiled") else ""
         print(f"    {name:60s} {seconds[1] / fraction:6.1f} s{warm_up}")

@@ -109,7 +109,7 @@ def step_costs(splits, config, batches, out, rounds=3):
     b = config.batch_size
     x, y = splits.train[0][:batches * b], splits.train[1][:batches * b]
     (model, width), loss = build.model_of(config, splits), build.loss_of(config, splits, cpu)
-    flops = step_flops(model, x[:b], y[:b])
+    flops = step_flops(model, splits.normalise(x[:b]), y[:b])
     epoch_steps = len(splits.train[1]) / b
     out(f"training step of {config.model} width {width:g} ({sum(p.numel() for p in model.parameters()):,} "
         f"parameters), batch {b}: {flops / 1e9:.2f} GFLOP forward + backward, {flops / b / 1e6:.1f} MFLOP an image; "
@@ -126,10 +126,12 @@ def step_costs(splits, config, batches, out, rounds=3):
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         if loop == REFERENCE_LOOP:
-            return lambda: textbook_pass(model, optimizer, x, y, b, config.label_smoothing)
+            images = splits.normalise(x)  # the textbook loop holds its images normalised
+            return lambda: textbook_pass(model, optimizer, images, y, b, config.label_smoothing)
         forward = build.compiled(model, cpu) if compiled else model
         amp, augmentation = precision.Precision(name, cpu), augment.Augment.named(config.augment)
-        return lambda: train_one_epoch(forward, optimizer, x, y, b, torch.Generator(), amp, loss, augmentation)
+        return lambda: train_one_epoch(forward, optimizer, x, y, splits.normalise, b, torch.Generator(), amp, loss,
+                                       augmentation)
 
     cases = [(REFERENCE_LOOP, "fp32", False)] + [(PROJECT_LOOP, name, compiled)
                                                  for name in precision.available(cpu) for compiled in (False, True)]
@@ -186,7 +188,7 @@ def trained(config, folder):
 def without_tta(folder, splits):
     """Test accuracy % of a tta run's chosen model on the images alone (its fp32 model_clean.pt)."""
     model = torch.load(folder / "model_clean.pt", weights_only=False)
-    return evaluate(model.model, *splits.test)
+    return evaluate(model.model, *splits.test, splits.normalise)
 
 
 def main(args):

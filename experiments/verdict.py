@@ -62,16 +62,16 @@ def run_folder(record, folder, files):
 
 # ---------------------------------------------------------------- the timing pass
 
-def time_inference(rows, images, path, kept_in, min_seconds=0.3):
+def time_inference(rows, splits, path, kept_in, min_seconds=0.3):
     """Time every seed run's model.onnx and model.int8.onnx (from its run folder, else its copy
-    kept in `kept_in`) in ONNX Runtime on one thread at batch 1 and 256 (`images`: test images),
+    kept in `kept_in`) in ONNX Runtime on one thread at batch 1 and 256 (of the test images),
     one after another; write them to `path` (JSON) with the machine and the date. Every model is
     timed again: a speed is compared only with speeds measured in the same pass."""
     runs = {}
     for row in rows:
         for record in row["records"]:
             place = run_folder(record, kept_in, SEED_FILES)
-            runs[record["run"]] = {kind: export.latency(place / file, images, min_seconds)["ort_ms"]
+            runs[record["run"]] = {kind: export.latency(place / file, splits.test[0], splits.normalisation, min_seconds)["ort_ms"]
                                    for kind, _, file in KINDS}
             print(f"timed {record['run']}: " + ", ".join(f"{kind} {ms['1']:.3f} / {ms['256']:.2f} ms"
                                                         for kind, ms in runs[record["run"]].items()))

@@ -49,7 +49,9 @@ def training_precision(config, device, model, splits, before=None):
         return precision.Precision(config.precision, device), {"chosen": config.precision}
     chosen = before
     if chosen is None:
-        times = precision.measure(model, *splits.train, device, config.batch_size, seconds=0 if config.quick else 0.5)
+        batch = splits.normalise(splits.train[0][:config.batch_size])
+        times = precision.measure(model, batch, splits.train[1], device, config.batch_size,
+                                  seconds=0 if config.quick else 0.5)
         chosen = {"chosen": precision.choose(times), "ms_per_step": times}
         print(f"precision auto: {chosen['chosen']} (ms per training step: "
               + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")
@@ -238,7 +240,7 @@ def pruned_from_run(run_dir, budget, splits, dataset, quick, importance="magnitu
     model.load_state_dict(load_torchscript(os.path.join(run_dir, "model.ts")).state_dict())
     from . import pruning  # torch-pruning is needed for --prune-from only
     try:
-        return pruning.prune_to(model, budget, splits.train[0][:2].cpu(), importance)
+        return pruning.prune_to(model, budget, splits.normalise(splits.train[0][:2].cpu()), importance)
     except ValueError as e:
         raise UsageError(f"--prune-from {run_dir}: {e}") from None
 

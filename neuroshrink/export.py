@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import pixels
+from .data import eval_batch_size, normalise
 from .errors import first_line
 
 ONNX_OPSET = 17
@@ -52,18 +52,24 @@ def torchscript_quietly():
         yield
 
 
-def export(folder, model, clean, images, classes=None):
+def export(folder, model, clean, splits):
     """Write <folder>/model_clean.pt and <folder>/model.ts (with the class names, if any, as its
     extra file classes.json); return how far apart the cleaned model's logits are from the
-    trained model's on `images`."""
+    trained model's on the validation images (a batch at a time: a whole split's activations
+    at once can take gigabytes)."""
     model.eval(), clean.eval()
+
+    def batches():
+        return (splits.normalise(pixels) for pixels in splits.val[0].split(eval_batch_size(splits.val[0])))
     with torch.no_grad():
-        difference = (clean(images) - model(images)).abs().max().item()
+        difference = max((clean(x) - model(x)).abs().max().item() for x in batches())
     torch.save(clean, folder / "model_clean.pt")
     with torchscript_quietly():
-        traced = torch.jit.trace(model, images[:2], check_trace=False)
+        traced = torch.jit.trace(model, splits.normalise(splits.val[0][:2]), check_trace=False)
         with torch.no_grad():
-            torch.testing.assert_close(traced(images), model(images))
+            for x in batches():
+                torch.testing.assert_close(traced(x), model(x))
+    classes = splits.classes
     traced.save(str(folder / "model.ts.tmp"), _extra_files={"classes.json": json.dumps(classes)} if classes else {})
     os.replace(folder / "model.ts.tmp", folder / "model.ts")  # never half a file
     if difference > 1e-4:
@@ -203,23 +209,21 @@ def ort_session(path, threads=1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def model_input(session, images):
-    """What the session's model takes for the normalised `images`: their raw pixels (uint8, by
-    the normalisation in its metadata) for a self-contained model, the images themselves for a
-    network-only one (an older run's)."""
+def model_input(session, pixels, normalisation):
+    """What the session's model takes for `pixels` (uint8): the pixels themselves for a
+    self-contained model, normalised by `normalisation` for a network-only one (an older run's)."""
     if session.get_inputs()[0].type == "tensor(uint8)":
-        normalisation = json.loads(session.get_modelmeta().custom_metadata_map["normalisation"])
-        return pixels(images.cpu(), normalisation).numpy()
-    return images.cpu().numpy()
+        return pixels.cpu().numpy()
+    return normalise(pixels.cpu(), normalisation).numpy()
 
 
-def ort_logits(session, x, batch_size=1024):
-    name = session.get_inputs()[0].name
+def ort_logits(session, x):
+    name, batch_size = session.get_inputs()[0].name, eval_batch_size(x)
     return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
-def ort_accuracy(session, images, labels):
-    x = model_input(session, images)
+def ort_accuracy(session, pixels, labels, normalisation):
+    x = model_input(session, pixels, normalisation)
     return 100.0 * float((ort_logits(session, x).argmax(1) == labels.cpu().numpy()).mean())
 
 
@@ -231,23 +235,24 @@ def check_onnx(path, model, splits):
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device  # the model may be on a GPU
     with torch.no_grad():
-        reference = torch.cat([model(x.to(device)).cpu() for x in splits.val[0].split(1024)]).float().numpy()
-    logits = ort_logits(session, model_input(session, splits.val[0]))
+        reference = torch.cat([model(splits.normalise(x.to(device))).cpu()
+                               for x in splits.val[0].split(eval_batch_size(splits.val[0]))]).float().numpy()
+    logits = ort_logits(session, model_input(session, splits.val[0], splits.normalisation))
     difference = float(np.abs(logits - reference).max())
     return {"bytes": path.stat().st_size, "max_logit_difference": difference, "within_tolerance": difference <= TOLERANCE,
-            "test_acc": ort_accuracy(session, *splits.test)}
+            "test_acc": ort_accuracy(session, *splits.test, splits.normalisation)}
 
 
-def latency(path, images, min_seconds=0.3, torchscript=None):
-    """One-thread milliseconds per forward pass at batch 1 and 256 (of the normalised `images`,
-    given as the model takes them): ONNX Runtime, and the TorchScript model beside it when given."""
-    session, x = ort_session(path), images.cpu()
-    name, given = session.get_inputs()[0].name, model_input(session, x)
+def latency(path, pixels, normalisation, min_seconds=0.3, torchscript=None):
+    """One-thread milliseconds per forward pass at batch 1 and 256 (of `pixels`, given as the
+    model takes them): ONNX Runtime, and the TorchScript model beside it when given."""
+    session, x = ort_session(path), pixels[:256].cpu()  # the largest batch timed
+    name, given = session.get_inputs()[0].name, model_input(session, x, normalisation)
     times = {"ort_ms": median_ms(lambda b: session.run(None, {name: b}), given, min_seconds=min_seconds)}
     if torchscript is not None:
         model = load_torchscript(torchscript)
         with torch_threads(1), torch.no_grad():
-            times["torchscript_ms"] = median_ms(model, x, min_seconds=min_seconds)
+            times["torchscript_ms"] = median_ms(model, normalise(x, normalisation), min_seconds=min_seconds)
     return times
 
 
@@ -294,22 +299,22 @@ def deployment(folder, model, splits, quantize=None, min_seconds=0.3, about=None
     metadata = describe(splits, **(about or {}))
     try:
         try:
-            export_network(folder / "model.ts", network, splits.val[0])
+            export_network(folder / "model.ts", network, splits.normalise(splits.val[0][:2]))
             path = self_contained(network, folder / "model.onnx", splits.normalisation, metadata)
-            found["onnx"] = check_onnx(path, model, splits) | latency(path, splits.test[0], min_seconds,
-                                                                       torchscript=folder / "model.ts")
+            found["onnx"] = check_onnx(path, model, splits) | latency(path, splits.test[0], splits.normalisation,
+                                                                       min_seconds, torchscript=folder / "model.ts")
             self_contained(path, path, None, {"test_acc": found["onnx"]["test_acc"]})
             found["onnx"]["bytes"] = path.stat().st_size
         except Exception as e:  # an op the exporter or the runtime cannot handle, for one
             errors.append(f"model.onnx: {first_line(e)}")
         if quantize == "int8" and "onnx" in found:
             try:
-                quantize_int8(network, quantized, splits.train[0][:CALIBRATION_IMAGES])
+                quantize_int8(network, quantized, splits.normalise(splits.train[0][:CALIBRATION_IMAGES]))
                 path = self_contained(quantized, folder / "model.int8.onnx", splits.normalisation, metadata)
-                test_acc = ort_accuracy(ort_session(path), *splits.test)
+                test_acc = ort_accuracy(ort_session(path), *splits.test, splits.normalisation)
                 self_contained(path, path, None, {"test_acc": test_acc})
                 found["int8"] = {"bytes": path.stat().st_size, "test_acc": test_acc,
-                                 **latency(path, splits.test[0], min_seconds)}
+                                 **latency(path, splits.test[0], splits.normalisation, min_seconds)}
             except Exception as e:
                 errors.append(f"model.int8.onnx: {first_line(e)}")
     finally:

@@ -46,8 +46,7 @@ def label(name):
 
 
 def load(name, image_size, cache_dir, split, reading=image_files.Reading()):
-    """(train, val, test, classes) of a folder: or npz: source, images float (N, C, S, S) not yet
-    normalised; `split(labels, val_fraction, test_fraction)` makes the fixed-seed split; `reading`:
+    """(train, val, test, classes) of a folder: or npz: source, images uint8 (N, C, S, S); `split(labels, val_fraction, test_fraction)` makes the fixed-seed split; `reading`:
     how image files are read (their size limit, the range of 32-bit and float pixels)."""
     kind, _, path = name.partition(":")
     path = Path(path).expanduser()
@@ -75,9 +74,9 @@ def load_folder(root, image_size, cache_dir, split, reading=image_files.Reading(
     saved = read_cache(cache, root)
     if saved and saved["key"] == key:
         print(f"folder:{root}: {sum(len(y) for _, y in saved['parts'])} images from the cache {cache}")
-        return (*((x.float(), y) for x, y in saved["parts"]), saved["classes"])
+        return (*saved["parts"], saved["classes"])
     parts, classes = read_folder(root, parts, image_size, split, reading)
-    write_cache(cache, {"key": key, "classes": classes, "parts": [(x.to(torch.uint8), y) for x, y in parts]})
+    write_cache(cache, {"key": key, "classes": classes, "parts": parts})
     print(f"folder:{root}: {sum(len(y) for _, y in parts)} images in {len(classes)} classes, read and cached in {cache}")
     return (*parts, classes)
 
@@ -148,7 +147,7 @@ def read_folder(root, parts, image_size, split, reading):
 
 
 def read_images(root, paths, image_size, reading=image_files.Reading()):
-    """Every image as float (N, C, S, S): the majority's channels, one square size, each read as
+    """Every image as uint8 (N, C, S, S): the majority's channels, one square size, each read as
     images.to_array reads it for predict."""
     loaded = [image_files.open_image(p, f"folder:{root}: ", reading) for p in paths]
     alpha = sum(map(image_files.has_alpha, loaded))
@@ -173,19 +172,22 @@ def read_images(root, paths, image_size, reading=image_files.Reading()):
         image_size = width
     fits_in_memory(len(loaded), channels, image_size, f"folder:{root}")
     return torch.from_numpy(np.stack([image_files.to_array(image, channels, image_size, path, reading)
-                                      for image, path in zip(loaded, paths)])).float()
+                                      for image, path in zip(loaded, paths)]))
 
 
-LOADING_COPIES = 3  # float32 copies of the images at once while a data set is made: stacked, normalised, cached
+def loading_bytes(count, channels, size):
+    """The most memory a data set takes while it is made: three bytes a pixel value (the decoded
+    images, stacked into one array, copied into the splits) and one channel at a time as float32
+    (the training split's statistics)."""
+    return count * size * size * (3 * channels + 4)
 
 
 def fits_in_memory(count, channels, size, source):
-    """Refuse, in one line, images whose float32 copies would not fit in the memory free now."""
-    need = LOADING_COPIES * count * channels * size * size * 4
-    free = available_memory()
+    """Refuse, in one line, images that would not fit in the memory free now while they are loaded."""
+    need, free = loading_bytes(count, channels, size), available_memory()
     if free is not None and need > free:
         raise DataError(f"{source}: {count:,} images of {channels} x {size} x {size} take {amount(need)} while "
-                        f"loading ({LOADING_COPIES} float32 copies), more than the {amount(free)} free here; pass "
+                        f"loading, more than the {amount(free)} free here; pass "
                         "--image-size S smaller, or a folder of fewer images")
 
 
@@ -230,7 +232,8 @@ def load_npz(path, image_size, split):
         shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
         print(f"{source}: the labels are {shown}, not 0..{len(classes) - 1}: class k is the k-th smallest, "
               "and its value is its class name")
-    tensors = [(square(torch.from_numpy(x), image_size, source), torch.from_numpy(np.searchsorted(classes, y)).long())
+    tensors = [(as_pixels(square(torch.from_numpy(x), image_size, source)),
+                torch.from_numpy(np.searchsorted(classes, y)).long())
                for x, y in zip(images, labels)]
     if len(tensors) == 2 and tensors[0][0].shape[1:] != tensors[1][0].shape[1:]:
         raise DataError(f"{source}: x holds images of {tuple(tensors[0][0].shape[1:])} (C, H, W), x_test of "
@@ -297,7 +300,8 @@ def pixel_values(images, names, source):
     if "f" in kinds:
         scale = 255.0 if high <= 1 else 1.0
         print(f"{source}: floats from {low:g} to {high:g}: taken as " + ("0-1, scaled to 0-255" if scale > 1 else
-                                                                          "pixel values 0-255"))
+                                                                          "pixel values 0-255")
+              + " and rounded to whole values, the uint8 pixels a deployed model takes")
         return [x.astype(np.float32) * scale for x in images]
     return [x.astype(np.float32) for x in images]
 
@@ -323,6 +327,11 @@ def square(x, image_size, source):
     if x.shape[-1] != x.shape[-2]:
         raise DataError(f"{source}: the images are {x.shape[-1]}x{x.shape[-2]}, not square; pass --image-size S")
     return x
+
+
+def as_pixels(x):
+    """Float pixel values 0-255 as the uint8 pixels a deployed model takes: rounded."""
+    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def carve_val(x, y, classes, split, source):

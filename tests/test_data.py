@@ -20,12 +20,13 @@ def test_splits_partition_the_data_and_are_fixed():
     assert all(np.bincount(labels[p]).min() == np.bincount(labels[p]).max() for p in parts)  # stratified
 
 
-def test_digits_load_offline_normalised_and_disjoint():
+def test_digits_load_offline_as_pixels_normalised_a_batch_at_a_time_and_disjoint():
     splits = data.load("digits")
     assert sum(splits.sizes().values()) == 1797
     assert (splits.in_channels, splits.image_size, splits.num_classes) == (1, 8, 10)
-    x = splits.train[0]
-    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
+    assert splits.train[0].dtype == torch.uint8 and int(splits.train[0].max()) == 16  # the digits' own values
+    x = splits.normalise(splits.train[0])
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
     rows = {tuple(r.tolist()) for part in (splits.train, splits.val) for r in part[0].flatten(1)}
     test_rows = [tuple(r.tolist()) for r in splits.test[0].flatten(1)]
     overlap = sum(r in rows for r in test_rows)
@@ -42,7 +43,8 @@ def test_idx_files_in_the_real_format_load(tmp_path, gz):
     train_raw = torch.tensor(arrays["train-images-idx3-ubyte"][train_idx], dtype=torch.float32)
     test_raw = torch.tensor(arrays["t10k-images-idx3-ubyte"], dtype=torch.float32)
     expected = ((test_raw - train_raw.mean()) / train_raw.std()).unsqueeze(1)  # (20, 1, 28, 28)
-    assert torch.allclose(splits.test[0], expected, atol=1e-4)
+    assert torch.equal(splits.test[0], test_raw.unsqueeze(1).to(torch.uint8))  # held as the files' pixels
+    assert torch.allclose(splits.normalise(splits.test[0]), expected, atol=1e-4)
     assert splits.val[1].tolist() == arrays["train-labels-idx1-ubyte"][val_idx].tolist()
 
 
@@ -53,9 +55,9 @@ def test_a_built_in_set_is_read_once_per_process_and_each_caller_gets_its_own_co
     monkeypatch.setattr(data, "read_idx", lambda path: reads.append(path) or read(path))
     make_fashion(tmp_path, gz=True)
     first = data.load("fashion-mnist", tmp_path)
-    first.train[0].add_(1.0)  # a caller's change stays its own
+    first.train[0].add_(1)  # a caller's change stays its own
     again = data.load("fashion-mnist", tmp_path)
-    assert len(reads) == 4 and torch.allclose(first.train[0] - 1, again.train[0])
+    assert len(reads) == 4 and torch.equal(first.train[0] - 1, again.train[0])
     make_fashion(tmp_path, gz=True, n_test=30)  # the files changed: read again
     assert data.load("fashion-mnist", tmp_path).sizes()["test"] == 30 and len(reads) == 8
 

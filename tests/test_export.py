@@ -42,7 +42,7 @@ from neuroshrink import data
 splits = data.subset(data.load("digits"), {train_phase2.QUICK["n_train"]}, {train_phase2.QUICK["n_eval"]})  # --quick
 for path in {[str(r["out"] / "model.ts") for r in runs]!r}:
     with torch.no_grad():
-        predictions = torch.jit.load(path)(splits.test[0]).argmax(1)
+        predictions = torch.jit.load(path)(splits.normalise(splits.test[0])).argmax(1)
     print((predictions == splits.test[1]).float().mean().item() * 100)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -64,7 +64,7 @@ def test_onnx_models_load_in_onnx_runtime_without_torch_and_give_the_runs_accura
     the test images in a fresh process where torch cannot be imported."""
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
-    np.save(tmp_path / "x.npy", splits.pixels(splits.test[0]).numpy())  # raw pixels: the models normalise
+    np.save(tmp_path / "x.npy", splits.test[0].numpy())  # raw pixels: the models normalise
     np.save(tmp_path / "y.npy", splits.test[1].numpy())
     plain, plain_out = plain_int8_run
     models = [quick_run["out"] / "model.onnx", plain_out / "model.onnx", plain_out / "model.int8.onnx"]
@@ -123,7 +123,7 @@ def test_a_finished_run_is_quantized_without_training_on_training_images_only(qu
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
     (calibration,) = seen
     assert len(calibration) == export.CALIBRATION_IMAGES  # the first training images: never validation or test
-    assert torch.equal(calibration, splits.train[0][:len(calibration)])
+    assert torch.equal(calibration, splits.normalise(splits.train[0][:len(calibration)]))
     saved = json.loads((out / "results.json").read_text())["final"]
     assert saved["int8"] == evaluated["int8"] and saved["onnx"]["bytes"] == (out / "model.onnx").stat().st_size
     assert saved["test_acc"] == quick_run["result"]["final"]["test_acc"]  # the run's own numbers kept

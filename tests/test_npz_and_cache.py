@@ -5,6 +5,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,9 +22,9 @@ def load(path):
 
 
 def contents(train, val, test, classes):
-    """Every image with its class name, as a multiset: what a split must hold, in any order."""
-    return Counter((x.numpy().round(2).tobytes(), classes[int(y)])
-                   for part in (train, val, test) for x, y in zip(*part))
+    """Every image (uint8 pixels) with its class name, as a multiset: what a split must hold, in any order."""
+    assert all(part[0].dtype == torch.uint8 for part in (train, val, test))
+    return Counter((x.numpy().tobytes(), classes[int(y)]) for part in (train, val, test) for x, y in zip(*part))
 
 
 def test_a_keras_channel_last_npz_trains_on_the_images_it_holds(tmp_path, capsys):
@@ -115,7 +116,7 @@ def npz_cases(draw):
     pixels = rng.integers(0, 256, (sum(per_class), channels, size, size), dtype=np.uint8)
     pixels[0, 0, 0, 0] = 255  # the range is the full one, as an image's is
     labels = np.repeat(classes, per_class)
-    meant = (pixels > 127) * 255.0 if kind == "bool" else pixels.astype(np.float64)
+    meant = ((pixels > 127) * 255).astype(np.uint8) if kind == "bool" else pixels  # floats 0-1: rounded back
     stored = {"uint8": pixels, "int64": pixels.astype(np.int64), "float 0-1": pixels / np.float32(255),
               "float 0-255": pixels.astype(np.float32), "bool": pixels > 127}[kind]
     stored = {"nhw": stored[:, 0], "nchw": stored, "nhwc": stored.transpose(0, 2, 3, 1)}[layout]
@@ -128,7 +129,7 @@ def npz_cases(draw):
         stored.flat[-1], error = 300, "to 300; save raw pixel values, 0-255"
     elif min(per_class) < user_data.MIN_PER_CLASS:
         error = f"image(s); the train / validation / test split needs at least {user_data.MIN_PER_CLASS} per class"
-    expected = Counter((m.round(2).astype(np.float32).tobytes(), str(c)) for m, c in zip(meant, labels))
+    expected = Counter((m.tobytes(), str(c)) for m, c in zip(meant, labels))
     return {"x": stored, "y": labels}, expected, error
 
 
@@ -236,9 +237,9 @@ def test_every_drawn_folder_is_read_as_meant_or_refused_in_one_line(case, tmp_pa
     assert classes == sorted(images)  # ImageFolder's order: by name
     grey = all(p.ndim == 2 for files in images.values() for _, p in files)
     meant = Counter((p[None] if grey else (np.repeat(p[None], 3, 0) if p.ndim == 2 else p.transpose(2, 0, 1)))
-                    .astype(np.float32).round(2).tobytes() for files in images.values() for _, p in files)
+                    .tobytes() for files in images.values() for _, p in files)
     if grey or all(p.ndim == 3 for files in images.values() for _, p in files):  # nothing converted
-        assert Counter(x.numpy().round(2).tobytes() for part in (train, val, test) for x in part[0]) == meant
+        assert Counter(x.numpy().tobytes() for part in (train, val, test) for x in part[0]) == meant
     assert sum(len(part[1]) for part in (train, val, test)) == sum(map(len, images.values()))
 
 

@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
     images = tmp / "test-images"
-    for i, (pixels, label) in enumerate(zip(splits.pixels(splits.test[0]), splits.test[1])):
+    for i, (pixels, label) in enumerate(zip(splits.test[0], splits.test[1])):
         folder = images / splits.class_names()[label]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[0].numpy(), "L").save(folder / f"{i:03d}.png")
@@ -97,7 +97,8 @@ def bad_inputs(trained, tmp):
     (tmp / "labels").mkdir(), (tmp / "empty").mkdir()
     shutil.copy(next((trained["images"] / "1").iterdir()), tmp / "labels")
     shutil.copytree(trained["images"] / "1", tmp / "classes" / "one")
-    export.export_network(trained["out"] / "model.ts", tmp / "network.onnx", trained["splits"].val[0])
+    splits = trained["splits"]
+    export.export_network(trained["out"] / "model.ts", tmp / "network.onnx", splits.normalise(splits.val[0]))
     good = trained["out"] / "model.onnx"
     return {"a missing image": ([good, tmp / "missing.png"], "no such file or folder"),
             "a missing model": ([tmp / "missing.onnx", tmp / "labels"], "no such model file"),
@@ -122,7 +123,8 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(trained, tmp_path):
 def test_evaluate_exports_an_older_run_folder_again_self_contained(trained, tmp_path):
     out = tmp_path / "PAI"
     shutil.copytree(trained["out"], out)
-    export.export_network(out / "model.ts", out / "model.onnx", trained["splits"].val[0])  # as runs wrote it
+    splits = trained["splits"]
+    export.export_network(out / "model.ts", out / "model.onnx", splits.normalise(splits.val[0]))  # as runs wrote it
     record = json.loads((out / "results.json").read_text())
     del record["settings"]["normalisation"]
     (out / "results.json").write_text(json.dumps(record))
@@ -131,8 +133,8 @@ def test_evaluate_exports_an_older_run_folder_again_self_contained(trained, tmp_
     assert evaluated["int8"]["test_acc"] == trained["result"]["final"]["int8"]["test_acc"]  # the run had int8
     assert json.loads((out / "results.json").read_text())["settings"]["normalisation"] == trained["splits"].normalisation
     assert predict.Model(out / "model.onnx").classes == [str(i) for i in range(10)]
-    assert np.array_equal(*(export.ort_logits(export.ort_session(f), trained["splits"].pixels(trained["splits"].val[0])
-                                               .numpy()) for f in (out / "model.onnx", trained["out"] / "model.onnx")))
+    assert np.array_equal(*(export.ort_logits(export.ort_session(f), splits.val[0].numpy())
+                            for f in (out / "model.onnx", trained["out"] / "model.onnx")))
 
 
 def test_example_folder_writes_the_test_split_as_runs_read_it(tmp_path):
@@ -144,8 +146,7 @@ def test_example_folder_writes_the_test_split_as_runs_read_it(tmp_path):
         ["--test-split", "--per-class", "1000", "--classes", *map(str, range(10)), "--out", str(out)]))
     splits = data.load("digits")
     written = {(p.parent.name, np.asarray(Image.open(p)).tobytes()) for p in out.glob("*/*.png")}
-    meant = {(splits.class_names()[y], x[0].numpy().tobytes()) for x, y in zip(splits.pixels(splits.test[0]),
-                                                                              splits.test[1])}
+    meant = {(splits.class_names()[y], x[0].numpy().tobytes()) for x, y in zip(splits.test[0], splits.test[1])}
     assert len(list(out.glob("*/*.png"))) == 360 and written == meant
 
 

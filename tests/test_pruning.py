@@ -51,7 +51,7 @@ def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wid
     quick = train_phase2.QUICK
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
     model = build.pruned_from_run(source, 1000, splits, "digits", quick=True)
-    assert evaluate(model, *splits.val) > 30
+    assert evaluate(model, *splits.val, splits.normalise) > 30
     evaluated = train_phase2.evaluate_saved(str(tmp_path / "PAI"))
     assert evaluated["test_acc"] == result["final"]["test_acc"]
     inference = result["final"]["inference_ms"]

@@ -214,7 +214,7 @@ def test_a_folder_too_large_for_the_memory_free_stops_in_one_line(folder, tmp_pa
     from neuroshrink import user_data
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(user_data, "available_memory", lambda: 10_000)  # bytes: 60 8x8 images need 46,080
+    monkeypatch.setattr(user_data, "available_memory", lambda: 10_000)  # bytes: 60 8x8 images need 26,880
     message = fails(["--dataset", f"folder:{folder}", "--quick"], capsys)
-    assert "60 images of 1 x 8 x 8 take 46.1 kB while loading (3 float32 copies), more than the 10.0 kB free" in message
+    assert "60 images of 1 x 8 x 8 take 26.9 kB while loading, more than the 10.0 kB free" in message
     assert "--image-size S smaller, or a folder of fewer images" in message and not (tmp_path / "PAI").exists()

@@ -78,10 +78,12 @@ def test_the_int8_row_is_the_same_runs_model_quantized(strong_sweep, tmp_path):
         # Quantizing the run's own model.onnx again gives its int8 model's accuracy.
         settings = run_of(record)["settings"]
         splits = build.splits_of(settings)
-        network = export.export_network(run / "model.ts", tmp_path / "network.onnx", splits.val[0])
-        again = export.quantize_int8(network, tmp_path / "int8.onnx", splits.train[0][:export.CALIBRATION_IMAGES])
+        network = export.export_network(run / "model.ts", tmp_path / "network.onnx", splits.normalise(splits.val[0]))
+        calibration = splits.normalise(splits.train[0][:export.CALIBRATION_IMAGES])
+        again = export.quantize_int8(network, tmp_path / "int8.onnx", calibration)
         again = export.self_contained(again, tmp_path / "model.int8.onnx", splits.normalisation, {})
-        assert export.ort_accuracy(export.ort_session(again), *splits.test) == record["int8"]["test_acc"], method
+        accuracy = export.ort_accuracy(export.ort_session(again), *splits.test, splits.normalisation)
+        assert accuracy == record["int8"]["test_acc"], method
 
 
 def test_the_report_counts_the_files_bytes_and_regenerates(strong_sweep, tmp_path):
@@ -126,10 +128,10 @@ def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     args = shrink.get_args_parser().parse_args(["--quick", "--seeds", "1", *STRONG, "--report-only",
                                                 "--results", str(tmp_path / "results")])
     rows = shrink.main(args)
-    images = build.splits_of(RunConfig(quick=True)).test[0]
+    splits = build.splits_of(RunConfig(quick=True))
     kept = tmp_path / "results" / "digits" / "shrink-net-strong-models"  # the run folders are not needed
     rows = [row | {"records": [elsewhere(r, tmp_path) for r in row["records"]]} for row in rows]
-    latency = verdict.time_inference(rows, images, tmp_path / "latency.json", kept, min_seconds=0)
+    latency = verdict.time_inference(rows, splits, tmp_path / "latency.json", kept, min_seconds=0)
     assert set(latency["runs"]) == {r["run"] for row in rows for r in row["records"]}
     assert all(ms[kind][batch] > 0 for ms in latency["runs"].values() for kind in ("fp32", "int8")
                for batch in ("1", "256"))
@@ -180,7 +182,7 @@ def test_fit_ships_the_most_accurate_on_validation_within_the_limits(strong_swee
     folder = tmp_path / "results" / "digits" / "deploy" / "shrink-net-strong" / "fit-1000kB-1000ms"
     (shipped,) = folder.glob("*.onnx")
     splits = build.splits_of(RunConfig(quick=True))
-    validation = export.ort_accuracy(export.ort_session(shipped), *splits.val)
+    validation = export.ort_accuracy(export.ort_session(shipped), *splits.val, splits.normalisation)
     assert validation >= max(r["val_acc"] for r in records)  # no fp32 file is better on validation
     meta = export.read_metadata(shipped)
     chosen = next(r for r in records if (r["method"], r["seed"]) == (meta["method"], meta["seed"]))
