@@ -95,14 +95,14 @@ def main(args):
     if "colour-128" in args.runs and not args.images.exists():
         subprocess.run([sys.executable, "-m", "experiments.example_folder", *COLOUR_FOLDER, "--out", str(args.images)],
                        cwd=ROOT, check=True)
-    runs = {}
+    runs, measured_at = {}, revision(args.checkout)  # the revision as it runs
     for name in args.runs:
         with tempfile.TemporaryDirectory() as work:  # a fresh data folder: the images are read, not cached
             argv = RUNS[name] + (["--dataset", f"folder:{args.images}", "--data-dir", work]
                                  if name == "colour-128" else [])
             runs[name] = measured(args.checkout.resolve(), argv, Path(work))
         print(f"{name}: {runs[name]}")
-    kept[args.label] = {"revision": revision(args.checkout), "cpu": machine.cpu_name(), "date": machine.today(),
+    kept[args.label] = {"revision": measured_at, "cpu": machine.cpu_name(), "date": machine.today(),
                         "runs": kept.get(args.label, {}).get("runs", {}) | runs}
     path.write_text(json.dumps(kept, indent=1) + "\n")
     (RESULTS / "peak-memory.md").write_text(report(kept))
