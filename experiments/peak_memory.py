@@ -69,9 +69,13 @@ def measured(checkout, argv, work):
 
 
 def revision(checkout):
-    done = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty=+changes"],
-                          capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+    """The checkout's commit, with "+changes" where its code differs from it (records under
+    results/, which a sweep may be writing meanwhile, are not code)."""
+    git = ["git", "-C", str(checkout)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                             capture_output=True, text=True).stdout.strip()
+    return (commit or "unknown") + ("+changes" if changed else "")
 
 
 def report(kept):
