@@ -153,3 +153,14 @@ def test_a_recipe_report_is_what_its_csv_gives_and_the_docs_show_it(tmp_path, re
     assert report == committed.read_text()
     table = report[report.index("| model |"):report.index("\n\n", report.index("| model |"))]
     assert table in (ROOT / "docs" / page).read_text()
+
+
+def test_the_peak_memory_report_is_what_its_records_give_and_the_own_data_page_shows_it():
+    import json
+
+    from experiments import peak_memory
+
+    report = peak_memory.report(json.loads((ROOT / "results" / "memory" / "peak-memory.json").read_text()))
+    assert report == (ROOT / "results" / "memory" / "peak-memory.md").read_text()
+    table = report[report.index("| run |"):].split("\n\n")[0]
+    assert "\n".join("  " + line for line in table.splitlines()) in (ROOT / "docs" / "own-data.md").read_text()
