@@ -121,9 +121,9 @@ def export_model(folder, model, clean, splits, config, clock):
     model.onnx (and with quantize model.int8.onnx), each checked, with what it costs to run on the CPU."""
     difference = export.export(folder.path, model, clean, splits)
     clock.lap("export")
-    min_seconds = QUICK["timing_seconds"] if config.quick else 0.3
-    inference = export.inference_ms(folder.path / "model.ts", splits.normalise(splits.test[0][:256]),
-                                    min_seconds=min_seconds)
+    min_seconds = None if config.no_timing else QUICK["timing_seconds"] if config.quick else 0.3
+    inference = None if config.no_timing else export.inference_ms(
+        folder.path / "model.ts", splits.normalise(splits.test[0][:256]), min_seconds=min_seconds)
     clock.lap("inference timing")  # TorchScript, batch 1 and 256, the process's threads
     deployed = export.deployment(folder.path, model, splits.to("cpu"), config.quantize, min_seconds,
                                  provenance(folder.result["settings"]))

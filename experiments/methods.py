@@ -145,6 +145,8 @@ def overrides(args, method, budget, hp, seed, wide_runs, epochs=None, search=Fal
     --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
     changes = method.recipe | (strong_overrides(args, method, epochs, search) if args.recipe == "strong" else {})
     changes |= {"no_export": True} if search else {}  # a trial's product is its validation accuracy
+    # A width alone makes the architecture: the first seed times it for every seed (shrink_report.timed_once).
+    changes |= {"no_timing": True} if method.plain and method.wide != "prune" and seed > 1 else {}
     changes |= {"no_dendrites": True, "params": budget} if method.plain else {}
     if method.wide == "prune":
         changes["prune_from"] = str(wide_runs[seed])

@@ -289,7 +289,8 @@ def quantize_int8(source, target, calibration_images):
 def deployment(folder, model, splits, quantize=None, min_seconds=0.3, about=None):
     """What an edge deployment of the run in `folder` pays: model.onnx, self-contained (raw
     pixels in, the normalisation and `describe(splits, **about)` inside), checked in ONNX
-    Runtime against `model`, its bytes and one-thread latency beside TorchScript's; with
+    Runtime against `model`, its bytes and one-thread latency beside TorchScript's (none where
+    min_seconds is None: another run of the same architecture times it); with
     quantize="int8" the same for model.int8.onnx, the network quantized (calibrated on training
     images only) with the same normalisation in front. Each file's test accuracy goes into its
     metadata. A step that fails is recorded in "export_errors" (one line each), never raised:
@@ -301,8 +302,8 @@ def deployment(folder, model, splits, quantize=None, min_seconds=0.3, about=None
         try:
             export_network(folder / "model.ts", network, splits.normalise(splits.val[0][:2]))
             path = self_contained(network, folder / "model.onnx", splits.normalisation, metadata)
-            found["onnx"] = check_onnx(path, model, splits) | latency(path, splits.test[0], splits.normalisation,
-                                                                       min_seconds, torchscript=folder / "model.ts")
+            found["onnx"] = check_onnx(path, model, splits) | ({} if min_seconds is None else latency(
+                path, splits.test[0], splits.normalisation, min_seconds, torchscript=folder / "model.ts"))
             self_contained(path, path, None, {"test_acc": found["onnx"]["test_acc"]})
             found["onnx"]["bytes"] = path.stat().st_size
         except Exception as e:  # an op the exporter or the runtime cannot handle, for one
@@ -314,7 +315,8 @@ def deployment(folder, model, splits, quantize=None, min_seconds=0.3, about=None
                 test_acc = ort_accuracy(ort_session(path), *splits.test, splits.normalisation)
                 self_contained(path, path, None, {"test_acc": test_acc})
                 found["int8"] = {"bytes": path.stat().st_size, "test_acc": test_acc,
-                                 **latency(path, splits.test[0], splits.normalisation, min_seconds)}
+                                 **({} if min_seconds is None else latency(path, splits.test[0], splits.normalisation,
+                                                                          min_seconds))}
             except Exception as e:
                 errors.append(f"model.int8.onnx: {first_line(e)}")
     finally:

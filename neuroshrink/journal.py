@@ -93,8 +93,9 @@ def report_deployment(final):
             m = final[key]
             ts = (f" (TorchScript: {m['torchscript_ms']['1']:.3f} / {m['torchscript_ms']['256']:.2f} ms)"
                   if "torchscript_ms" in m else "")
-            print(f"{name}: {m['bytes']:,} bytes, test_acc={m['test_acc']:.2f}; ONNX Runtime, 1 thread: "
-                  f"{m['ort_ms']['1']:.3f} ms at batch 1, {m['ort_ms']['256']:.2f} ms at batch 256{ts}")
+            timed = (f"; ONNX Runtime, 1 thread: {m['ort_ms']['1']:.3f} ms at batch 1, {m['ort_ms']['256']:.2f} ms "
+                     f"at batch 256{ts}") if "ort_ms" in m else " (not timed: --no-timing)"
+            print(f"{name}: {m['bytes']:,} bytes, test_acc={m['test_acc']:.2f}{timed}")
             if not m.get("within_tolerance", True):
                 print(f"warning: {name} differs from the trained model by up to {m['max_logit_difference']:.3g} "
                       "in its logits, beyond float rounding")

@@ -162,3 +162,11 @@ def test_a_model_the_exporter_cannot_handle_keeps_its_run_and_fails_in_one_line(
 def test_quantize_of_a_folder_without_a_finished_run_is_one_line(tmp_path, capsys):
     assert "--quantize: " in fails(["--evaluate", "--quantize", "int8", "--out", str(tmp_path / "none")], capsys)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_run_told_not_to_time_exports_and_checks_its_model_but_times_nothing(tmp_path, capsys):
+    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--no-timing", "--quantize", "int8")
+    final = result["final"]
+    assert final["inference_ms"] is None and final["onnx"]["within_tolerance"] and final["int8"]["bytes"] > 0
+    assert not any("ort_ms" in final[key] or "torchscript_ms" in final[key] for key in ("onnx", "int8"))
+    assert "model.onnx: " in capsys.readouterr().out and (tmp_path / "PAI" / "model.int8.onnx").exists()

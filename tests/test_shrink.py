@@ -204,3 +204,21 @@ def test_a_searchs_switch_plateau_shrinks_with_its_schedule():
     assert methods.configuration(args, hp)["patience"] == 6
     assert (methods.budget_epochs(args, True, hp), methods.budget_epochs(args, False, hp)) == (4 * 7, 4 * 21)
     assert methods.budget_epochs(args, False, {"layout": "all x1", "switch_patience": 0}) == 2 * 15  # as committed
+
+
+def test_a_width_alone_makes_an_architecture_so_its_first_seed_times_it_for_all():
+    """Seeds 2.. of a method trained at a width (plain, matched, distilled) time no inference; a
+    dendritic or pruned seed's architecture is its own, so it times its own (issue 47)."""
+    args = shrink.get_args_parser().parse_args(["--quick"])
+    wide = {seed: Path("wide") for seed in (1, 2)}
+    untimed = {name: [methods.overrides(args, methods.BY_NAME[name], 1000, {}, seed, wide).get("no_timing", False)
+                      for seed in (1, 2)] for name in ("plain", "matched", "distilled", "dendritic", "pruned")}
+    assert untimed == {"plain": [False, True], "matched": [False, True], "distilled": [False, True],
+                       "dendritic": [False, False], "pruned": [False, False]}
+    first = {"seed": 1, "params": 900, "inference_ms": {"1": 0.5}, "onnx": {"bytes": 9, "ort_ms": {"1": 0.2}},
+             "int8": None}
+    second = {"seed": 2, "params": 900, "inference_ms": None, "onnx": {"bytes": 9}, "int8": None}
+    other = {"seed": 3, "params": 950, "inference_ms": None, "onnx": {"bytes": 10}, "int8": None}
+    given = shrink_report.timed_once([first, second, other])
+    assert given[0] == first and given[2] == other  # another architecture gets nobody's milliseconds
+    assert given[1] == second | {"inference_ms": {"1": 0.5}, "onnx": {"bytes": 9, "ort_ms": {"1": 0.2}}, "timed_by": 1}
