@@ -42,19 +42,32 @@ def hardware(config):
     return chosen
 
 
+# --precision auto's measurements in this process, by architecture: a study's worker trains many
+# runs of one architecture, and one measurement answers for all of them (issue 47).
+MEASURED_PRECISIONS = {}
+
+
 def training_precision(config, device, model, splits, before=None):
     """(Precision, what the record says of it). auto measures one training step of this model
-    in each precision the device has, unless `before` (a resumed run's record) has chosen."""
+    in each precision the device has, unless `before` (a resumed run's record) has chosen or
+    this process measured the same architecture already (said in the record: measured_before)."""
     if config.precision != "auto":
         return precision.Precision(config.precision, device), {"chosen": config.precision}
     chosen = before
     if chosen is None:
-        batch = splits.normalise(splits.train[0][:config.batch_size])
-        times = precision.measure(model, batch, splits.train[1], device, config.batch_size,
-                                  seconds=0 if config.quick else 0.5)
-        chosen = {"chosen": precision.choose(times), "ms_per_step": times}
+        architecture = (device.type, config.batch_size, config.channels_last, config.quick,
+                        tuple(splits.train[0].shape[1:]), tuple(tuple(p.shape) for p in model.parameters()))
+        if architecture in MEASURED_PRECISIONS:
+            chosen = MEASURED_PRECISIONS[architecture] | {"measured_before": True}
+        else:
+            batch = splits.normalise(splits.train[0][:config.batch_size])
+            times = precision.measure(model, batch, splits.train[1], device, config.batch_size,
+                                      seconds=0 if config.quick else 0.5)
+            chosen = MEASURED_PRECISIONS[architecture] = {"chosen": precision.choose(times), "ms_per_step": times}
         print(f"precision auto: {chosen['chosen']} (ms per training step: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")
+              + ", ".join(f"{k} {v:.2f}" for k, v in chosen["ms_per_step"].items())
+              + ("; measured by an earlier run of this architecture in this process" if "measured_before" in chosen
+                 else "") + ")")
     return precision.Precision(chosen["chosen"], device), chosen
 
 

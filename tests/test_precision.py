@@ -32,12 +32,22 @@ def test_auto_takes_a_lower_precision_only_where_it_was_measured_faster():
     assert precision.choose({"fp32": 10.0, "fp16": 3.0}) == "fp16"
 
 
-def test_auto_resolves_to_a_precision_this_device_has_and_records_it(tmp_path):
-    result, _ = run(tmp_path, "--quick", "--no-dendrites", "--precision", "auto")
-    measured = result["precision"]
-    assert result["settings"]["precision"] == "auto"
+def test_auto_resolves_to_a_precision_this_device_has_and_records_it(tmp_path, monkeypatch):
+    from neuroshrink import build
+
+    measure, measured_runs = precision.measure, []
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: measured_runs.append(1) or measure(*a, **k))
+    monkeypatch.setattr(build, "MEASURED_PRECISIONS", {})  # as a fresh worker
+    first, _ = run(tmp_path / "a", "--quick", "--no-dendrites", "--precision", "auto")
+    second, _ = run(tmp_path / "b", "--quick", "--no-dendrites", "--precision", "auto", "--seed", "2")
+    wider, _ = run(tmp_path / "c", "--quick", "--no-dendrites", "--precision", "auto", "--width", "0.25")
+    measured = first["precision"]
+    assert first["settings"]["precision"] == "auto"
     assert set(measured["ms_per_step"]) == set(precision.available(torch.device("cpu")))
     assert measured["chosen"] == precision.choose(measured["ms_per_step"])
+    # The same architecture again in this process: measured once; another architecture: measured.
+    assert second["precision"] == measured | {"measured_before": True} and "measured_before" not in wider["precision"]
+    assert len(measured_runs) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
