@@ -1,11 +1,18 @@
-"""The experiments behind the README's answers, one command each (`python -m experiments.<name>`):
+"""The experiments behind the README's answers, one command each (`python -m experiments.<name>`).
 
-    width_sweep   can a narrower CNN plus dendrites match a wider plain one?
-    search        the same hyperparameter search for every method, on validation only
-    shrink        which method shrinks a CNN best, at equal parameter budgets, tuned alike
-    speed         where the demo's time goes, against a plain PyTorch loop
+Where a file sits says what it is: a file here is a command; a folder with a __main__.py is a
+command of several files (shrink/); common/ holds what the commands share and is no command.
 
-What they share: runner (training one run of a sweep, the common flags), studies (Optuna
-storage shared by workers), spaces (search spaces), report (numbers and figures). They import
-the package and train_phase2's entry points, never one another's commands.
+    shrink          which method shrinks a CNN best, at equal parameter budgets, tuned alike
+    width_sweep     can a narrower CNN plus dendrites match a wider plain one?
+    search          the same hyperparameter search for every method, on validation only
+    run             one run with every setting on its command line (the experiments' controls too)
+    families        which CNN family spends its parameters best, at one budget
+    strong_recipe   the strong recipe against the default one, seed by seed
+    time_to_target  time to accuracy, and the training step against the CPU's matrix rate
+    speed           where the demo's time goes, against a plain PyTorch loop
+    peak_memory     a run's peak memory, for this checkout or another
+    example_folder  a small image folder of real images, to try folder: with
+
+They import the package, train_phase2's entry points and common/, never one another.
 """

@@ -21,7 +21,7 @@ import torch
 
 import train_phase2
 from neuroshrink.machine import cpu_name
-from experiments.runner import cli
+from experiments.common.runner import cli
 from neuroshrink import data
 from neuroshrink.config import RunConfig
 from neuroshrink.options import add_options, resolved_defaults

@@ -18,10 +18,10 @@ and per width the winner by validation, self-contained, in deploy/search/w<width
 """
 
 
-from experiments import deploy, studies
-from experiments.report import fmt, mean_std, new_figure, save_figure
-from experiments.runner import check_settings, cli, common_parser, folders, names, run_cell
-from experiments.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
+from experiments.common import deploy, studies
+from experiments.common.runner import check_settings, cli, common_parser, folders, names, run_cell
+from experiments.common.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
+from experiments.common.tables import fmt, mean_std, new_figure, save_figure
 from neuroshrink import build, data
 from neuroshrink.flags import positive
 
@@ -161,7 +161,7 @@ def pareto_front(trials):
 def ship_winners(args, results, results_dir):
     """Per width whose every method has every seed, the winner by validation (the method with the
     best mean validation accuracy, its best-validation seed), shipped self-contained to
-    <results>/<dataset>/deploy/search/w<width>/ (experiments/deploy.py)."""
+    <results>/<dataset>/deploy/search/w<width>/ (experiments/common/deploy.py)."""
     rows = [{"budget": width, "about": {"width": width}, "method": method, "records": records, "n": len(records),
              "hp": best.user_attrs["record"]["hp"]} for (width, method), (best, _, records) in results.items()]
     if not rows:

@@ -26,8 +26,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from experiments.report import fmt, mean_std, new_figure
-from experiments.runner import cli, run_in
+from experiments.common.runner import cli, run_in
+from experiments.common.tables import fmt, mean_std, new_figure
 from neuroshrink import data
 from neuroshrink.config import RunConfig
 from neuroshrink.options import add_options, resolved_defaults

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import train_phase2
-from experiments.report import fmt, mean_std
+from experiments.common.tables import fmt, mean_std
 from neuroshrink import augment, build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive

@@ -23,9 +23,9 @@ import shutil
 import statistics
 from pathlib import Path
 
-from experiments import studies
-from experiments.report import deployment_table, fmt, mean_std, new_figure, save_figure
-from experiments.runner import (DEPLOYMENT_FIELDS, check_settings, cli, common_parser, deployment_cells, folders,
+from experiments.common import studies
+from experiments.common.tables import deployment_table, fmt, mean_std, new_figure, save_figure
+from experiments.common.runner import (DEPLOYMENT_FIELDS, check_settings, cli, common_parser, deployment_cells, folders,
                                 names, run_cell)
 
 METHODS = ("dendritic", "plain")

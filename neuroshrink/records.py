@@ -16,7 +16,7 @@ MEASURED_SINCE = ("inference_ms", "onnx", "int8")  # a sweep record's fields add
 
 def migrate(record):
     """A record of a run brought up to date (a copy; the record itself is left): a run's
-    results.json, or a sweep's record of one (experiments/runner.py: its run's settings, final
+    results.json, or a sweep's record of one (experiments/common/runner.py: its run's settings, final
     metrics and exported files). Schema 1 (no "schema" key) held the command line's namespace,
     from before some settings existed: those take the values the run was trained with; what was
     measured only since is None."""

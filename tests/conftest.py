@@ -282,7 +282,7 @@ def sweep_here(tmp, *flags, script="width_sweep"):
 
 
 def study_of(tmp, url=None):
-    from experiments import studies
+    from experiments.common import studies
 
     return studies.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
 
@@ -310,7 +310,7 @@ def built_once(tmp_path_factory, name, build):
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory):
     """The tiny grid (widths 0.25 and 0.125, seed 1, both methods) swept by a single worker."""
-    from experiments import studies
+    from experiments.common import studies
 
     tmp = built_once(tmp_path_factory, "tiny_sweep", lambda folder: sweep_here(folder, "--widths", "0.25", "0.125"))
     return {"tmp": tmp, "results": tmp / "results" / "digits", "output": (tmp / "output.txt").read_text(),

@@ -12,7 +12,8 @@ import torch.nn as nn
 import train_phase2
 from conftest import ROOT, metrics, stopped_after
 from experiments import run as run_command
-from experiments import runner, width_sweep
+from experiments import width_sweep
+from experiments.common import runner
 from neuroshrink.config import QUICK, RunConfig, flag
 from neuroshrink.options import all_names, demo_names, sweep_names
 from neuroshrink.errors import UsageError

@@ -1,8 +1,8 @@
-"""experiments/deploy.py on rows made by hand: the winner is chosen by validation, never by test,
+"""experiments/common/deploy.py on rows made by hand: the winner is chosen by validation, never by test,
 and the answer says "helped" or "did not help" only where the seeds' spreads do not overlap."""
 from pathlib import Path
 
-from experiments import deploy
+from experiments.common import deploy
 
 
 def row(budget, method, val, test):

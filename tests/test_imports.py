@@ -8,8 +8,13 @@ import pytest
 
 from conftest import ROOT
 
-# experiments/ that are commands (python -m experiments.<name>), not shared code: those with a __main__
-COMMANDS = {p.stem for p in (ROOT / "experiments").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()}
+# Where a file of experiments/ sits says what it is: a file there with a __main__ is a command, a folder
+# with a __main__.py a command of several files (python -m experiments.<name> either way), and
+# experiments/common/ what they share.
+EXPERIMENTS = ROOT / "experiments"
+COMMANDS = ({p.stem for p in EXPERIMENTS.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()}
+            | {p.parent.name for p in EXPERIMENTS.glob("*/__main__.py")})
+EXPERIMENT_FILES = sorted(EXPERIMENTS.rglob("*.py"))
 
 
 def imported(path):
@@ -44,10 +49,21 @@ def test_the_demo_never_imports_the_experiments():
     assert "experiments" not in top(imported(ROOT / "train_phase2.py"))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.py")), ids=lambda p: p.name)
+def test_every_file_of_experiments_is_a_command_or_shared_or_a_commands_own():
+    assert {"shrink", "width_sweep", "search"} <= COMMANDS
+    for path in EXPERIMENT_FILES:
+        place = path.relative_to(EXPERIMENTS).parts
+        assert (len(place) == 1 and (path.stem in COMMANDS or path.name == "__init__.py")
+                or place[0] == "common" or place[0] in COMMANDS), path
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_an_experiment_never_imports_another_experiments_command(path):
+    own = path.relative_to(EXPERIMENTS).parts[0].removesuffix(".py")
     reached = {name.split(".")[1] for name in imported(path) if name.startswith("experiments.")}
-    assert not reached & COMMANDS - {path.stem}
+    assert not reached & COMMANDS - {own}
+    if own == "common":  # what the commands share imports none of them
+        assert reached <= {"common"}, reached
 
 
 def test_the_demo_loads_optional_libraries_only_when_asked(tmp_path):

@@ -10,8 +10,8 @@ import torch.nn as nn
 
 import train_phase2
 from conftest import DIGITS, fails, run, sweep_here, within_budget
-from experiments import shrink
-from experiments.methods import BY_NAME
+from experiments.shrink import command as shrink
+from experiments.shrink.methods import BY_NAME
 from neuroshrink import models, placement
 from neuroshrink.config import RunConfig
 from neuroshrink.errors import UsageError

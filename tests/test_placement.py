@@ -10,7 +10,8 @@ import torch.nn as nn
 
 import train_phase2
 from conftest import DIGITS, run, within_budget
-from experiments import methods, spaces
+from experiments.common import spaces
+from experiments.shrink import methods
 from model import MODELS, count_parameters
 from neuroshrink import build, dendrites, placement
 from neuroshrink.config import RunConfig

@@ -1,4 +1,4 @@
-"""experiments/plan.py and the study's plan: a study of your model prints what it will train and
+"""experiments/shrink/plan.py and the study's plan: a study of your model prints what it will train and
 the minutes it expects before the first run, fits --minutes, reports progress after every run,
 continues where it stopped, and ends with the answer in words."""
 import io
@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from conftest import sweep_here
-from experiments import plan, shrink
+from experiments.shrink import plan
+from experiments.shrink import command as shrink
 from test_user_data import USER_CNN, write_folder
 
 

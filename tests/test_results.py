@@ -62,7 +62,7 @@ RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
 PEAK_MEMORY = "memory/peak-memory.md"  # made from its peak-memory.json (the last test)
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
                  if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY)
-                 and "deploy" not in path.parts)  # a shipped model's README: experiments/deploy.py
+                 and "deploy" not in path.parts)  # a shipped model's README: experiments/common/deploy.py
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
 

@@ -1,4 +1,4 @@
-"""experiments/runner.py: one run of a sweep, continued, recorded or replaced; one-line errors."""
+"""experiments/common/runner.py: one run of a sweep, continued, recorded or replaced; one-line errors."""
 import json
 import sys
 
@@ -6,7 +6,8 @@ import pytest
 
 import train_phase2
 from conftest import stopped_after
-from experiments import runner, studies, width_sweep
+from experiments import width_sweep
+from experiments.common import runner, studies
 from neuroshrink.errors import UsageError
 
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import optuna
 
 from conftest import sweep_here
-from experiments import search, spaces, studies
+from experiments import search
+from experiments.common import spaces, studies
 from neuroshrink import export
 
 

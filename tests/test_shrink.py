@@ -1,4 +1,4 @@
-"""experiments/shrink.py: every way of shrinking a CNN, trained for real on tiny data: the
+"""experiments/shrink/: every way of shrinking a CNN, trained for real on tiny data: the
 library's recipes with their restart control, the matched control, and the sweep that pairs them."""
 import argparse
 import json
@@ -8,7 +8,10 @@ import pytest
 
 import train_phase2
 from conftest import built_once, sweep_here, within_budget
-from experiments import methods, shrink, shrink_report, shrink_studies, spaces, studies
+from experiments.common import spaces, studies
+from experiments.shrink import methods, stages
+from experiments.shrink import command as shrink
+from experiments.shrink import report as shrink_report
 from neuroshrink.errors import UsageError
 
 
@@ -115,9 +118,9 @@ def test_a_search_whose_trials_all_scored_the_same_is_reported_undecided(tmp_pat
         for i, value in enumerate(values):
             studies.add_record(study, {"trial": i}, {"hp": {"dropout": 0.1 * (i + 1)}}, value)
         return study
-    assert shrink_studies.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
-    assert shrink_studies.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
-    assert shrink_studies.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
+    assert stages.chosen(search_study("dead", [10.0, 10.0, 10.0])) == ({"dropout": 0.1}, 10.0)
+    assert stages.chosen(search_study("alive", [10.0, 85.0, 10.0])) == ({"dropout": 0.2}, None)
+    assert stages.chosen(search_study("one trial", [10.0])) == ({"dropout": 0.1}, None)  # nothing to choose from
     assert "search undecided: every trial 10.00 % on validation" in shrink_report.undecided_note(10.0)
     assert shrink_report.undecided_note(None) == ""
 
@@ -151,12 +154,12 @@ def test_a_strong_study_stored_before_an_option_existed_continues_with_its_defau
     study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "strong")
     args = shrink.get_args_parser().parse_args(["--recipe", "strong"])
     shrink.resolve_defaults(args)
-    old = {key: getattr(args, key) for key in shrink_studies.STRONG_DEFAULTS if key != "allow_zero_decay"}
+    old = {key: getattr(args, key) for key in stages.STRONG_DEFAULTS if key != "allow_zero_decay"}
     study.set_user_attr("strong", old)
-    shrink_studies.check_strong_settings(study, args)
+    stages.check_strong_settings(study, args)
     args.allow_zero_decay = True
     with pytest.raises(UsageError, match="holds runs made with --allow-zero-decay False, not True"):
-        shrink_studies.check_strong_settings(study, args)
+        stages.check_strong_settings(study, args)
 
 
 def test_the_maintainer_search_draws_a_layout_within_the_budget_and_its_control_replays_it(tmp_path_factory):

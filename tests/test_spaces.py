@@ -1,9 +1,9 @@
-"""experiments/spaces.py: the search spaces and the RunConfig a configuration becomes."""
+"""experiments/common/spaces.py: the search spaces and the RunConfig a configuration becomes."""
 import dataclasses
 
 import optuna
 
-from experiments import spaces
+from experiments.common import spaces
 from neuroshrink.config import RunConfig
 
 
@@ -23,7 +23,7 @@ def test_the_recipe_search_draws_every_schedule():
 
 def test_the_dendritic_strong_search_may_choose_no_weight_decay():
     """--allow-zero-decay: a coin, then the committed range; a plain method's space is unchanged."""
-    from experiments import methods
+    from experiments.shrink import methods
 
     off = optuna.trial.FixedTrial({"lr": 0.003, "no_weight_decay": True, "label_smoothing": 0.1})
     on = optuna.trial.FixedTrial({"lr": 0.003, "no_weight_decay": False, "weight_decay": 0.05, "label_smoothing": 0.0})

@@ -1,4 +1,4 @@
-"""experiments/studies.py: sweeps shared by worker processes: real workers, real storages
+"""experiments/common/studies.py: sweeps shared by worker processes: real workers, real storages
 (SQLite; PostgreSQL when its server binaries are installed), killed for real."""
 import glob
 import json
@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import finish, study_of, sweep_here, sweep_worker
-from experiments import studies
+from experiments.common import studies
 from neuroshrink.run_folder import Interrupted
 
 

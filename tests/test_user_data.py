@@ -11,7 +11,7 @@ from PIL import Image
 
 import train_phase2
 from conftest import fails, files, huge_header_png, run, sweep_here
-from experiments import shrink
+from experiments.shrink import command as shrink
 from neuroshrink import data, export, build
 
 CLASSES = ("0-zero", "1-one", "2-two", "3-three")  # sorted as numbered: ImageFolder orders classes by name

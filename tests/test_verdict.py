@@ -1,4 +1,4 @@
-"""experiments/shrink.py --recipe strong and experiments/verdict.py, trained for real on tiny
+"""experiments/shrink/ --recipe strong and experiments/shrink/verdict.py, trained for real on tiny
 data: the search's reduction is every method's, every method trains the dendritic run's
 epochs, the int8 row is the same run's model quantized, the report counts the files' bytes
 and regenerates from its records."""
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import built_once, sweep_here
-from experiments import shrink, studies, verdict
+from experiments.common import kept_runs, studies
+from experiments.shrink import verdict
+from experiments.shrink import command as shrink
 from model import count_parameters
 from neuroshrink import build, export
 from neuroshrink.config import RunConfig
@@ -109,18 +111,18 @@ def elsewhere(record, tmp_path):
 
 def test_the_final_models_are_kept_with_the_records_for_another_machine(strong_sweep, tmp_path):
     kept = strong_sweep["tmp"] / "results" / "digits" / "shrink-net-strong-models"
-    for method, files in [*((m, verdict.SEED_FILES) for m in shrink.STRONG_METHODS), ("wide", verdict.WIDE_FILES)]:
+    for method, files in [*((m, kept_runs.SEED_FILES) for m in shrink.STRONG_METHODS), ("wide", kept_runs.WIDE_FILES)]:
         for record in strong_sweep["records"](method):
             for file in files:
-                assert (verdict.kept(record, kept) / file).read_bytes() == (Path(record["run"]) / file).read_bytes()
+                assert (kept_runs.kept(record, kept) / file).read_bytes() == (Path(record["run"]) / file).read_bytes()
     # Without its run folder (a sweep continued elsewhere), pruning starts from the kept wide model.
     wide = elsewhere(strong_sweep["records"]("wide")[1], tmp_path)
-    folder = verdict.run_folder(wide, kept, verdict.WIDE_FILES)
-    assert folder == verdict.kept(wide, kept)
+    folder = kept_runs.run_folder(wide, kept, kept_runs.WIDE_FILES)
+    assert folder == kept_runs.kept(wide, kept)
     splits = build.splits_of(RunConfig(quick=True))
     assert count_parameters(build.pruned_from_run(folder, 1000, splits, "digits", True, "lamp")) <= 1100
     with pytest.raises(UsageError, match="neither there nor in"):
-        verdict.run_folder(wide, tmp_path / "empty", verdict.WIDE_FILES)
+        kept_runs.run_folder(wide, tmp_path / "empty", kept_runs.WIDE_FILES)
 
 
 def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
@@ -131,7 +133,7 @@ def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     splits = build.splits_of(RunConfig(quick=True))
     kept = tmp_path / "results" / "digits" / "shrink-net-strong-models"  # the run folders are not needed
     rows = [row | {"records": [elsewhere(r, tmp_path) for r in row["records"]]} for row in rows]
-    latency = verdict.time_inference(rows, splits, tmp_path / "latency.json", kept, min_seconds=0)
+    latency = kept_runs.time_inference(rows, splits, tmp_path / "latency.json", kept, min_seconds=0)
     assert set(latency["runs"]) == {r["run"] for row in rows for r in row["records"]}
     assert all(ms[kind][batch] > 0 for ms in latency["runs"].values() for kind in ("fp32", "int8")
                for batch in ("1", "256"))

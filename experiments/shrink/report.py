@@ -1,14 +1,15 @@
 """experiments.shrink's report, either recipe: write() gives <name>.md (the answer in words on
 top, then the tables), .csv and the plots. Under the default recipe (and the library's
 recipes) the tables, the plot of accuracy against parameters and the CSV are here; under the
-strong recipe, counted in bytes, int8 and milliseconds, they are experiments/verdict.py's."""
+strong recipe, counted in bytes, int8 and milliseconds, they are experiments/shrink/verdict.py's."""
 
 import csv
 import statistics
 
-from experiments import report, spaces, verdict
-from experiments.methods import BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS
-from experiments.report import deployment_table, mean_std
+from experiments.common import spaces, tables
+from experiments.common.tables import deployment_table, mean_std
+from experiments.shrink import verdict
+from experiments.shrink.methods import BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS
 
 
 def write(args, rows, wide_records, results_dir, name, answer, searched=None):
@@ -26,7 +27,7 @@ def write(args, rows, wide_records, results_dir, name, answer, searched=None):
 
 
 def fmt(values, digits=2):
-    return report.fmt(mean_std(values), digits)
+    return tables.fmt(mean_std(values), digits)
 
 
 def verdict_rows(args, results, wide_records):

@@ -24,8 +24,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from experiments import spaces, verdict
-from experiments.report import fmt, mean_std
+from experiments.common import kept_runs, spaces
+from experiments.common.tables import fmt, mean_std
 from neuroshrink import export
 
 UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000 ** 2}
@@ -50,14 +50,14 @@ def candidates(rows, kept):
     for row in rows:
         for record in row["records"]:
             place = files_of(record, kept)
-            for kind, key, file in verdict.KINDS:
+            for kind, key, file in kept_runs.KINDS:
                 if place and record.get(key) and (place / file).exists():
                     yield row, record, kind, place
 
 
 def files_of(record, kept):
     """The folder with the run's ONNX files: its run folder, else the copy kept with the records."""
-    for place in (Path(record["run"]), kept and verdict.kept(record, kept)):
+    for place in (Path(record["run"]), kept and kept_runs.kept(record, kept)):
         if place and (place / "model.onnx").exists():
             return place
     return None
@@ -73,7 +73,7 @@ def ms_of(record, kind, latency):
 
 def ship(row, record, kind, place, splits, target, study):
     """`target` (a file path): the run's `kind` file, self-contained; returns its path."""
-    key, file = {k: (key, f) for k, key, f in verdict.KINDS}[kind]
+    key, file = {k: (key, f) for k, key, f in kept_runs.KINDS}[kind]
     about = {"dataset": record["dataset"], "study": study, **row.get("about", {"budget": row["budget"]}),
              "method": row["method"], "seed": record["seed"], "params": record["params"],
              "test_acc": record[key]["test_acc"]}
@@ -137,7 +137,7 @@ def winners(rows, splits, kept, latency, deploy, study, seeds, named=lambda budg
         folder = deploy / folder_of(budget)
         folder.mkdir(parents=True, exist_ok=True)
         files = [(row, record, kind, ship(row, record, kind, place, splits, folder / file, study))
-                 for kind, key, file in verdict.KINDS if record.get(key) and (place / file).exists()]
+                 for kind, key, file in kept_runs.KINDS if record.get(key) and (place / file).exists()]
         why = (f"The winner at {named(budget)}: the method with the best mean validation accuracy over its "
                f"{seeds} seeds ({row['method']}, {statistics.fmean(x['val_acc'] for x in row['records']):.2f} %), "
                "then its seed with the best validation accuracy. Chosen by validation, never by test.")
@@ -193,7 +193,7 @@ def fit(rows, splits, kept, latency, deploy, study, limits):
         val, row, record, kind, path = max(fitting, key=lambda f: f[0])
         folder = deploy / name
         folder.mkdir(parents=True, exist_ok=True)
-        file = {k: f for k, _, f in verdict.KINDS}[kind]
+        file = {k: f for k, _, f in kept_runs.KINDS}[kind]
         for old in folder.glob("*.onnx"):
             old.unlink()
         shutil.copyfile(path, folder / file)

@@ -1,6 +1,6 @@
 """The studies of experiments.shrink, driven: each method's search and seeds at a budget, the
 wide model, and the pairing of every plain method's runs with the dendritic runs of the same
-seed. experiments/shrink.py holds the command and its defaults; experiments/methods.py what
+seed. command.py holds the command and its defaults; methods.py what
 each method trains."""
 
 import argparse
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import optuna
 
-from experiments import spaces, studies, verdict
-from experiments.methods import (BY_NAME, WIDE, budget_epochs, overrides, search_trials, strong_overrides,
+from experiments.common import kept_runs, spaces, studies
+from experiments.common.runner import check_settings, check_stored, run_cell
+from experiments.shrink.methods import (BY_NAME, WIDE, budget_epochs, overrides, search_trials, strong_overrides,
                                  study_name, suggest, width_for, without_repeats)
-from experiments.runner import check_settings, check_stored, run_cell
 from neuroshrink.flags import positive
 
 
@@ -77,7 +77,7 @@ def train_wide(args, url, runs):
         record = trained(args, ("wide", "wide", None), cell, runs / study.study_name / f"s{cell['seed']}",
                          no_dendrites=True, **changes)
         if args.kept_wide:
-            verdict.keep([record], args.kept_wide, verdict.WIDE_FILES)
+            kept_runs.keep([record], args.kept_wide, kept_runs.WIDE_FILES)
         return record["val_acc"], record
     cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
     if not args.report_only:
@@ -85,9 +85,9 @@ def train_wide(args, url, runs):
     records = studies.records(study)
     if not args.kept_wide or args.report_only:  # a report needs the wide model's records only
         return {r["seed"]: Path(r["run"]) for r in records}, records
-    verdict.keep(records, args.kept_wide, verdict.WIDE_FILES)
+    kept_runs.keep(records, args.kept_wide, kept_runs.WIDE_FILES)
     # its own run folder, or (trained on another machine) the copy kept with the records
-    return {r["seed"]: verdict.run_folder(r, args.kept_wide, verdict.WIDE_FILES) for r in records}, records
+    return {r["seed"]: kept_runs.run_folder(r, args.kept_wide, kept_runs.WIDE_FILES) for r in records}, records
 
 
 def trained(args, key, cell, run_dir, **changes):
@@ -162,7 +162,7 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
         record = trained(args, ("seeds", method.name, budget), cell, runs / study.study_name / f"s{cell['seed']}",
                          **changes)
         if args.kept:
-            verdict.keep([record], args.kept, verdict.SEED_FILES)
+            kept_runs.keep([record], args.kept, kept_runs.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
     studies.work(study, cells_for, train, poll=studies.poll_seconds(args.heartbeat))
     return study

@@ -64,7 +64,7 @@ plan (runs per stage, minutes expected) is printed before the first run, progres
 Every study ends with the answer in words (also on top of its report): per budget, whether the
 dendrites beat their control beyond the seeds' spread, the method to use (by validation), and
 its best-validation seed shipped self-contained to results/<dataset>/deploy/<study>/<budget>/
-(experiments/deploy.py; --fit 30kB 0.05ms ships what fits a device instead).
+(experiments/common/deploy.py; --fit 30kB 0.05ms ships what fits a device instead).
 
 Like the width sweep it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
 by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
@@ -73,11 +73,12 @@ shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 
 import torch.nn as nn
 
-from experiments import deploy, plan, shrink_report, verdict
-from experiments.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
+from experiments.common import deploy, kept_runs
+from experiments.common.runner import cli, common_parser, folders
+from experiments.shrink import plan, report
+from experiments.shrink.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
                                  USER_METHODS, budget_epochs, check_methods, layouts, width_for)
-from experiments.runner import cli, common_parser, folders
-from experiments.shrink_studies import add_study_options, best_trials, run_budget, train_wide
+from experiments.shrink.stages import add_study_options, best_trials, run_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -238,36 +239,32 @@ def main(args):
     if wide_runs:
         results = {budget: run_budget(args, url, budget, shape, wide_runs, runs, results[budget])
                    for budget in args.budgets}
-    rows = shrink_report.verdict_rows(args, results, wide_records)
+    rows = report.verdict_rows(args, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
         return None
     splits = splits or data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
     if args.recipe == "strong":
-        verdict.keep([r for row in rows for r in row["records"]], args.kept, verdict.SEED_FILES)
+        kept_runs.keep([r for row in rows for r in row["records"]], args.kept, kept_runs.SEED_FILES)
     if args.fit:
         return ship_fit(args, rows, splits, results_dir, name)
     if args.time_inference:  # the test images, as every run's own timing used
-        verdict.time_inference(rows, splits, results_dir / f"{name}-latency.json", args.kept)
-    shipped = deploy.winners(rows, splits, args.kept, verdict.read_latency(results_dir / f"{name}-latency.json"),
+        kept_runs.time_inference(rows, splits, results_dir / f"{name}-latency.json", args.kept)
+    shipped = deploy.winners(rows, splits, args.kept, kept_runs.read_latency(results_dir / f"{name}-latency.json"),
                              results_dir / "deploy" / name, name, args.seeds)
     answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)
     searched = best_trials(args, url) if args.maintainer else {}
-    report, written = shrink_report.write(args, rows, wide_records, results_dir, name, answer, searched)
-    print("\n" + report + f"\nwrote {results_dir}/{', '.join(written)}")
+    text, written = report.write(args, rows, wide_records, results_dir, name, answer, searched)
+    print("\n" + text + f"\nwrote {results_dir}/{', '.join(written)}")
     print("\n" + answer)  # last, for whoever asked the question
     return rows
 
 
 def ship_fit(args, rows, splits, results_dir, name):
-    latency = verdict.read_latency(results_dir / f"{name}-latency.json")
+    latency = kept_runs.read_latency(results_dir / f"{name}-latency.json")
     found = deploy.fit(rows, splits, args.kept, latency, results_dir / "deploy" / name, name, args.fit)
     if found is None:
         raise UsageError(f"--fit: no model of {name} is within {deploy.describe(args.fit)}")
     folder, text = found
     print(text + f"\nwrote {folder}/")
     return rows
-
-
-if __name__ == "__main__":
-    cli(main, get_args_parser)

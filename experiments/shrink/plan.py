@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from experiments import studies
-from experiments.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
-from experiments.spaces import SWITCH_PATIENCES
+from experiments.common import studies
+from experiments.common.spaces import SWITCH_PATIENCES
+from experiments.shrink.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
 from neuroshrink import augment, build, data, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch

@@ -4,7 +4,7 @@ model's width at a budget, its training flags, the studies its runs are stored i
 The methods and their pairings are data (Method): a plain method pairs with the dendritic run
 whose epochs it trains, a control takes another method's configuration and the paired run's
 restarts, and a method may start from the wide model (pruned from it, or distilled from it as
-a teacher). experiments/shrink.py runs them; docs/verdict.md says why each exists.
+a teacher). The shrink command runs them; docs/verdict.md says why each exists.
 """
 
 import math
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from experiments import spaces
+from experiments.common import spaces
 from model import count_parameters, width_for_params
 from neuroshrink import build, data, placement
 from neuroshrink.errors import UsageError

@@ -1,0 +1,14 @@
+"""python -m experiments.shrink: which method shrinks a CNN best, at equal parameter budgets,
+tuned alike (docs/verdict.md). Its files, top-down:
+
+    command   the command line, its defaults and main(): plan, studies, report, the answer
+    stages    each method's search and seeds at a budget, the wide model, pairing, driven
+    methods   what each method trains, as RunConfig overrides; budgets, epochs, study names
+    plan      the plan and its cost before anything trains, --minutes, progress
+    report    the tables and plots of a study, either recipe (verdict: the strong recipe's)
+    verdict   the strong recipe's report: kB, int8, ONNX Runtime ms, its plots
+"""
+
+from experiments.shrink.command import cli, get_args_parser, main
+
+__all__ = ["cli", "get_args_parser", "main"]

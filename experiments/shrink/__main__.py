@@ -1,0 +1,3 @@
+from experiments.shrink.command import cli, get_args_parser, main
+
+cli(main, get_args_parser)
