@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", choices=data.DATASETS)
+    p.add_argument("--dataset", default="digits", type=data.source, help=", ".join(data.CHOICES))
     p.add_argument("--width", type=positive(float), default=0.125)
     p.add_argument("--epochs", type=positive(int), default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
     p.add_argument("--batch-size", type=positive(int), default=64)

@@ -61,7 +61,7 @@ TRAINING_PARTS = ("data", "setup", "train", "evaluate", "tracker", "checkpoint")
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.time_to_target", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion-mnist", choices=data.DATASETS)
+    p.add_argument("--dataset", default="fashion-mnist", type=data.source, help=", ".join(data.CHOICES))
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                    help=f"which to train (the first is the ratios' reference; default: all, {REFERENCE} first)")
     p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every recipe")
