@@ -175,16 +175,11 @@ def read_images(root, paths, image_size, reading=image_files.Reading()):
                                       for image, path in zip(loaded, paths)]))
 
 
-def loading_bytes(count, channels, size):
-    """The most memory a data set takes while it is made: three bytes a pixel value (the decoded
-    images, stacked into one array, copied into the splits) and one channel at a time as float32
-    (the training split's statistics)."""
-    return count * size * size * (3 * channels + 4)
-
-
 def fits_in_memory(count, channels, size, source):
-    """Refuse, in one line, images that would not fit in the memory free now while they are loaded."""
-    need, free = loading_bytes(count, channels, size), available_memory()
+    """Refuse, in one line, images that would not fit in the memory free now while they are loaded:
+    three bytes a pixel value (the decoded images, stacked into one array, copied into the splits)
+    and one channel at a time as float32 (the training split's statistics)."""
+    need, free = count * size * size * (3 * channels + 4), available_memory()
     if free is not None and need > free:
         raise DataError(f"{source}: {count:,} images of {channels} x {size} x {size} take {amount(need)} while "
                         f"loading, more than the {amount(free)} free here; pass "
@@ -232,7 +227,8 @@ def load_npz(path, image_size, split):
         shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
         print(f"{source}: the labels are {shown}, not 0..{len(classes) - 1}: class k is the k-th smallest, "
               "and its value is its class name")
-    tensors = [(as_pixels(square(torch.from_numpy(x), image_size, source)),
+    # float pixel values, resized, as the uint8 pixels a deployed model takes: rounded
+    tensors = [(square(torch.from_numpy(x), image_size, source).round().clamp(0, 255).to(torch.uint8),
                 torch.from_numpy(np.searchsorted(classes, y)).long())
                for x, y in zip(images, labels)]
     if len(tensors) == 2 and tensors[0][0].shape[1:] != tensors[1][0].shape[1:]:
@@ -327,11 +323,6 @@ def square(x, image_size, source):
     if x.shape[-1] != x.shape[-2]:
         raise DataError(f"{source}: the images are {x.shape[-1]}x{x.shape[-2]}, not square; pass --image-size S")
     return x
-
-
-def as_pixels(x):
-    """Float pixel values 0-255 as the uint8 pixels a deployed model takes: rounded."""
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def carve_val(x, y, classes, split, source):
