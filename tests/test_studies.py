@@ -128,6 +128,25 @@ def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for another worker here
+def test_a_worker_that_need_not_wait_moves_on_while_another_trains():
+    """wait=False: the cells ready to start are trained, and the worker returns while another
+    worker still trains its cell (it moves on to other studies instead of idling)."""
+    with tempfile.TemporaryDirectory() as folder:
+        study = studies.open_study(f"sqlite:///{folder}/sweep.db", "seeds", heartbeat=60)
+        x, y = {"name": "x"}, {"name": "y"}
+        study.enqueue_trial({}, user_attrs={"cell": x})
+        study.ask()  # another worker took x and trains it
+        trained = []
+
+        def train(cell):
+            trained.append(cell["name"])
+            return 1.0, {"cell": cell}
+        studies.work(study, lambda records: [x, y], train, poll=0.1, wait=False)
+        assert trained == ["y"]
+        assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.COMPLETE]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for another worker here
 def test_a_search_counts_the_trials_made_before_a_new_one(tmp_path):
     """What keeps the trial count exact when two workers start trials at the same moment."""
     study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "count")

@@ -155,8 +155,8 @@ def poll_seconds(heartbeat):
     return min(5, heartbeat / 4)
 
 
-def work(study, cells_for, train, poll=5):
-    """Train cells until none is waiting or being trained by anyone.
+def work(study, cells_for, train, poll=5, wait=True):
+    """Train cells until none is waiting or (with `wait`) being trained by anyone.
 
     cells_for(records) -> every cell the sweep needs, given the records finished so far (a
     cell can depend on another's record); train(cell) -> (objective value, record).
@@ -179,7 +179,7 @@ def work(study, cells_for, train, poll=5):
     more = True
     while more:
         enqueue_missing(study, cells_for(records(study)))
-        more = step(study, objective, poll)
+        more = step(study, objective, poll, wait=wait)
 
 
 def trials_before(study, number):
@@ -219,15 +219,15 @@ def search(study, n_trials, train, poll=5):
         pass
 
 
-def step(study, objective, poll, start_another=lambda states: False):
+def step(study, objective, poll, start_another=lambda states: False, wait=True):
     """One turn of a worker: run a trial if one is waiting (or `start_another` says so),
-    else wait while other workers run theirs, failing any whose worker vanished (which
-    enqueues it again). False once there is nothing left to run or wait for."""
+    else (with `wait`) wait while other workers run theirs, failing any whose worker vanished
+    (which enqueues it again). False once there is nothing left to run or wait for."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     with quietly():
         if TrialState.WAITING in states or start_another(states):
             study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
-        elif TrialState.RUNNING in states:
+        elif wait and TrialState.RUNNING in states:
             time.sleep(poll)
             optuna.storages.fail_stale_trials(study)
         else:

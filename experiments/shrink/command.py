@@ -78,7 +78,7 @@ from experiments.common.runner import cli, common_parser, folders
 from experiments.shrink import plan, report
 from experiments.shrink.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
                                  USER_METHODS, budget_epochs, check_methods, layouts, width_for)
-from experiments.shrink.stages import add_study_options, best_trials, run_budget, train_wide
+from experiments.shrink.stages import add_study_options, best_trials, every_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -233,12 +233,11 @@ def main(args):
 
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.
-    results = {budget: run_budget(args, url, budget, shape, {}, runs) for budget in args.budgets}
+    results = every_budget(args, url, shape, runs)
     needs_wide = any(BY_NAME[n].wide for n in args.methods)
     wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])
     if wide_runs:
-        results = {budget: run_budget(args, url, budget, shape, wide_runs, runs, results[budget])
-                   for budget in args.budgets}
+        results = every_budget(args, url, shape, runs, wide_runs, results)
     rows = report.verdict_rows(args, results, wide_records)
     if not rows:
         print("nothing stored to report yet")

@@ -138,9 +138,10 @@ def chosen(study):
     return hp, counted[0].value if len(counted) > 1 and len({t.value for t in counted}) == 1 else None
 
 
-def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
+def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs, wait=True):
     """Seeds 1..S of the chosen configuration; a paired method's seed s waits for the paired
-    dendritic run of seed s, and trains at least its epochs (a control: with its restarts)."""
+    dendritic run of seed s, and trains at least its epochs (a control: with its restarts).
+    Without `wait`, returns once no seed is left to start, while other workers train theirs."""
     study = open_study(args, url, study_name(args, "seeds", method, budget))
     if study is None or args.report_only:
         return study
@@ -164,15 +165,26 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs):
         if args.kept:
             kept_runs.keep([record], args.kept, kept_runs.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
-    studies.work(study, cells_for, train, poll=studies.poll_seconds(args.heartbeat))
+    studies.work(study, cells_for, train, poll=studies.poll_seconds(args.heartbeat), wait=wait)
     return study
 
 
-def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
+def every_budget(args, url, shape, runs, wide_runs=None, before=None):
+    """run_budget at every budget, twice: first training only what is ready to start, so that a
+    worker moves on (to the seed that pairs with a finished one, to the next budget) instead of
+    idling while another worker trains a study's last seed; then waiting for those."""
+    for wait in (False, True):
+        results = {budget: run_budget(args, url, budget, shape, wide_runs or {}, runs, (before or {}).get(budget),
+                                      wait) for budget in args.budgets}
+    return results
+
+
+def run_budget(args, url, budget, shape, wide_runs, runs, before=None, wait=True):
     """The methods at one budget, dendritic methods first (the others pair with their seeds):
     without `wide_runs` those that do not start from the wide model, with it those that do
     (`before`: the others' results, to pair with). Returns {method name: (its seed records,
-    the accuracy of its undecided search or None)}, `before` included."""
+    the accuracy of its undecided search or None)}, `before` included. Searches always wait
+    for their last trial (the seeds train what it chose); seeds only with `wait`."""
     results, chosen_hp, undecided = dict(before or {}), {}, {}
     for method in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain):
         if bool(method.wide) != bool(wide_runs):
@@ -186,7 +198,7 @@ def run_budget(args, url, budget, shape, wide_runs, runs, before=None):
         if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
             hp = spaces.control(hp)
         paired = results.get(method.paired, ([], None))[0]
-        study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs)
+        study = train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs, wait)
         if study is not None:
             results[method.name] = studies.records(study), undecided[method.control or method.name]
     return results
