@@ -44,6 +44,15 @@ def test_progress_scales_what_is_left_by_how_the_finished_runs_did():
     assert out.getvalue().count("\n") == 1
 
 
+def test_a_continued_study_is_estimated_from_its_finished_runs():
+    done = {("seeds", "dendritic", 10): [100.0, 300.0], ("seeds", "matched", 10): [],
+            ("seeds", "plain", 10): [], ("search", "dendritic", 10): [None]}  # a record from before wall time
+    assert plan.per_run(("seeds", "dendritic", 10), done, 999.0) == 200.0  # its own finished runs' mean
+    assert plan.per_run(("seeds", "matched", 10), done, 999.0) == 200.0  # a control: its paired dendritic runs'
+    assert plan.per_run(("seeds", "plain", 10), done, 999.0) == 999.0  # not a control: the timing's estimate
+    assert plan.per_run(("search", "dendritic", 10), done, 999.0) == 999.0
+
+
 def test_the_study_plans_first_fits_its_minutes_and_answers_in_words(tmp_path, monkeypatch):
     folder = write_folder(tmp_path / "images")
     (tmp_path / "user_cnn.py").write_text(USER_CNN)

@@ -6,8 +6,9 @@ width, and its validation and test images times the seconds one takes to evaluat
 rates are measured here, on this machine, on the user's model and images (a few batches of
 each width, timed; `measure_rates`). A dendritic run trains its first schedule at its base
 width and its second with one dendrite set, which doubles the layers' work: DENDRITE_FACTOR
-on its epochs. As runs finish, the estimate of what is left is scaled by how far the finished
-runs were from their own estimates.
+on its epochs. A stage some of whose runs the storage holds finished (a study continued) is
+estimated at their mean time instead. As runs finish, the estimate of what is left is scaled by
+how far the finished runs were from their own estimates.
 """
 
 import time
@@ -160,13 +161,25 @@ def key(run):
 
 
 def done_already(args, url, runs):
-    """How many runs of each (stage, method, budget) the storage holds finished already."""
+    """The wall seconds of each run of each (stage, method, budget) the storage holds finished
+    (None where a record from before they were recorded has none)."""
     done = {}
     for k in dict.fromkeys(map(key, runs)):
         stage, method, budget = k
         name = study_name(args, "wide") if stage == "wide" else study_name(args, stage, BY_NAME[method], budget)
-        done[k] = len(studies.finished(studies.open_study(url, name))) if studies.study_exists(url, name) else 0
+        found = studies.finished(studies.open_study(url, name)) if studies.study_exists(url, name) else []
+        done[k] = [t.user_attrs["record"].get("wall_seconds") for t in found]
     return done
+
+
+def per_run(k, done, estimate):
+    """A run's expected seconds: the mean of its stage's finished runs (on whichever machine
+    trained them), else of its paired dendritic runs for a control (the same network less the
+    dendrites, as many epochs), else `estimate` from the timing."""
+    stage, method, budget = k
+    paired = BY_NAME[method].paired if method in BY_NAME and BY_NAME[method].control else None
+    finished = [s for s in done[k] or done.get((stage, paired, budget), []) if s is not None]
+    return sum(finished) / len(finished) if finished else estimate
 
 
 def size(args, url, splits, shape, rates):
@@ -222,19 +235,21 @@ def plan_first(args, url, splits, shape):
     remaining, lines = [], []
     for k in dict.fromkeys(map(key, runs)):
         group = [run for run in runs if key(run) == k]
-        left = max(0, len(group) - done[k])
-        remaining += [(k, seconds(group[0], rates, evaluated) if strong else 0.0)] * left
+        left = max(0, len(group) - len(done[k]))
+        remaining += [(k, per_run(k, done, seconds(group[0], rates, evaluated)) if strong else 0.0)] * left
         stage, method, budget = k
         what = "the wide model, seeds 0-" + str(args.seeds) if budget is None else f"{method} at {budget:,}"
         cost = f", about {minutes(left * remaining[-1][1])} min" if strong and left else ""
-        lines.append(f"  {stage:<6} {what:<30} {len(group):>3} runs" + (f", {done[k]} done" if done[k] else "") + cost)
+        lines.append(f"  {stage:<6} {what:<30} {len(group):>3} runs" + (f", {len(done[k])} done" if done[k] else "")
+                     + cost)
     total = sum(e for _, e in remaining)
     print(f"plan: {len(args.methods)} methods ({', '.join(args.methods)}) at {len(args.budgets)} budgets, "
           f"{args.trials} search trial(s) a method, {args.seeds} seeds, the {args.recipe} recipe, "
           f"{len(splits.train[1]):,} training images:")
     print("\n".join(lines))
-    estimate = (f"about {minutes(total)} minutes on this machine (from a {timing:.0f}-second timing of "
-                f"{args.model} on these images at each width; the estimate is corrected as runs finish)"
+    estimate = (f"about {minutes(total)} minutes on this machine (from the finished runs' times, else a "
+                f"{timing:.0f}-second timing of {args.model} on these images at each width; the estimate is "
+                "corrected as runs finish)"
                 if strong else "minutes not estimated: early stopping decides each run's epochs")
     print(f"in all: {len(remaining)} runs to train of {len(runs)}, {estimate}. Stop it at any time (Ctrl-C) and "
           "run the same command again to continue where it stopped.", flush=True)
