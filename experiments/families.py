@@ -21,7 +21,7 @@ import torch
 
 import train_phase2
 from neuroshrink.machine import cpu_name
-from experiments.common.runner import cli
+from experiments.common.runner import add_outputs, cli
 from neuroshrink import data
 from neuroshrink.config import RunConfig
 from neuroshrink.options import add_options, resolved_defaults
@@ -30,14 +30,12 @@ from neuroshrink.flags import Parser, positive
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.families", description=__doc__.split("\n\n")[0])
-    shared = ["dataset", "data_dir", "recipe", "precision", "threads", "quick"]  # every candidate's
-    add_options(p, shared, resolved_defaults(shared))
+    shared = ["dataset", "data_dir", "recipe", "precision", "threads", "quick", "epochs"]  # every candidate's
+    add_options(p, shared, resolved_defaults(shared) | {"epochs": 4}, default_notes={"epochs": "4"})
     p.add_argument("--budget", type=positive(int), default=80000, help="parameters of every candidate")
     p.add_argument("--models", nargs="+", default=["net", "rescnn", "conv2pool", "slim"],
                    help="the candidates (built-in names or package.module:factory)")
-    p.add_argument("--epochs", type=positive(int), default=4, help="epochs of every candidate")
-    p.add_argument("--seeds", type=positive(int), default=1, help="seeds 1..N of every candidate")
-    p.add_argument("--results", default="results", help="the report goes to <results>/<dataset>/")
+    add_outputs(p, "the report goes to <results>/<dataset>/", seeds=(1, "every candidate"))
     return p
 
 

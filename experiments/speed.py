@@ -37,11 +37,13 @@ import torch
 import torch.nn.functional as F
 
 import train_phase2
+from experiments.common.runner import cli
 from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
 from neuroshrink import build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
+from neuroshrink.options import add_options
 from neuroshrink.training import train_one_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="digits", type=data.source, help=", ".join(data.CHOICES))
-    p.add_argument("--width", type=positive(float), default=0.125)
-    p.add_argument("--epochs", type=positive(int), default=None, help="epochs per loop (default: 20 digits, 2 otherwise)")
-    p.add_argument("--batch-size", type=positive(int), default=64)
+    add_options(p, ["dataset", "width", "epochs", "batch_size"],
+                {"dataset": "digits", "width": 0.125, "epochs": None, "batch_size": 64},
+                default_notes={"dataset": "digits", "width": "0.125", "epochs": "20 digits, 2 otherwise", "batch_size": "64"})
     p.add_argument("--profile", action="store_true",
                    help="only profile one training pass of the converted model with 2 dendrite sets, per precision")
     p.add_argument("--precisions", nargs="+", default=None, choices=precision.PRECISIONS,
@@ -308,4 +309,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli(main, get_args_parser)

@@ -26,7 +26,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from experiments.common.runner import cli, run_in
+from experiments.common.runner import add_outputs, cli, run_in
 from experiments.common.tables import fmt, mean_std, new_figure
 from neuroshrink import data
 from neuroshrink.config import RunConfig
@@ -52,13 +52,12 @@ def get_args_parser():
     add_options(p, shared, resolved_defaults(shared) | {"dataset": "fashion-mnist", "precision": "auto"})
     p.add_argument("--budgets", type=positive(int), nargs="+", default=[75000, 20000, 5000],
                    help="parameter budgets of the strong recipe's runs; the first is timed against today's")
-    p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run")
     p.add_argument("--level", type=positive(float), default=LEVEL,
                    help="validation accuracy %% whose first epoch the time-to-accuracy figures report")
     p.add_argument("--worker", default="1/1", metavar="K/N",
                    help="train every N-th run from the K-th (two workers: 1/2 and 2/2)")
-    p.add_argument("--results", default="results", help="recipe.csv, recipe.md and the plot go to <results>/<dataset>/")
-    p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/recipe/")
+    add_outputs(p, "recipe.csv, recipe.md and the plot go to <results>/<dataset>/", runs="<runs>/<dataset>/recipe/",
+                seeds=(3, "every run"))
     p.add_argument("--report-only", action="store_true", help="no training: the report from recipe.csv")
     return p
 

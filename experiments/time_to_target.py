@@ -39,10 +39,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import train_phase2
 from experiments.common.tables import fmt, mean_std
+from experiments.common.runner import add_outputs, cli
 from neuroshrink import augment, build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.machine import cpu_name, matmul_gflops, today
+from neuroshrink.options import add_options
 from neuroshrink.run_folder import read_run
 from neuroshrink.training import evaluate, train_one_epoch
 
@@ -61,14 +63,12 @@ TRAINING_PARTS = ("data", "setup", "train", "evaluate", "tracker", "checkpoint")
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.time_to_target", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion-mnist", type=data.source, help=", ".join(data.CHOICES))
+    add_options(p, ["dataset", "threads", "quick"], {"dataset": "fashion-mnist", "threads": None, "quick": False},
+                default_notes={"dataset": "fashion-mnist"})
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                    help=f"which to train (the first is the ratios' reference; default: all, {REFERENCE} first)")
-    p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every recipe")
-    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads (default: torch's choice)")
-    p.add_argument("--results", default="results/speed", help="the report goes to <results>/<dataset>-time-to-target.md")
-    p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/time-to-target/")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny data, every recipe capped at a few epochs")
+    add_outputs(p, "the report goes to <results>/<dataset>-time-to-target.md", runs="<runs>/<dataset>/time-to-target/",
+                seeds=(3, "every recipe"), results_default="results/speed")
     return p
 
 
@@ -253,4 +253,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli(main, get_args_parser)

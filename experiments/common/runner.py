@@ -31,9 +31,8 @@ def common_parser(name, description):
     p = Parser(prog=f"python -m experiments.{name}", description=description)
     add_options(p, sweep_names(), resolved_defaults(sweep_names()) | {"precision": None}, default_notes={
         "precision": "auto for a new sweep; one already started keeps the precision it began with"})
-    p.add_argument("--seeds", type=positive(int), default=3, help="seeds 1..N of every run that is tested")
-    p.add_argument("--results", default="results", help="tables, plots and records go to <results>/<dataset>/")
-    p.add_argument("--runs", default="runs", help="run folders go to <runs>/<dataset>/")
+    add_outputs(p, "tables, plots and records go to <results>/<dataset>/", runs="<runs>/<dataset>/",
+                seeds=(3, "every run that is tested"))
     p.add_argument("--report-only", action="store_true", help="no training: report the stored runs")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by the workers (default: sqlite:///<results>/<dataset>/sweep.db; "
@@ -41,6 +40,16 @@ def common_parser(name, description):
     p.add_argument("--heartbeat", type=positive(int), default=30,
                    help="seconds between a worker's heartbeats; a run 3 beats late is retried by another worker")
     return p
+
+
+def add_outputs(p, results, runs=None, seeds=None, results_default="results"):
+    """The options every experiment has, each in words of its own: --results (`results`: what
+    goes there), --runs (`runs`: the folder its run folders go to), --seeds ((default, of what))."""
+    p.add_argument("--results", default=results_default, help=results)
+    if runs:
+        p.add_argument("--runs", default="runs", help=f"run folders go to {runs}")
+    if seeds:
+        p.add_argument("--seeds", type=positive(int), default=seeds[0], help=f"seeds 1..N of {seeds[1]}")
 
 
 def folders(args):
