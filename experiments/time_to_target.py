@@ -28,7 +28,6 @@ a stopped one is trained again from its start, so every time shown is one uninte
 import contextlib
 import dataclasses
 import io
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -37,15 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import train_phase2
 from experiments.common.tables import fmt, mean_std
-from experiments.common.runner import add_outputs, cli
+from experiments.common.runner import add_outputs, cli, run_in
 from neuroshrink import augment, build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.machine import cpu_name, matmul_gflops, today
 from neuroshrink.options import add_options
-from neuroshrink.run_folder import read_run
 from neuroshrink.training import evaluate, train_one_epoch
 
 REFERENCE = "today"
@@ -175,14 +172,10 @@ def empty_compiler_cache():
 
 def trained(config, folder):
     """The finished run of `config` in `folder`: found there, or trained there from its start
-    (a compiled one with an empty compiler cache)."""
-    previous = read_run(folder)
-    if previous and previous["status"] == "complete" and RunConfig.of_record(previous).defining() == config.defining():
-        return previous
-    shutil.rmtree(folder, ignore_errors=True)
+    (its time is what is reported; a compiled one with an empty compiler cache)."""
     torch.compiler.reset()  # nothing compiled by an earlier run is kept
     with contextlib.redirect_stdout(io.StringIO()), empty_compiler_cache():  # a first compilation, as on a fresh machine
-        return train_phase2.run(config, folder)
+        return run_in(config, folder, continue_stopped=False)
 
 
 def without_tta(folder, splits):

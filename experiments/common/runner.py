@@ -112,19 +112,21 @@ def run_cell(args, cell, run_dir, **overrides):
             "sweep": {key: getattr(args, key) for key in SHARED}}
 
 
-def run_in(config, run_dir):
-    """train_phase2's run of `config` in `run_dir`, trained there or continued if it stopped;
-    returns its record, brought up to date (records.migrate)."""
+def run_in(config, run_dir, continue_stopped=True):
+    """train_phase2's run of `config` in `run_dir`: the finished one found there, else trained
+    there, continued where it stopped unless `continue_stopped` is False (a timed run: from its
+    start); returns its record, brought up to date (records.migrate)."""
     config, previous = config.resolved(), read_run(run_dir)
     same = previous is not None and RunConfig.of_record(previous).defining() == config.defining()
-    if same and previous["status"] != "complete":  # a worker stopped or vanished
+    finished = same and previous["status"] == "complete"
+    if same and not finished and continue_stopped:  # a worker stopped or vanished
         result = train_phase2.resume(run_dir, threads=config.threads, graph_at_end=True)  # not run settings
-    elif same:
+    elif finished:
         print(f"{run_dir} holds this run, finished: recording it")
         result = previous
     else:
-        if previous is not None:  # another run's (of a study since deleted): stopped or finished
-            print(f"{run_dir} holds a run of other settings: training this one in its place")
+        if previous is not None:  # another run's (of a study since deleted), or a stopped one not continued
+            print(f"{run_dir} holds a run of other settings or stopped: training this one in its place")
             shutil.rmtree(run_dir)
         result = train_phase2.run(config, run_dir)
     return migrate(result)
