@@ -15,10 +15,10 @@ from test_user_data import USER_CNN, write_folder
 
 def test_a_study_of_your_model_defaults_to_what_the_verdict_recommends():
     user = shrink.get_args_parser().parse_args(["--dataset", "folder:images", "--model", "mine:cnn"])
-    shrink.resolve_defaults(user)
+    user = shrink.with_defaults(user)
     assert (user.recipe, user.methods, user.minutes) == ("strong", list(shrink.USER_METHODS), shrink.USER_MINUTES)
     built_in = shrink.get_args_parser().parse_args([])  # digits, net: as the committed reports were made
-    shrink.resolve_defaults(built_in)
+    built_in = shrink.with_defaults(built_in)
     assert (built_in.recipe, built_in.minutes, built_in.seeds, built_in.trials) == ("default", None, 3, 8)
     assert built_in.methods == list(shrink.DEFAULT_METHODS)  # every method but the dendritic student, asked by name
 

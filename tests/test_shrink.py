@@ -153,11 +153,11 @@ def test_a_strong_study_stored_before_an_option_existed_continues_with_its_defau
     counts as its default, and another value is refused."""
     study = studies.open_study(f"sqlite:///{tmp_path / 'sweep.db'}", "strong")
     args = shrink.get_args_parser().parse_args(["--recipe", "strong"])
-    shrink.resolve_defaults(args)
+    args = shrink.with_defaults(args)
     old = {key: getattr(args, key) for key in stages.STRONG_DEFAULTS if key != "allow_zero_decay"}
     study.set_user_attr("strong", old)
     stages.check_strong_settings(study, args)
-    args.allow_zero_decay = True
+    args = args.but(allow_zero_decay=True)
     with pytest.raises(UsageError, match="holds runs made with --allow-zero-decay False, not True"):
         stages.check_strong_settings(study, args)
 

@@ -158,7 +158,7 @@ def test_training_minutes_name_every_cpu_they_were_measured_on():
 def test_flags_that_do_not_go_together_are_refused(flags, message):
     args = shrink.get_args_parser().parse_args(list(flags))
     with pytest.raises(UsageError, match=message):
-        shrink.resolve_defaults(args)
+        shrink.with_defaults(args)
 
 
 def test_the_sweep_ships_the_winner_chosen_by_validation(strong_sweep):

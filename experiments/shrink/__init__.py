@@ -1,7 +1,7 @@
 """python -m experiments.shrink: which method shrinks a CNN best, at equal parameter budgets,
 tuned alike (docs/verdict.md). Its files, top-down:
 
-    command   the command line, its defaults and main(): plan, studies, report, the answer
+    command   the command line, the Study resolved once from it, and main(): studies, report, answer
     stages    each method's search and seeds at a budget, the wide model, pairing, driven
     methods   what each method trains, as RunConfig overrides; budgets, epochs, study names
     plan      the plan and its cost before anything trains, --minutes, progress

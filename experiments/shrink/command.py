@@ -71,18 +71,21 @@ by default): stop and start it at will, or start several. Outputs in results/<da
 shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
 """
 
+import argparse
+
 import torch.nn as nn
 
-from experiments.common import deploy, kept_runs
+from experiments.common import deploy, kept_runs, studies
 from experiments.common.runner import cli, common_parser, folders
 from experiments.shrink import plan, report
 from experiments.shrink.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
-                                 USER_METHODS, budget_epochs, check_methods, layouts, width_for)
+                                 USER_METHODS, budget_epochs, check_methods, layouts, study_name, width_for)
 from experiments.shrink.stages import add_study_options, best_trials, every_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import positive
+from neuroshrink.records import BEFORE_IT_EXISTED
 
 USER_MINUTES = 15  # the default time budget of a study of your model or images
 # No rescnn width gives 1,000 parameters on digits within 10 %, nor 300 with one dendrite set;
@@ -96,7 +99,7 @@ FRACTIONS = (2, 4, 8)  # default budgets elsewhere: 1/2, 1/4, 1/8 of the model's
 
 def get_args_parser():
     p = common_parser("shrink", __doc__.split("\n\n")[0])
-    p.set_defaults(epochs=100, max_dendrites=1, recipe=None, seeds=None)  # resolve_defaults: by model and data
+    p.set_defaults(epochs=100, max_dendrites=1, recipe=None, seeds=None)  # with_defaults: by model and data
     p.add_argument("--budgets", type=positive(int), nargs="+", default=None,
                    help="parameter budgets, trained in this order (default: digits 1000 3658 13706 300 50000, "
                         "with rescnn 3658 13706 50000; fashion-mnist 5500 19000; otherwise 1/2, 1/4 and 1/8 "
@@ -158,102 +161,145 @@ def default_budgets(args, shape):
     return budgets
 
 
-def data_checked(args):
-    """The data, once every method is known to meet every budget (a budget some method cannot
-    meet fails now, not mid-sweep)."""
-    build.model_factory(args.model)  # a --model that cannot be imported: one line, now
-    splits = data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
-    shape = build.data_shape(splits)
-    args.budgets = args.budgets or default_budgets(args, shape)
-    for budget in args.budgets:
-        for name in args.methods:
-            try:
-                width_for(args, BY_NAME[name], budget, shape)
-            except ValueError as e:
-                raise UsageError(f"--budgets {budget}: {name} cannot have {budget:,} parameters with "
-                                 f"{args.model}: {e}") from None
-    return splits
+class Study(argparse.Namespace):
+    """A shrink study as its command line asks for it, settled once before anything trains
+    (resolve): every option, the defaults that depend on the recipe, the data and the model,
+    its budgets, dendrite layouts, storage, precision and plan. Read-only from then on."""
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a resolved study is read-only: {name}")
+
+    def but(self, **changes):
+        return Study(**vars(self) | changes)
 
 
-def resolve_defaults(args):
-    """The defaults that depend on the recipe, the data and the model; flags that do not go
-    together refused."""
+def with_defaults(args):
+    """The command line with the defaults that depend on the recipe, the data and the model;
+    flags that do not go together refused."""
     user = not built_in(args)  # your model or your images: the defaults the verdict recommends
-    args.recipe = args.recipe or ("strong" if user else "default")
-    strong = args.recipe == "strong"
-    args.methods = args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else DEFAULT_METHODS)
-    # --minutes sizes what is not given (main, once the model has been timed on the data)
-    args.minutes = args.minutes or (USER_MINUTES if user and strong else None)
-    args.given = {k: getattr(args, k) for k in ("trials", "seeds", "search_images")}
-    args.trials = args.trials or (12 if strong else 8)
-    args.seeds = args.seeds or 3
-    args.search_epochs = args.search_epochs or args.schedule_epochs
+    recipe = args.recipe or ("strong" if user else "default")
+    strong = recipe == "strong"
+    study = Study(**vars(args)).but(
+        recipe=recipe,
+        methods=args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else DEFAULT_METHODS),
+        # --minutes sizes what is not given (resolve, once the model has been timed on the data)
+        minutes=args.minutes or (USER_MINUTES if user and strong else None),
+        given={k: getattr(args, k) for k in ("trials", "seeds", "search_images")},
+        trials=args.trials or (12 if strong else 8), seeds=args.seeds or 3,
+        search_epochs=args.search_epochs or args.schedule_epochs,
+        quantize="int8" if strong else args.quantize,  # every final model, for its bytes and accuracy in int8
+        wide=args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
+                           if built_in(args) else 1.0))
     if strong:
-        args.quantize = "int8"  # every final model, for its bytes and accuracy in int8
-        other = [name for name in args.methods if name not in STRONG_ALLOWED]
+        other = [name for name in study.methods if name not in STRONG_ALLOWED]
         if other:
             raise UsageError(f"--recipe strong: {', '.join(other)} train with a library recipe of their own; "
                              f"choose from {', '.join(STRONG_ALLOWED)}")
-        if args.epochs < budget_epochs(args):
-            raise UsageError(f"--epochs {args.epochs}: a dendritic run takes {budget_epochs(args)} "
-                             f"({args.max_dendrites + 1} schedules of {args.schedule_epochs}); raise it")
-    elif args.search_images or args.time_inference or args.minutes or args.maintainer:
-        flag = ("search-images" if args.search_images else "time-inference" if args.time_inference else
-                "minutes" if args.minutes else "maintainer")
+        if study.epochs < budget_epochs(study):
+            raise UsageError(f"--epochs {study.epochs}: a dendritic run takes {budget_epochs(study)} "
+                             f"({study.max_dendrites + 1} schedules of {study.schedule_epochs}); raise it")
+    elif study.search_images or study.time_inference or study.minutes or study.maintainer:
+        flag = ("search-images" if study.search_images else "time-inference" if study.time_inference else
+                "minutes" if study.minutes else "maintainer")
         raise UsageError(f"--{flag}: only with --recipe strong")
-    check_methods(args.methods)
-    args.wide = args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
-                              if built_in(args) else 1.0)
+    check_methods(study.methods)
+    return study
+
+
+def checked_budgets(study, shape):
+    """--budgets or the defaults, once every method is known to meet every one (a budget some
+    method cannot meet fails now, not mid-sweep)."""
+    budgets = study.budgets or default_budgets(study, shape)
+    for budget in budgets if shape else ():
+        for name in study.methods:
+            try:
+                width_for(study, BY_NAME[name], budget, shape)
+            except ValueError as e:
+                raise UsageError(f"--budgets {budget}: {name} cannot have {budget:,} parameters with "
+                                 f"{study.model}: {e}") from None
+    return budgets
+
+
+def stored_precision(study):
+    """The precision the first of the study's studies that holds runs trained in (a sweep
+    continues in its own: the committed ones trained in fp32); "auto" for a new one."""
+    for name in [study_name(study, "wide")] + [study_name(study, stage, BY_NAME[m], b) for b in study.budgets
+                                              for m in study.methods for stage in ("search", "seeds")]:
+        stored = studies.study_exists(study.url, name) and studies.open_study(study.url, name).user_attrs.get("sweep")
+        if stored:
+            return stored.get("precision", BEFORE_IT_EXISTED["precision"])
+    return "auto"
+
+
+def resolve(args):
+    """The Study the command line asks for, and the data (None for a report of a built-in
+    model and data set, which reads the records only); training, its plan sized to --minutes
+    and printed, and the progress that each finished run reports to."""
+    study = with_defaults(args)
+    report_only = study.report_only or study.time_inference or bool(study.fit)  # these train nothing
+    build.model_factory(study.model)  # a --model that cannot be imported: one line, now
+    splits = None if report_only and built_in(study) else data.load(study.dataset, study.data_dir, study.image_size,
+                                                                      build.reading_of(study))
+    shape = splits and build.data_shape(splits)
+    results_dir, runs = folders(study)
+    # Whether the model has dropout to tune does not depend on the data's shape.
+    model = build.model_factory(study.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
+                                              width=1.0)
+    strong = study.recipe == "strong"
+    wide_name = f"shrink-{build.label(study.model)}" + ("-strong" if strong else "")
+    name = wide_name + ("-maintainer" if study.maintainer else "")
+    budgets = checked_budgets(study, shape)  # the same in a report as in the training
+    study = study.but(
+        report_only=report_only, results_dir=results_dir, runs_dir=runs, name=name, budgets=budgets, shape=shape,
+        url=study.storage or f"sqlite:///{results_dir / 'sweep.db'}",
+        model_has_dropout=any(isinstance(m, nn.Dropout) for m in model.modules()),
+        # the strong verdict's final models and wide models, kept next to their records
+        kept=results_dir / f"{name}-models" if strong else None,
+        kept_wide=results_dir / f"{wide_name}-models" if strong else None,  # shared
+        # --maintainer: the layouts each budget's dendritic search draws from, said before it starts
+        layouts={budget: layouts(study, budget, shape) for budget in budgets} if study.maintainer and shape else {},
+        progress=None)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if not report_only:  # (a report checks no settings)
+        study = study.but(precision=study.precision or stored_precision(study))
+    for budget, found in study.layouts.items():
+        print(f"--maintainer, {budget:,} parameters: dendrite layouts within the budget: {', '.join(found)}")
+    if not report_only:
+        sized, progress = plan.plan_first(study, study.url, splits, shape)
+        study = study.but(**sized, progress=progress)
+    return study, splits
 
 
 def main(args):
-    resolve_defaults(args)
-    args.report_only = args.report_only or args.time_inference or bool(args.fit)  # these train nothing
-    results_dir, runs = folders(args)
-    # A report of a built-in model and data set reads the records only (no data needed).
-    splits = None if args.report_only and built_in(args) else data_checked(args)
-    shape = splits and build.data_shape(splits)
-    args.budgets = args.budgets or default_budgets(args, shape)  # the same in a report as in the training
-    results_dir.mkdir(parents=True, exist_ok=True)
-    url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
-    # Whether the model has dropout to tune does not depend on the data's shape.
-    model = build.model_factory(args.model)(**(shape or dict(in_channels=1, image_size=8, num_classes=10)),
-                                             width=1.0)
-    args.model_has_dropout = any(isinstance(m, nn.Dropout) for m in model.modules())
-    strong = f"shrink-{build.label(args.model)}" + ("-strong" if args.recipe == "strong" else "")
-    name = strong + ("-maintainer" if args.maintainer else "")
-    # the strong verdict's final models and wide models, kept next to their records
-    args.kept = results_dir / f"{name}-models" if args.recipe == "strong" else None
-    args.kept_wide = results_dir / f"{strong}-models" if args.recipe == "strong" else None  # shared
-    # --maintainer: the layouts each budget's dendritic search draws from, said before it starts
-    args.layouts = {budget: layouts(args, budget, shape) for budget in args.budgets} if args.maintainer and shape else {}
-    for budget, found in args.layouts.items():
-        print(f"--maintainer, {budget:,} parameters: dendrite layouts within the budget: {', '.join(found)}")
-    args.progress = None if args.report_only else plan.plan_first(args, url, splits, shape)
-
+    study, splits = resolve(args)
+    url, runs, results_dir, name = study.url, study.runs_dir, study.results_dir, study.name
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.
-    results = every_budget(args, url, shape, runs)
-    needs_wide = any(BY_NAME[n].wide for n in args.methods)
-    wide_runs, wide_records = train_wide(args, url, runs) if needs_wide else ({}, [])
+    results = every_budget(study, url, study.shape, runs)
+    needs_wide = any(BY_NAME[n].wide for n in study.methods)
+    wide_runs, wide_records = train_wide(study, url, runs) if needs_wide else ({}, [])
     if wide_runs:
-        results = every_budget(args, url, shape, runs, wide_runs, results)
-    rows = report.verdict_rows(args, results, wide_records)
+        results = every_budget(study, url, study.shape, runs, wide_runs, results)
+    rows = report.verdict_rows(study, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
         return None
-    splits = splits or data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args))
-    if args.recipe == "strong":
-        kept_runs.keep([r for row in rows for r in row["records"]], args.kept, kept_runs.SEED_FILES)
-    if args.fit:
-        return ship_fit(args, rows, splits, results_dir, name)
-    if args.time_inference:  # the test images, as every run's own timing used
-        kept_runs.time_inference(rows, splits, results_dir / f"{name}-latency.json", args.kept)
-    shipped = deploy.winners(rows, splits, args.kept, kept_runs.read_latency(results_dir / f"{name}-latency.json"),
-                             results_dir / "deploy" / name, name, args.seeds)
-    answer = deploy.answer(rows, shipped, f"{args.dataset}, {args.model}", results_dir)
-    searched = best_trials(args, url) if args.maintainer else {}
-    text, written = report.write(args, rows, wide_records, results_dir, name, answer, searched)
+    splits = splits or data.load(study.dataset, study.data_dir, study.image_size, build.reading_of(study))
+    if study.recipe == "strong":
+        kept_runs.keep([r for row in rows for r in row["records"]], study.kept, kept_runs.SEED_FILES)
+    if study.fit:
+        return ship_fit(study, rows, splits, results_dir, name)
+    if study.time_inference:  # the test images, as every run's own timing used
+        kept_runs.time_inference(rows, splits, results_dir / f"{name}-latency.json", study.kept)
+    shipped = deploy.winners(rows, splits, study.kept, kept_runs.read_latency(results_dir / f"{name}-latency.json"),
+                             results_dir / "deploy" / name, name, study.seeds)
+    answer = deploy.answer(rows, shipped, f"{study.dataset}, {study.model}", results_dir)
+    searched = best_trials(study, url) if study.maintainer else {}
+    text, written = report.write(study, rows, wide_records, results_dir, name, answer, searched)
     print("\n" + text + f"\nwrote {results_dir}/{', '.join(written)}")
     print("\n" + answer)  # last, for whoever asked the question
     return rows

@@ -183,7 +183,7 @@ def per_run(k, done, estimate):
 
 
 def size(args, url, splits, shape, rates):
-    """--minutes: trials, seeds and the search's images that fit, unless given; the first worker's
+    """--minutes: {trials, seeds, search_images} that fit, unless given; the first worker's
     choice is stored with the study, so that every worker and every restart trains the same plan."""
     n_train, evaluated = len(splits.train[1]), len(splits.val[1]) + len(splits.test[1])
     given = args.given
@@ -205,12 +205,12 @@ def size(args, url, splits, shape, rates):
         chosen = ", ".join(c for c in cut if c) or "the trials, seeds and images given"
         print(f"--minutes {args.minutes:g}: {chosen}"
               + ("" if fits else f"; the smallest plan still takes about {minutes(cost)} minutes"))
-    sized = store.user_attrs["sized"]
-    for k in ("trials", "seeds", "search_images"):
-        if given[k] is not None and given[k] != sized[k]:
-            raise UsageError(f"this study was sized with --{k.replace('_', '-')} {sized[k]}; give the same, "
+    sized = {k: store.user_attrs["sized"][k] for k in ("trials", "seeds", "search_images")}
+    for k, value in sized.items():
+        if given[k] is not None and given[k] != value:
+            raise UsageError(f"this study was sized with --{k.replace('_', '-')} {value}; give the same, "
                              "or use another --results folder")
-        setattr(args, k, sized[k])
+    return sized
 
 
 LADDER_TOP = LADDER[0][:2]
@@ -218,17 +218,18 @@ LADDER_TOP = LADDER[0][:2]
 
 def plan_first(args, url, splits, shape):
     """Before the first run: size the study to --minutes, print what it will train (per stage and
-    in all, with the minutes expected from a timing of the model on the data), and return the
-    progress that each finished run reports to."""
+    in all, with the minutes expected from a timing of the model on the data). Returns the
+    sizes it chose ({} without --minutes) and the progress that each finished run reports to."""
     strong = args.recipe == "strong"
-    rates = None
+    rates, sized = None, {}
     if strong:
         started = time.perf_counter()
         widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
         rates = measure_rates(args.model, splits, widths, args.recipe)
         timing = time.perf_counter() - started
         if args.minutes:
-            size(args, url, splits, shape, rates)
+            sized = size(args, url, splits, shape, rates)
+            args = Namespace(**vars(args) | sized)
     runs = planned(args, shape, len(splits.train[1]))
     done = done_already(args, url, runs)
     evaluated = len(splits.val[1]) + len(splits.test[1])
@@ -253,4 +254,4 @@ def plan_first(args, url, splits, shape):
                 if strong else "minutes not estimated: early stopping decides each run's epochs")
     print(f"in all: {len(remaining)} runs to train of {len(runs)}, {estimate}. Stop it at any time (Ctrl-C) and "
           "run the same command again to continue where it stopped.", flush=True)
-    return Progress(remaining)
+    return sized, Progress(remaining)
