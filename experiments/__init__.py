@@ -12,6 +12,7 @@ command of several files (shrink/); common/ holds what the commands share and is
     time_to_target  time to accuracy, and the training step against the CPU's matrix rate
     speed           where the demo's time goes, against a plain PyTorch loop
     peak_memory     a run's peak memory, for this checkout or another
+    study_time      where the own-data study's time goes, for this checkout or another
     example_folder  a small image folder of real images, to try folder: with
 
 They import the package, train_phase2's entry points and common/, never one another.

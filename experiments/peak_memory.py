@@ -24,8 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from neuroshrink import machine
-from neuroshrink.flags import Parser
+from experiments.common import before_after
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "memory"
@@ -37,11 +36,7 @@ RUNS = {"fashion-mnist": ["--dataset", "fashion-mnist", "--model", "compact", "-
 
 
 def get_args_parser():
-    p = Parser(prog="python -m experiments.peak_memory", description=__doc__.split("\n\n")[0])
-    p.add_argument("--label", required=True, help="the name these numbers are kept under (before, after, ...)")
-    p.add_argument("--checkout", type=Path, default=ROOT, help="the checkout whose train_phase2.py runs (default: this one)")
-    p.add_argument("--images", type=Path, default=Path(tempfile.gettempdir()) / "neuroshrink-colour128",
-                   help="the colour folder (written by example_folder where it is missing)")
+    p = before_after.parser("peak_memory", __doc__.split("\n\n")[0], "train_phase2.py", "neuroshrink-colour128")
     p.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
     return p
 
@@ -68,16 +63,6 @@ def measured(checkout, argv, work):
     return {"peak_rss_mb": round(peak / 1024), "data_mb": data_mb, "test_acc": record["final"]["test_acc"]}
 
 
-def revision(checkout):
-    """The checkout's commit, with "+changes" where its code differs from it (records under
-    results/, which a sweep may be writing meanwhile, are not code)."""
-    git = ["git", "-C", str(checkout)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                             capture_output=True, text=True).stdout.strip()
-    return (commit or "unknown") + ("+changes" if changed else "")
-
-
 def report(kept):
     labels = list(kept)
     lines = ["# Peak memory of a run", "", "`python -m experiments.peak_memory` (docs/own-data.md, Memory); one "
@@ -88,29 +73,23 @@ def report(kept):
         cells = [kept[k]["runs"].get(name) for k in labels]
         lines.append(f"| {name} | " + " | ".join(f"{c['peak_rss_mb']:,} | {c['data_mb']:,.1f} | {c['test_acc']:.3f}"
                                                   if c else "- | - | -" for c in cells) + " |")
-    lines += [""] + [f"- {k}: revision {v['revision']}, {v['cpu']}, {v['date']}" for k, v in kept.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + before_after.footer(kept)) + "\n"
 
 
 def main(args):
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "peak-memory.json"
-    kept = json.loads(path.read_text()) if path.exists() else {}
-    if "colour-128" in args.runs and not args.images.exists():
-        subprocess.run([sys.executable, "-m", "experiments.example_folder", *COLOUR_FOLDER, "--out", str(args.images)],
-                       cwd=ROOT, check=True)
-    runs, measured_at = {}, revision(args.checkout)  # the revision as it runs
+    kept = before_after.read_labels(path)
+    if "colour-128" in args.runs:
+        before_after.example_images(args.images, COLOUR_FOLDER)
+    runs, measured_on = {}, before_after.measured_on(args.checkout)
     for name in args.runs:
         with tempfile.TemporaryDirectory() as work:  # a fresh data folder: the images are read, not cached
             argv = RUNS[name] + (["--dataset", f"folder:{args.images}", "--data-dir", work]
                                  if name == "colour-128" else [])
             runs[name] = measured(args.checkout.resolve(), argv, Path(work))
         print(f"{name}: {runs[name]}")
-    kept[args.label] = {"revision": measured_at, "cpu": machine.cpu_name(), "date": machine.today(),
-                        "runs": kept.get(args.label, {}).get("runs", {}) | runs}
-    path.write_text(json.dumps(kept, indent=1) + "\n")
-    (RESULTS / "peak-memory.md").write_text(report(kept))
-    print(report(kept))
+    kept[args.label] = measured_on | {"runs": kept.get(args.label, {}).get("runs", {}) | runs}
+    print(before_after.write_labels(path, kept, report))
 
 
 if __name__ == "__main__":
