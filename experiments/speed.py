@@ -17,6 +17,7 @@ printed, never asserted: run nothing else meanwhile.
     python -m experiments.speed --dataset fashion-mnist --width 0.25
     python -m experiments.speed --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
     python -m experiments.speed --dataset fashion-mnist --recipe-costs           # what the strong recipe's parts cost
+    python -m experiments.speed --dataset fashion-mnist --dendritic-costs        # a dendritic epoch, eager and compiled
 
 The time-to-accuracy comparisons are full training runs with records of their own:
 experiments.strong_recipe (today's recipe against the strong one) and experiments.time_to_target
@@ -61,7 +62,11 @@ def get_args_parser():
     p.add_argument("--recipe-costs", action="store_true",
                    help="only time one epoch of the compact CNN at --params under each part of the strong recipe "
                         "(batch size, channels-last, augmentation, label smoothing, bf16, threads)")
-    p.add_argument("--params", type=positive(int), default=75000, help="with --recipe-costs: the compact CNN's budget")
+    p.add_argument("--dendritic-costs", action="store_true",
+                   help="only time one epoch of the compact CNN at --params converted with one dendrite set, eager "
+                        "and compiled, in each precision, beside the plain CNN of that budget")
+    p.add_argument("--params", type=positive(int), default=75000,
+                   help="with --recipe-costs or --dendritic-costs: the compact CNN's budget")
     return p
 
 
@@ -172,6 +177,62 @@ def recipe_costs(splits, budget, fraction=0.25):
     torch.set_num_threads(threads)
 
 
+def dendritic_costs(splits, budget, tmp, fraction=0.25, sets=1):
+    """Seconds per training epoch (as recipe_costs: the strong recipe's batch, channels-last,
+    augmentation and smoothing, timed on a `fraction`, scaled to the whole) of the compact CNN
+    at `budget` parameters converted by the library with `sets` dendrite sets added, eager and
+    compiled (torch.compile of the converted model, as a dendritic run would compile it again
+    after each restructure; its compilation is in the warm-up pass, printed), in each precision;
+    the plain CNN of the same budget beside it, eager and compiled."""
+    from model import CompactCNN, width_for_params
+    from neuroshrink import dendrites
+    from neuroshrink.augment import Augment
+    from neuroshrink.training import CrossEntropy
+
+    shape = dict(in_channels=splits.in_channels, image_size=splits.image_size, num_classes=splits.num_classes)
+    n = int(len(splits.train[1]) * fraction)
+    x, y = splits.train[0][:n], splits.train[1][:n]
+    cpu, loss, augment = torch.device("cpu"), CrossEntropy(0.1), Augment(2, flip=True)
+
+    def dendritic():
+        torch.manual_seed(1)
+        with contextlib.chdir(tmp), contextlib.redirect_stdout(io.StringIO()):
+            tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=sets, capacity_test=True)
+            model = tracker.convert(CompactCNN(width=width_for_params(CompactCNN, budget // (sets + 1), **shape),
+                                               **shape))
+            for epoch in range(1, sets + 1):  # the library needs a trained epoch before each switch
+                optimizer = tracker.new_optimizer(model)
+                train_one_epoch(model, optimizer, x[:512], y[:512], splits.normalise, 256, torch.Generator(),
+                                precision.Precision("fp32", cpu))
+                model = tracker.add_scores(model, epoch, 50.0, 50.0, 50.0).model
+        return model, f"dendritic, {tracker.dendrite_sets()} set(s), {tracker.count_params(model):,} parameters"
+
+    def plain():
+        torch.manual_seed(1)
+        model = CompactCNN(width=width_for_params(CompactCNN, budget, **shape), **shape)
+        return model, f"plain, {sum(p.numel() for p in model.parameters()):,} parameters"
+
+    print(f"\ndendritic costs: compact CNN, {budget:,} parameters budget; seconds per epoch of "
+          f"{len(splits.train[1]):,} images (timed on {n:,}), {torch.get_num_threads()} threads")
+    for make in (plain, dendritic):
+        for name in precision.available(cpu):
+            for compile_it in (False, True):
+                model, what = make()
+                model = model.to(memory_format=torch.channels_last)
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+                torch.compiler.reset()
+                forward = build.compiled(model, cpu) if compile_it else model
+                seconds = []
+                for _ in range(2):  # a warm-up pass, then the timed one
+                    t0 = time.perf_counter()
+                    train_one_epoch(forward, optimizer, x, y, splits.normalise, 256, torch.Generator().manual_seed(1),
+                                    precision.Precision(name, cpu), loss, augment)
+                    seconds.append(time.perf_counter() - t0)
+                warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if compile_it else ""
+                label = f"{what}, {name}{', compiled' if compile_it else ''}"
+                print(f"    {label:60s} {seconds[1] / fraction:6.1f} s{warm_up}", flush=True)
+
+
 def demo(out, **settings):
     """train_phase2's run of these settings, its log kept out of this report."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -230,6 +291,9 @@ def main(args):
     print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
     if args.recipe_costs:
         return recipe_costs(splits, args.params)
+    if args.dendritic_costs:
+        with tempfile.TemporaryDirectory() as tmp:
+            return dendritic_costs(splits, args.params, tmp)
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             return profile_dendritic(splits, args.width, args.batch_size,
