@@ -29,7 +29,7 @@ COMMANDS = {
     "fashion-mnist/shrink-compact-strong-maintainer.md": ("shrink", [
         *FASHION, "--model", "compact", "--recipe", "strong", "--maintainer", "--search-epochs", "5", "--search-images",
         "15000", "--budgets", "4700", "20000", "75000", "--trials", "24", "--random-trials", "8", "--precision", "fp32",
-        "--methods", "dendritic", "matched"]),
+        "--methods", "dendritic", "matched", "dendritic-distilled", "matched-distilled"]),
     "rerun/digits/shrink-net.md": ("shrink", []),
     "rerun/digits/shrink-rescnn.md": ("shrink", ["--model", "rescnn"]),
     "rerun/digits/shrink-net-strong.md": ("shrink", ["--recipe", "strong", "--budgets", "3658", "--methods", "dendritic",
@@ -60,9 +60,10 @@ AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
 # Made from a recipe.csv, not a sweep.db: (the command's flags less --report-only, the docs page showing it)
 RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
-PEAK_MEMORY = "memory/peak-memory.md"  # made from its peak-memory.json (the last test)
+PEAK_MEMORY = "memory/peak-memory.md"  # made from its peak-memory.json (the last tests)
+STUDY_TIME = "speed/study-time.md"  # made from its study-time.json
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
-                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY)
+                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY, STUDY_TIME)
                  and "deploy" not in path.parts)  # a shipped model's README: experiments/common/deploy.py
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
@@ -167,3 +168,15 @@ def test_the_peak_memory_report_is_what_its_records_give_and_the_own_data_page_s
     assert report == committed.read_text()
     table = report[report.index("| run |"):].split("\n\n")[0]
     assert "\n".join("  " + line for line in table.splitlines()) in (ROOT / "docs" / "own-data.md").read_text()
+
+
+def test_the_study_time_report_is_what_its_records_give_and_the_own_data_page_shows_it():
+    import json
+
+    from experiments import study_time
+
+    committed = ROOT / "results" / STUDY_TIME
+    report = study_time.report(json.loads(committed.with_suffix(".json").read_text()))
+    assert report == committed.read_text()
+    table = report[report.index("| |"):].split("\n\n")[0]
+    assert table in (ROOT / "docs" / "own-data.md").read_text()
