@@ -165,16 +165,23 @@ def recipe_costs(splits, budget, fraction=0.25):
         loss = CrossEntropy(0.1 if v.get("smooth") else 0.0)
         augment = Augment(2, flip=True) if v.get("aug") else None
         amp = precision.Precision(v.get("amp", "fp32"), cpu)
-        forward = build.compiled(model, cpu) if v.get("compiled") else model
-        seconds = []
-        for _ in range(2):  # a warm-up pass, then the timed one
-            t0 = time.perf_counter()
-            train_one_epoch(forward, optimizer, x, y, splits.normalise, v.get("batch", 256),
-                            torch.Generator().manual_seed(1), amp, loss, augment)
-            seconds.append(time.perf_counter() - t0)
-        warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if v.get("compiled") else ""
-        print(f"    {name:60s} {seconds[1] / fraction:6.1f} s{warm_up}")
+        timed_epoch(name, model, v.get("compiled"), optimizer, splits, x, y, v.get("batch", 256), amp, loss, augment,
+                    fraction)
     torch.set_num_threads(threads)
+
+
+def timed_epoch(label, model, compile_it, optimizer, splits, x, y, batch, amp, loss, augment, fraction):
+    """Print the seconds of one training pass over (x, y), scaled by 1/fraction: a warm-up pass
+    (a compiled model's compilation, whose seconds are printed too), then the timed one."""
+    forward = build.compiled(model, torch.device("cpu")) if compile_it else model
+    seconds = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        train_one_epoch(forward, optimizer, x, y, splits.normalise, batch, torch.Generator().manual_seed(1), amp, loss,
+                        augment)
+        seconds.append(time.perf_counter() - t0)
+    warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if compile_it else ""
+    print(f"    {label:60s} {seconds[1] / fraction:6.1f} s{warm_up}", flush=True)
 
 
 def dendritic_costs(splits, budget, tmp, fraction=0.25, sets=1):
@@ -221,16 +228,8 @@ def dendritic_costs(splits, budget, tmp, fraction=0.25, sets=1):
                 model = model.to(memory_format=torch.channels_last)
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
                 torch.compiler.reset()
-                forward = build.compiled(model, cpu) if compile_it else model
-                seconds = []
-                for _ in range(2):  # a warm-up pass, then the timed one
-                    t0 = time.perf_counter()
-                    train_one_epoch(forward, optimizer, x, y, splits.normalise, 256, torch.Generator().manual_seed(1),
-                                    precision.Precision(name, cpu), loss, augment)
-                    seconds.append(time.perf_counter() - t0)
-                warm_up = f"  (warm-up pass with compilation: {seconds[0]:.1f} s)" if compile_it else ""
-                label = f"{what}, {name}{', compiled' if compile_it else ''}"
-                print(f"    {label:60s} {seconds[1] / fraction:6.1f} s{warm_up}", flush=True)
+                timed_epoch(f"{what}, {name}{', compiled' if compile_it else ''}", model, compile_it, optimizer, splits,
+                            x, y, 256, precision.Precision(name, cpu), loss, augment, fraction)
 
 
 def demo(out, **settings):
