@@ -128,9 +128,12 @@ def test_a_cell_enqueued_twice_is_trained_once(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for another worker here
-def test_a_worker_that_need_not_wait_moves_on_while_another_trains():
+def test_a_worker_that_need_not_wait_moves_on_while_another_trains(monkeypatch):
     """wait=False: the cells ready to start are trained, and the worker returns while another
     worker still trains its cell (it moves on to other studies instead of idling)."""
+    def no_waiting(seconds):
+        raise AssertionError("the worker waited for another worker's cell")
+    monkeypatch.setattr(studies.time, "sleep", no_waiting)  # a wait fails the test instead of hanging it
     with tempfile.TemporaryDirectory() as folder:
         study = studies.open_study(f"sqlite:///{folder}/sweep.db", "seeds", heartbeat=60)
         x, y = {"name": "x"}, {"name": "y"}
