@@ -100,8 +100,11 @@ def open_study(url, name, heartbeat=30, directions=("maximize",), sampler=None):
 
 
 def study_exists(url, name):
-    with quietly():
-        return name in optuna.get_all_study_names(storage(url))
+    try:  # one query by name (optuna.get_all_study_names reads every study's attributes)
+        storage(url).get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
 
 
 def same(a, b):

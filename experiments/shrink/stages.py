@@ -172,8 +172,9 @@ def train_seeds(args, url, method, budget, shape, hp, paired, wide_runs, runs, w
 def every_budget(args, url, shape, runs, wide_runs=None, before=None):
     """run_budget at every budget, twice: first training only what is ready to start, so that a
     worker moves on (to the seed that pairs with a finished one, to the next budget) instead of
-    idling while another worker trains a study's last seed; then waiting for those."""
-    for wait in (False, True):
+    idling while another worker trains a study's last seed; then waiting for those. A report
+    reads what is there: one pass."""
+    for wait in (False, True)[args.report_only:]:
         results = {budget: run_budget(args, url, budget, shape, wide_runs or {}, runs, (before or {}).get(budget),
                                       wait) for budget in args.budgets}
     return results
