@@ -79,9 +79,9 @@ def suggest(trial, method, dropout=True, strong=False, zero_decay=False, layouts
     return hp
 
 
-# A model of fixed widths, narrowed by pruning, is slow to build, and a study asks for the same widths
-# again (budgets checked, planned, trained): (model, placement, head units, "plain" or the dendrite
-# sets, data shape) -> {width step: count}
+# A study asks for the same widths again and again (budgets checked, planned, every trial and seed
+# trained), and a model of fixed widths, narrowed by pruning, is slow to build: (model, placement,
+# head units, "plain" or the dendrite sets, data shape) -> {width step: count}
 COUNTS = {}
 
 
@@ -97,7 +97,7 @@ def width_for(args, method, budget, shape, hp=None):
     fixed = build.fixed_width(args.model)
     key = (args.model, where, changes.get("head_units"), "plain" if method.plain else sets, *shape.values())
     return width_for_params(build.factory_of(args.model, where, changes.get("head_units")), budget, count=count,
-                            bisect=fixed, memo=COUNTS.setdefault(key, {}) if fixed else None, **shape)
+                            bisect=fixed, memo=COUNTS.setdefault(key, {}), **shape)
 
 
 def layouts(args, budget, shape):
