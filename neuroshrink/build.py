@@ -104,6 +104,9 @@ def model_of(config, splits):
     if config.prune_from:
         model = pruned_from_run(config.prune_from, config.params, splits, config.dataset, config.quick,
                                 config.prune_importance)
+        momentum = models.batchnorm_line(model)
+        if momentum:
+            print(f"model: {momentum}")
         return set_dropout(model, config.dropout, config.prune_from).train(), config.width
     width = (width_for_budget(config.model, config.params, splits, config.placement, config.head_units)
              if config.params else config.width)
@@ -114,7 +117,7 @@ def model_of(config, splits):
     said = [fixed_width(config.model) and width < 1 and models.narrow_line(width),
             models.stem_line(config.model, model, splits.in_channels),
             config.weights and models.load_weights(model, config.weights, splits.in_channels),
-            models.collapse(model, splits.in_channels, splits.image_size)]
+            models.collapse(model, splits.in_channels, splits.image_size), models.batchnorm_line(model)]
     for line in filter(None, said):
         print(f"model: {line}")
     if config.placement == "head":  # part of the architecture: a plain run gets the layer too

@@ -51,13 +51,27 @@ class FixedNet(nn.Module):
         return self.head(self.body(x))
 
 
+def test_batchnorm_that_follows_its_batches_too_slowly_for_a_short_run_is_raised_to_the_default_and_said():
+    """torchvision's MobileNetV3 keeps its BatchNorm statistics with momentum 0.01: after a short
+    run they are still near their start, and in eval mode the model answered every image alike."""
+    model = models.factory_of("torchvision:mobilenet_v3_small")(in_channels=3, image_size=32, num_classes=10,
+                                                                 width=1.0)
+    slow = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert slow and {m.momentum for m in slow} == {0.01}
+    line = models.batchnorm_line(model)
+    assert line.startswith(f"BatchNorm momentum 0.01 raised to PyTorch's default 0.1 in {len(slow)} layers")
+    assert {m.momentum for m in slow} == {0.1}
+    assert models.batchnorm_line(model) is None  # the default, and the built-in models': nothing to say
+    assert models.batchnorm_line(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, momentum=None))) is None
+
+
 def test_a_torchvision_model_by_name_trains_on_grey_images_with_its_blocks_as_the_maintainer_converts_them(
         tmp_path, capsys):
     result, _ = run(tmp_path, "--quick", "--epochs", "2", "--train-images", "256", "--model", "torchvision:resnet18",
                     "--placement", "blocks", "--width", "0.125")  # narrowed: 1/8 of its channels, 176,578 parameters
     printed = capsys.readouterr().out
     assert "model: torchvision:resnet18's first convolution (conv1) reads 1 channel(s) instead of 3" in printed
-    assert "model: the feature map is 1 x 1 from layer2.0.conv1 on (15 of its 20 convolutions" in printed  # 8 x 8: small
+    assert "model: the feature map is 1 x 1 from layer2.0.conv2 on (11 of its 17 spatial convolutions" in printed  # 8 x 8
     assert result["settings"]["model"] == "torchvision:resnet18" and result["phase1"]["params"] == 176_578
     assert result["phase1"]["dendrite_modules"] == [".layer3.0", ".layer3.1", ".layer4.0", ".layer4.1"]
     assert result["final"]["onnx"]["test_acc"] == pytest.approx(result["final"]["test_acc"])
