@@ -112,6 +112,37 @@ def count_params(model):
     return UPA.count_params(model)
 
 
+UNWRAPPED = "The following params are not wrapped."
+UNTRACKED = "The following params are not tracked or wrapped."
+
+
+def conversion_messages(printed):
+    """What the library printed while converting, passed on less the note that it saved its
+    settings file, and with its lists of the parameters it leaves unwrapped (a line each and five
+    lines of advice: 80 lines for a MobileNetV3-small's BatchNorm layers) said in a line each."""
+    lines = [line for line in printed.splitlines() if not line.startswith("[PAI Config]")]
+    if UNWRAPPED not in lines:
+        return "".join(line + "\n" for line in lines)
+
+    def listed(title):  # the names under the title's dashed line, up to the blank line
+        if title not in lines:
+            return []
+        start = lines.index(title) + 2
+        end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+        return lines[start:end]
+
+    unwrapped, untracked = listed(UNWRAPPED), listed(UNTRACKED)
+    modules = list(dict.fromkeys(name.rsplit(".", 1)[0].removesuffix(".main_module") for name in unwrapped))
+    advice = next((i for i, line in enumerate(lines) if line.startswith("Modules that are not wrapped")), None)
+    kept = lines[:lines.index(UNWRAPPED) - 2] + (lines[advice + 5:] if advice is not None else [])  # its 5 lines
+    said = [f"perforatedai: no dendrites on {len(modules)} modules it does not wrap ({len(unwrapped)} parameter "
+            f"tensors): {', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''}"]
+    if untracked:  # the library warns that these can cause errors: every one named
+        said.append(f"perforatedai: {len(untracked)} parameter tensors neither tracked nor wrapped, which it warns "
+                    f"can cause errors: {', '.join(untracked)}")
+    return "".join(line + "\n" for line in kept + said)
+
+
 class PerforatedTracker:
     """The library's tracker, driven by validation scores (stopping.Tracker is the interface,
     stopping.EarlyStopping the plain loop's counterpart).
@@ -150,9 +181,8 @@ class PerforatedTracker:
         try:
             with guarded(), contextlib.redirect_stdout(printed):
                 return _convert(model, save_name=self.save_name, making_graphs=False, maximizing_score=True)
-        finally:  # pass its messages on, less the note that it saved its settings file
-            print("".join(line for line in printed.getvalue().splitlines(keepends=True)
-                          if not line.startswith("[PAI Config]")), end="")
+        finally:
+            print(conversion_messages(printed.getvalue()), end="")
 
     def dendrite_modules(self):
         """Names of the modules that can grow dendrites."""

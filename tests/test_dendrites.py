@@ -51,11 +51,15 @@ class BatchNormCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path, monkeypatch):
+def test_batchnorm_cnn_converts_and_grows_dendrites_without_a_debugger(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     tracker = dendrites.PerforatedTracker("PAI", patience=1, max_dendrites=1)
     model = tracker.convert(BatchNormCNN())
     assert tracker.dendrite_modules() == [".features.0", ".features.3", ".head.0", ".head.3"]
+    # the library's list of what it leaves unwrapped (a line a parameter tensor, and its advice): one line
+    said = capsys.readouterr().out
+    assert ("perforatedai: no dendrites on 3 modules it does not wrap (6 parameter tensors): .features.1, "
+            ".features.4, .head.1\n") in said and dendrites.UNWRAPPED not in said and "main_module" not in said
     optimizer = tracker.new_optimizer(model)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
     kinds = []
