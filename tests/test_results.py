@@ -55,7 +55,8 @@ COMMANDS = {
 FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-strong.md")
 AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
               "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md",
-              "own-model-example/folder-colour32/shrink-torchvision-resnet18-strong.md",
+              *(f"own-model-example/folder-colour32/shrink-torchvision-{name}-strong.md"
+                for name in ("resnet18", "mobilenet_v3_small")),
               *(f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md" for study in ("", "long/")))
 # Made from a recipe.csv, not a sweep.db: (the command's flags less --report-only, the docs page showing it)
 RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
