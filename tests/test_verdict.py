@@ -54,6 +54,8 @@ def test_the_search_reduction_is_the_same_for_every_method(strong_sweep):
         assert len(runs) == 1, method
         budgets[method] = {(r["settings"]["data_sizes"]["train"], r["final"]["epochs"]) for r in runs}
     assert budgets == {method: {(300, 2)} for method in SEARCHED}  # 2 epochs: a schedule each side of the switch
+    report = (strong_sweep["tmp"] / "results" / "digits" / "shrink-net-strong.md").read_text()
+    assert "Each method tuned by 1 search trial (drawn at random) on validation" in report  # the report says so
 
 
 def test_every_method_trains_the_dendritic_runs_epochs(strong_sweep):

@@ -62,7 +62,8 @@ def table(args, rows, wide_records, latency, searched=None):
     lines = [f"## Which method shrinks a CNN best, trained well? {args.dataset}, {args.model}, strong recipe", "",
              f"Every run: the strong recipe; a dendritic run adds its set after a {args.schedule_epochs}-epoch "
              f"schedule and trains another, the others train the same seed's dendritic epochs. Each method tuned "
-             f"by {args.trials} search trials ({args.random_trials} random, then TPE"
+             f"by {args.trials} search trial{'s' if args.trials > 1 else ''} ("
+             + (f"{args.random_trials} random, then TPE" if args.trials > args.random_trials else "drawn at random")
              + ("; the dendritic search could also choose weight decay 0" if args.allow_zero_decay else "")
              + ") on validation, seed 0, "
              + ("the dendritic searches also drawing what the library's maintainer sets: where the dendrites go and "
