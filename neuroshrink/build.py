@@ -104,9 +104,7 @@ def model_of(config, splits):
     if config.prune_from:
         model = pruned_from_run(config.prune_from, config.params, splits, config.dataset, config.quick,
                                 config.prune_importance)
-        momentum = models.batchnorm_line(model)
-        if momentum:
-            print(f"model: {momentum}")
+        say(models.batchnorm_line(model))
         return set_dropout(model, config.dropout, config.prune_from).train(), config.width
     width = (width_for_budget(config.model, config.params, splits, config.placement, config.head_units)
              if config.params else config.width)
@@ -114,16 +112,20 @@ def model_of(config, splits):
         raise UsageError(f"--weights: at width {width:g} the model is narrowed and re-initialised; pretrained weights "
                          "are for the model as it is (width 1)")
     model = build(config.model, splits, width, config.dropout)
-    said = [fixed_width(config.model) and width < 1 and models.narrow_line(width),
-            models.stem_line(config.model, model, splits.in_channels),
-            config.weights and models.load_weights(model, config.weights, splits.in_channels),
-            models.collapse(model, splits.in_channels, splits.image_size), models.batchnorm_line(model)]
-    for line in filter(None, said):
-        print(f"model: {line}")
+    say(fixed_width(config.model) and width < 1 and models.narrow_line(width),
+        models.stem_line(config.model, model, splits.in_channels),
+        config.weights and models.load_weights(model, config.weights, splits.in_channels),
+        models.collapse(model, splits.in_channels, splits.image_size), models.batchnorm_line(model))
     if config.placement == "head":  # part of the architecture: a plain run gets the layer too
         model = placement.add_head(model, splits.in_channels, splits.image_size, config.head_units,
                                    f"--model {config.model_name()}")
     return model, width
+
+
+def say(*lines):
+    """What building the model changed or found, a line each (None and False: nothing to say)."""
+    for line in filter(None, lines):
+        print(f"model: {line}")
 
 
 def loss_of(config, splits, device):

@@ -124,17 +124,18 @@ def conversion_messages(printed):
     if UNWRAPPED not in lines:
         return "".join(line + "\n" for line in lines)
 
-    def listed(title):  # the names under the title's dashed line, up to the blank line
+    def listed(title):  # (the names under the title's dashed line up to the blank line, where they end)
         if title not in lines:
-            return []
+            return [], 0
         start = lines.index(title) + 2
         end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
-        return lines[start:end]
+        return lines[start:end], end
 
-    unwrapped, untracked = listed(UNWRAPPED), listed(UNTRACKED)
+    (unwrapped, end), (untracked, untracked_end) = listed(UNWRAPPED), listed(UNTRACKED)
     modules = list(dict.fromkeys(name.rsplit(".", 1)[0].removesuffix(".main_module") for name in unwrapped))
     advice = next((i for i, line in enumerate(lines) if line.startswith("Modules that are not wrapped")), None)
-    kept = lines[:lines.index(UNWRAPPED) - 2] + (lines[advice + 5:] if advice is not None else [])  # its 5 lines
+    rest = advice + 5 if advice is not None else max(end, untracked_end)  # past its 5 lines of advice
+    kept = lines[:lines.index(UNWRAPPED) - 2] + lines[rest:]
     said = [f"perforatedai: no dendrites on {len(modules)} modules it does not wrap ({len(unwrapped)} parameter "
             f"tensors): {', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''}"]
     if untracked:  # the library warns that these can cause errors: every one named
