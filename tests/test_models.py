@@ -51,6 +51,16 @@ class FixedNet(nn.Module):
         return self.head(self.body(x))
 
 
+def test_a_squeeze_and_excitation_blocks_pooled_convolutions_are_not_a_collapsed_feature_map():
+    """MobileNetV3's squeeze-and-excitation 1 x 1 convolutions see one position by design; at 32 x 32
+    only its last two depthwise convolutions do (it said 50 of 52 convolutions from features.1 on)."""
+    model = models.factory_of("torchvision:mobilenet_v3_small")(in_channels=3, image_size=32, num_classes=10,
+                                                                 width=1.0)
+    assert models.collapse(model, 3, 32).startswith(
+        "the feature map is 1 x 1 from features.10.block.1.0 on (2 of its 12 spatial convolutions see one position)")
+    assert models.collapse(model, 3, 64) is None
+
+
 def test_batchnorm_that_follows_its_batches_too_slowly_for_a_short_run_is_raised_to_the_default_and_said():
     """torchvision's MobileNetV3 keeps its BatchNorm statistics with momentum 0.01: after a short
     run they are still near their start, and in eval mode the model answered every image alike."""
