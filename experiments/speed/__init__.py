@@ -4,3 +4,7 @@
     command   the command line and main(): the reference loop, the demo's loops, their breakdown
     costs     the strong recipe's parts and a dendritic model, seconds per epoch
 """
+
+from experiments.speed.command import cli, get_args_parser, main
+
+__all__ = ["cli", "get_args_parser", "main"]

@@ -1,3 +1,3 @@
-from experiments.speed.command import cli, get_args_parser, main
+from experiments.speed import cli, get_args_parser, main
 
 cli(main, get_args_parser)
