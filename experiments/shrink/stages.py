@@ -174,7 +174,7 @@ def every_budget(args, url, shape, runs, wide_runs=None, before=None):
     worker moves on (to the seed that pairs with a finished one, to the next budget) instead of
     idling while another worker trains a study's last seed; then waiting for those. A report
     reads what is there: one pass."""
-    for wait in (False, True)[args.report_only:]:
+    for wait in (True,) if args.report_only else (False, True):
         results = {budget: run_budget(args, url, budget, shape, wide_runs or {}, runs, (before or {}).get(budget),
                                       wait) for budget in args.budgets}
     return results
