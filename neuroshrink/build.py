@@ -3,8 +3,10 @@ built-in CNN of model.py or the user's own factory, at a width or a parameter bu
 on a batch shaped like the data; or a wide run's model pruned down to a budget), the loss (with
 a teacher to distil from) and the tracker that drives Phase 2."""
 
+import copy
 import os
 import shutil
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -254,13 +256,23 @@ def pruned_from_run(run_dir, budget, splits, dataset, quick, importance="magnitu
     if (settings["dataset"], settings["quick"]) != (dataset, quick):
         raise UsageError(f"--prune-from {run_dir}: trained on {settings['dataset']}"
                          + (" --quick" if settings["quick"] else "") + ", not on this data")
-    model = build(settings["model"], splits, settings["width"])
-    model.load_state_dict(load_torchscript(os.path.join(run_dir, "model.ts")).state_dict())
-    from . import pruning  # torch-pruning is needed for --prune-from only
-    try:
-        return pruning.prune_to(model, budget, splits.normalise(splits.train[0][:2].cpu()), importance)
-    except ValueError as e:
-        raise UsageError(f"--prune-from {run_dir}: {e}") from None
+    weights = Path(run_dir, "model.ts").resolve()
+    key = (str(weights), weights.stat().st_mtime_ns, budget, importance, tuple(data_shape(splits).values()))
+    if key not in _PRUNED:  # 200 pruning steps, 1-3 s: a study's search trials all prune one wide model
+        model = build(settings["model"], splits, settings["width"])
+        model.load_state_dict(load_torchscript(weights).state_dict())
+        from . import pruning  # torch-pruning is needed for --prune-from only
+        try:
+            pruned = pruning.prune_to(model, budget, splits.normalise(splits.train[0][:2].cpu()), importance)
+        except ValueError as e:
+            raise UsageError(f"--prune-from {run_dir}: {e}") from None
+        while len(_PRUNED) >= 4:
+            del _PRUNED[next(iter(_PRUNED))]
+        _PRUNED[key] = pruned
+    return copy.deepcopy(_PRUNED[key])
+
+
+_PRUNED = {}  # (model.ts as it is, budget, importance, data shape): the model pruned, kept for the process
 
 
 def load_teacher(path, splits, device):

@@ -189,7 +189,7 @@ class RunConfig:
                               "the end (a search trial, whose only product is its validation accuracy)",
                               defines=False)
     no_timing: bool = setting(False, "export and check the model, but time no inference (TorchScript, ONNX "
-                              "Runtime): a study's seed whose architecture another seed times", defines=False)
+                              "Runtime): a study's run whose milliseconds are measured elsewhere", defines=False)
     quick: bool = setting(False, "smoke run: {n_train} train / {n_eval} val / {n_eval} test images, patience "
                           "{patience}, {max_dendrites} dendrite set, at most {epochs} epochs".format(**QUICK),
                           "the run", sweep="shared")

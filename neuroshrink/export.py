@@ -243,16 +243,16 @@ def check_onnx(path, model, splits):
             "test_acc": ort_accuracy(session, *splits.test, splits.normalisation)}
 
 
-def latency(path, pixels, normalisation, min_seconds=0.3, torchscript=None):
-    """One-thread milliseconds per forward pass at batch 1 and 256 (of `pixels`, given as the
+def latency(path, pixels, normalisation, min_seconds=0.3, torchscript=None, batch_sizes=(1, 256)):
+    """One-thread milliseconds per forward pass at each batch size (of `pixels`, given as the
     model takes them): ONNX Runtime, and the TorchScript model beside it when given."""
-    session, x = ort_session(path), pixels[:256].cpu()  # the largest batch timed
+    session, x = ort_session(path), pixels[:max(batch_sizes)].cpu()
     name, given = session.get_inputs()[0].name, model_input(session, x, normalisation)
-    times = {"ort_ms": median_ms(lambda b: session.run(None, {name: b}), given, min_seconds=min_seconds)}
+    times = {"ort_ms": median_ms(lambda b: session.run(None, {name: b}), given, batch_sizes, min_seconds)}
     if torchscript is not None:
         model = load_torchscript(torchscript)
         with torch_threads(1), torch.no_grad():
-            times["torchscript_ms"] = median_ms(model, normalise(x, normalisation), min_seconds=min_seconds)
+            times["torchscript_ms"] = median_ms(model, normalise(x, normalisation), batch_sizes, min_seconds)
     return times
 
 

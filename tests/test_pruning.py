@@ -52,6 +52,14 @@ def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wid
     splits = data.subset(data.load("digits"), quick["n_train"], quick["n_eval"])
     model = build.pruned_from_run(source, 1000, splits, "digits", quick=True)
     assert evaluate(model, *splits.val, splits.normalise) > 30
+    # pruned once a process: a second run gets its own copy of the same model, untouched by the first's training
+    again = build.pruned_from_run(source, 1000, splits, "digits", quick=True)
+    assert again is not model and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                        again.state_dict().values()))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert not torch.equal(next(model.parameters()), next(build.pruned_from_run(source, 1000, splits, "digits",
+                                                                                 quick=True).parameters()))
     evaluated = train_phase2.evaluate_saved(str(tmp_path / "PAI"))
     assert evaluated["test_acc"] == result["final"]["test_acc"]
     inference = result["final"]["inference_ms"]

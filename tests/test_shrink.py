@@ -218,6 +218,10 @@ def test_a_width_alone_makes_an_architecture_so_its_first_seed_times_it_for_all(
                       for seed in (1, 2)] for name in ("plain", "matched", "distilled", "dendritic", "pruned")}
     assert untimed == {"plain": [False, True], "matched": [False, True], "distilled": [False, True],
                        "dendritic": [False, False], "pruned": [False, False]}
+    # --recipe strong: its report's milliseconds come from one timing pass, so no run times any
+    strong = shrink.get_args_parser().parse_args(["--quick", "--recipe", "strong"])
+    assert all(methods.overrides(strong, methods.BY_NAME[name], 1000, {}, 1, wide, 4).get("no_timing")
+               for name in ("plain", "matched", "distilled", "dendritic", "pruned"))
     first = {"seed": 1, "params": 900, "inference_ms": {"1": 0.5}, "onnx": {"bytes": 9, "ort_ms": {"1": 0.2}},
              "int8": None}
     second = {"seed": 2, "params": 900, "inference_ms": None, "onnx": {"bytes": 9}, "int8": None}

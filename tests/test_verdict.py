@@ -175,7 +175,12 @@ def test_the_sweep_ships_the_winner_chosen_by_validation(strong_sweep):
         meta = export.read_metadata(folder / file)
         assert (meta["method"], meta["seed"], meta["test_acc"]) == (best["method"], best["seed"], best[key]["test_acc"])
         assert predict.Model(folder / file).classes == [str(i) for i in range(10)]
-    assert "python -m neuroshrink.predict model.onnx" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "python -m neuroshrink.predict model.onnx" in readme
+    # the study's runs timed nothing (its report's milliseconds are --time-inference's): the shipped files are
+    assert not any("ort_ms" in r["onnx"] or r["inference_ms"] for r in records)
+    assert "Milliseconds: measured as it was shipped (" in readme
+    assert all(float(line.split("|")[-2]) > 0 for line in readme.splitlines() if line.startswith("| model."))
     assert "ship deploy/shrink-net-strong/1000/" in (strong_sweep["tmp"] / "output.txt").read_text()  # the answer
 
 

@@ -1,14 +1,17 @@
 """What a study will cost before it starts, a time budget, and its progress as it goes.
 
-The cost model: a run costs OVERHEAD_S (starting, exporting, quantizing and timing its model)
-plus, per epoch, its training images times the seconds one training image takes at its model's
-width, and its validation and test images times the seconds one takes to evaluate. Those two
-rates are measured here, on this machine, on the user's model and images (a few batches of
-each width, timed; `measure_rates`). A dendritic run trains its first schedule at its base
-width and its second with one dendrite set, which doubles the layers' work: DENDRITE_FACTOR
-on its epochs. A stage some of whose runs the storage holds finished (a study continued) is
-estimated at their mean time instead. As runs finish, the estimate of what is left is scaled by
-how far the finished runs were from their own estimates.
+The cost model: a run costs its epochs, each its training images times the seconds one
+training image takes at its model's width and its evaluated images (validation; a dendritic
+run's graph also plots each epoch's test score) times the seconds one evaluation takes; then a
+final evaluation, and fixed costs beside them (RUN_S; a seed's export EXPORT_S plus its ONNX
+checks and int8 calibration, EXPORT_EVALS evaluations of validation and test; a dendritic run's
+tracker and graph; a pruned run's pruning). The two rates are measured here, on this machine,
+on the user's model and images, in the precision the runs will train in (`auto`: the one it
+would choose): a few batches of each width, timed (`measure_rates`). A dendritic run trains its
+first schedule at its base width and its second with one dendrite set, which doubles the
+layers' work: DENDRITE_FACTOR on its epochs. A stage some of whose runs the storage holds
+finished (a study continued) is estimated at their mean time instead. As runs finish, the
+estimate of what is left is scaled by how far the finished runs were from their own estimates.
 """
 
 import time
@@ -24,8 +27,12 @@ from neuroshrink import augment, build, data, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
-OVERHEAD_S = 3.0       # per run beside its epochs: set-up, export, ONNX checks, int8, timing (2-core AMD EPYC)
-DENDRITE_OVERHEAD_S = 1.0  # a dendritic run's besides: the library's tracker and its graph
+# Fixed seconds of a run beside its epochs (2-core AMD EPYC, a 52,000-parameter CNN, issue 47):
+RUN_S = 0.5         # set-up, checkpoints, its record
+EXPORT_S = 0.5      # a seed run's model.ts, model.onnx and model.int8.onnx written
+EXPORT_EVALS = 4    # ... and checked: validation and test in ONNX Runtime on one thread, int8 calibration
+DENDRITE_S = 0.7    # a dendritic run's: the library's tracker and its graph
+PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a search's trials prune once)
 DENDRITE_FACTOR = 1.5  # a dendritic run's epochs: half at the base width, half with one set (about 2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
@@ -45,15 +52,19 @@ class Run:
     images: int         # training images
     factor: float = 1.0  # on its epochs' cost
     dendritic: bool = False
+    pruned: bool = False
 
 
-def measure_rates(model_name, splits, widths, recipe):
+def measure_rates(model_name, splits, widths, recipe, training_precision="auto"):
     """Seconds per training image and per evaluated image at each width, on this machine: a few
-    batches of the recipe's batch size, timed after a warm-up batch."""
+    batches of the recipe's batch size, timed after a warm-up batch, in `training_precision`
+    (auto: each precision this CPU trains in, and the one auto would choose)."""
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
-    amp = precision.Precision("fp32", torch.device("cpu"))
+    device = torch.device("cpu")
+    names = (precision.available(device) if training_precision == "auto" else
+             [training_precision if training_precision in precision.available(device) else "fp32"])
     generator = torch.Generator().manual_seed(0)
     rates = {}
     for width in sorted(set(widths)):
@@ -61,24 +72,32 @@ def measure_rates(model_name, splits, widths, recipe):
         model = build.build(model_name, splits, width)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x, y = splits.train
-        train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp, CrossEntropy(),
-                        augmentation)
         n = min(len(y), TIMED_BATCHES * batch)
-        start = time.perf_counter()
-        train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
-                        augmentation)
-        train_rate = (time.perf_counter() - start) / n
+        train_rate = {}
+        for name in names:
+            amp = precision.Precision(name, device)
+            train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
+                            CrossEntropy(), augmentation)
+            start = time.perf_counter()
+            train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
+                            augmentation)
+            train_rate[name] = (time.perf_counter() - start) / n
         images = splits.val[0][:4096]
         start = time.perf_counter()
         evaluate(model, images, splits.val[1][:4096], splits.normalise)
-        rates[width] = (train_rate, (time.perf_counter() - start) / len(images))
+        rates[width] = (train_rate[precision.choose(train_rate) if len(names) > 1 else names[0]],
+                        (time.perf_counter() - start) / len(images))
     return rates
 
 
-def seconds(run, rates, eval_images):
+def seconds(run, rates, val_images, test_images):
     train_rate, eval_rate = rates[run.width]
-    return (OVERHEAD_S + DENDRITE_OVERHEAD_S * run.dendritic
-            + run.epochs * run.factor * (run.images * train_rate + eval_images * eval_rate))
+    evaluated = val_images + test_images * run.dendritic  # each epoch
+    seed = run.stage != "search"  # a search trial exports nothing
+    return (RUN_S + DENDRITE_S * run.dendritic + PRUNE_S * (run.pruned and seed)
+            + (EXPORT_S + EXPORT_EVALS * (val_images + test_images) * eval_rate) * seed
+            + run.epochs * run.factor * (run.images * train_rate + evaluated * eval_rate)
+            + (val_images + test_images) * eval_rate)
 
 
 def fit_ladder(estimate, minutes, trials=None, seeds=None):
@@ -138,7 +157,8 @@ def planned(args, shape, n_train):
     runs = []
     for budget in args.budgets:
         for method in (BY_NAME[n] for n in args.methods):
-            pace = BY_NAME["plain"] if method.wide == "prune" else method  # pruned: the budget's size
+            pruned = method.wide == "prune"
+            pace = BY_NAME["plain"] if pruned else method  # pruned: the budget's size
             dendritic = not method.plain
             factor = (DENDRITE_FACTOR if dendritic else 1.0) * (DISTIL_FACTOR if method.wide == "teacher" else 1.0)
             width, epochs = width_for(args, pace, budget, shape), (search, full)
@@ -148,9 +168,10 @@ def planned(args, shape, n_train):
                 epochs = [max(budget_epochs(args, s, {"layout": layout, "switch_patience": max(SWITCH_PATIENCES)})
                               for layout in args.layouts[budget]) for s in (True, False)]
             if method.control is None:
-                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic)
+                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic, pruned)
                          ] * search_trials(args, method)
-            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic)] * args.seeds
+            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, pruned)
+                     ] * args.seeds
     if any(BY_NAME[n].wide for n in args.methods):
         runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
     return runs
@@ -185,13 +206,13 @@ def per_run(k, done, estimate):
 def size(args, url, splits, shape, rates):
     """--minutes: {trials, seeds, search_images} that fit, unless given; the first worker's
     choice is stored with the study, so that every worker and every restart trains the same plan."""
-    n_train, evaluated = len(splits.train[1]), len(splits.val[1]) + len(splits.test[1])
+    n_train, evaluated = len(splits.train[1]), (len(splits.val[1]), len(splits.test[1]))
     given = args.given
 
     def estimate(trials, seeds, share):
         images = given["search_images"] or (None if share == 1 else n_train // share)
         option = Namespace(**{**vars(args), "trials": trials, "seeds": seeds, "search_images": images})
-        return sum(seconds(run, rates, evaluated) for run in planned(option, shape, n_train))
+        return sum(seconds(run, rates, *evaluated) for run in planned(option, shape, n_train))
 
     store = studies.open_study(url, study_name(args, "plan"))
     if "sized" not in store.user_attrs:
@@ -225,19 +246,19 @@ def plan_first(args, url, splits, shape):
     if strong:
         started = time.perf_counter()
         widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
-        rates = measure_rates(args.model, splits, widths, args.recipe)
+        rates = measure_rates(args.model, splits, widths, args.recipe, args.precision or "auto")
         timing = time.perf_counter() - started
         if args.minutes:
             sized = size(args, url, splits, shape, rates)
             args = Namespace(**vars(args) | sized)
     runs = planned(args, shape, len(splits.train[1]))
     done = done_already(args, url, runs)
-    evaluated = len(splits.val[1]) + len(splits.test[1])
+    evaluated = len(splits.val[1]), len(splits.test[1])
     remaining, lines = [], []
     for k in dict.fromkeys(map(key, runs)):
         group = [run for run in runs if key(run) == k]
         left = max(0, len(group) - len(done[k]))
-        remaining += [(k, per_run(k, done, seconds(group[0], rates, evaluated)) if strong else 0.0)] * left
+        remaining += [(k, per_run(k, done, seconds(group[0], rates, *evaluated)) if strong else 0.0)] * left
         stage, method, budget = k
         what = "the wide model, seeds 0-" + str(args.seeds) if budget is None else f"{method} at {budget:,}"
         cost = f", about {minutes(left * remaining[-1][1])} min" if strong and left else ""
