@@ -154,7 +154,7 @@ def tracker_of(config, save_name, model):
         config.graph_at_end, switch_every=config.schedule_epochs if config.switch == "fixed" else None,
         improvement_threshold=config.improvement_threshold, candidate_init=config.candidate_init,
         activation=config.dendrite_activation, placed=placement.place(model, config.placement),
-        restructure_lr=config.restructure_lr)
+        restructure_lr=config.restructure_lr, graph=not config.no_export)
 
 
 def data_shape(splits):

@@ -154,11 +154,11 @@ class PerforatedTracker:
 
     files = ("latest.pt", "best_model.pt")  # what it reloads later: at resume and at each switch
 
-    reads_test = True  # the library plots each epoch's test score in its graph
+    reads_test = True  # the library plots each epoch's test score in its graph (a run that draws none: False)
 
     def __init__(self, save_name, patience, max_dendrites, recipe=Recipe(), capacity_test=False,
                  graph_every_epoch=False, graph_at_end=False, switch_every=None, placed=None, restructure_lr=1.0,
-                 **library_settings):
+                 graph=True, **library_settings):
         configure(patience, max_dendrites, capacity_test, scheduled=recipe.schedule != "none",
                   switch_every=switch_every, track=placed.track if placed else (),
                   convert=placed.convert if placed else (), **library_settings)
@@ -172,6 +172,9 @@ class PerforatedTracker:
         # or at the end only.
         self.graph_every_epoch, self.graph_at_end = graph_every_epoch, graph_at_end
         self._graph_due = False
+        # The graph is the test score's only reader (the tracker's decisions follow validation):
+        # a run that never draws it (graph=False, and drawn only at the end) scores no test split.
+        self.reads_test = graph or not graph_at_end
 
     def guarded(self):
         return guarded()
@@ -234,7 +237,8 @@ class PerforatedTracker:
         try:
             with guarded():
                 tracker.add_extra_score(train_acc, "Train")
-                tracker.add_test_score(test_acc, "Test")
+                if self.reads_test:
+                    tracker.add_test_score(test_acc, "Test")
                 model, restructured, complete = tracker.add_validation_score(val_acc, model)
         finally:
             tracker.making_graphs = False
@@ -286,7 +290,7 @@ class PerforatedTracker:
     def draw_graph(self):
         """Have the library draw <save_name>/<save_name>.png now. Skipped right after a
         restructure, when it cannot plot (the next add_scores() draws it instead)."""
-        if self._graph_due:
+        if self._graph_due or not self.reads_test:  # (not reading test scores: a run that draws no graph)
             return
         tracker = GPA.pai_tracker
         tracker.making_graphs = True

@@ -67,6 +67,20 @@ def test_a_sweep_run_draws_the_graph_once_at_the_end(quick_run, tmp_path):
                                                                     for r in quick_run["result"]["history"]]
 
 
+def test_a_dendritic_run_that_draws_no_graph_scores_no_test_split_each_epoch(quick_run, tmp_path):
+    """A study's search trial (--no-export, drawn at the end: never): the library's graph is the
+    only reader of each epoch's test score, so none is measured, and the run trains as one that
+    does (the score is optional to the tracker: its decisions follow validation)."""
+    result, _ = run(tmp_path, "--quick", "--no-export", "--graph-at-end")
+    assert [row["test_acc"] for row in result["history"]] == [None] * len(result["history"])
+    assert not (tmp_path / "PAI" / "PAI.png").exists()
+    same = ("epoch", "train_loss", "val_acc", "params", "dendrite_sets")
+    assert [{k: r[k] for k in same} for r in result["history"]] == [{k: r[k] for k in same}
+                                                                    for r in quick_run["result"]["history"]]
+    assert result["restructures"] == quick_run["result"]["restructures"]
+    assert result["final"]["test_acc"] == quick_run["result"]["final"]["test_acc"]
+
+
 def test_results_json_agrees_with_the_log(quick_run):
     result, out = quick_run["result"], quick_run["out"]
     saved = json.loads((out / "results.json").read_text())

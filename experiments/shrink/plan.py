@@ -56,9 +56,10 @@ class Run:
 
 
 def measure_rates(model_name, splits, widths, recipe, training_precision="auto"):
-    """Seconds per training image and per evaluated image at each width, on this machine: a few
-    batches of the recipe's batch size, timed after a warm-up batch, in `training_precision`
-    (auto: each precision this CPU trains in, and the one auto would choose)."""
+    """Seconds per training image and per evaluated image at each width, on this machine, as the
+    runs will train and evaluate: the recipe's batch size and memory format, in
+    `training_precision` (auto: each precision this CPU trains in, and the one auto would choose);
+    a few batches, timed after a warm-up batch."""
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
@@ -66,14 +67,16 @@ def measure_rates(model_name, splits, widths, recipe, training_precision="auto")
     names = (precision.available(device) if training_precision == "auto" else
              [training_precision if training_precision in precision.available(device) else "fp32"])
     generator = torch.Generator().manual_seed(0)
+    (x, y), (images, labels) = splits.train, (splits.val[0][:4096], splits.val[1][:4096])
+    n = min(len(y), TIMED_BATCHES * batch)
     rates = {}
     for width in sorted(set(widths)):
         torch.manual_seed(0)
         model = build.build(model_name, splits, width)
+        if settings.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x, y = splits.train
-        n = min(len(y), TIMED_BATCHES * batch)
-        train_rate = {}
+        timed = {}
         for name in names:
             amp = precision.Precision(name, device)
             train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
@@ -81,12 +84,13 @@ def measure_rates(model_name, splits, widths, recipe, training_precision="auto")
             start = time.perf_counter()
             train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
                             augmentation)
-            train_rate[name] = (time.perf_counter() - start) / n
-        images = splits.val[0][:4096]
+            timed[name] = (time.perf_counter() - start) / n
+        chosen = precision.choose(timed) if len(names) > 1 else names[0]
+        amp = precision.Precision(chosen, device)  # each epoch's evaluation runs in it
+        evaluate(model, images, labels, splits.normalise, amp)  # a warm-up: the first pass costs several times more
         start = time.perf_counter()
-        evaluate(model, images, splits.val[1][:4096], splits.normalise)
-        rates[width] = (train_rate[precision.choose(train_rate) if len(names) > 1 else names[0]],
-                        (time.perf_counter() - start) / len(images))
+        evaluate(model, images, labels, splits.normalise, amp)
+        rates[width] = timed[chosen], (time.perf_counter() - start) / len(images)
     return rates
 
 

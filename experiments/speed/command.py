@@ -14,6 +14,7 @@ at restructures gives the same graph as drawing it every epoch. Timing numbers a
 printed, never asserted: run nothing else meanwhile.
 
     python -m experiments.speed                                  # digits, about a minute
+    python -m experiments.speed --quick                          # every loop on a few images: a check, seconds
     python -m experiments.speed --dataset fashion-mnist --width 0.25
     python -m experiments.speed --dataset fashion-mnist --width 0.25 --profile   # where a dendritic pass goes
     python -m experiments.speed --dataset fashion-mnist --recipe-costs           # what the strong recipe's parts cost
@@ -43,7 +44,7 @@ from experiments.speed.costs import dendritic_costs, recipe_costs
 from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
 from neuroshrink import data, precision
-from neuroshrink.config import RunConfig
+from neuroshrink.config import QUICK, RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.options import add_options
 from neuroshrink.training import train_one_epoch
@@ -68,6 +69,9 @@ def get_args_parser():
                         "and compiled, in each precision, beside the plain CNN of that budget")
     p.add_argument("--params", type=positive(int), default=75000,
                    help="with --recipe-costs or --dendritic-costs: the compact CNN's budget")
+    p.add_argument("--quick", action="store_true",
+                   help="every loop for 2 epochs on --quick's few images, without the full default run: seconds, "
+                        "to check that the benchmark runs (its numbers mean nothing)")
     return p
 
 
@@ -179,12 +183,14 @@ def same_graph(tmp):
 
 
 def main(args):
-    epochs = args.epochs or (20 if args.dataset == "digits" else 2)
+    epochs = args.epochs or (20 if args.dataset == "digits" and not args.quick else 2)
     print(f"speed benchmark: {args.dataset}, width {args.width}, batch {args.batch_size}, "
           f"{epochs} epochs per loop, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"CPU: {cpu_model()}")
     t0 = time.perf_counter()
     splits = data.load(args.dataset)
+    if args.quick:  # the images a --quick run of the demo trains on
+        splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
     print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
     if args.recipe_costs:
         return recipe_costs(splits, args.params)
@@ -224,7 +230,9 @@ def main(args):
                   f"{t:.3f} s (speed-up over (a): {ref_train / t:.2f}x)")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.precisions or precision.available(torch.device("cpu")):
-            settings = dict(dataset=args.dataset, width=args.width, batch_size=args.batch_size, precision=name)
+            # what is timed is each epoch: no export at the end (and --quick draws no graph either)
+            settings = dict(dataset=args.dataset, width=args.width, batch_size=args.batch_size, precision=name,
+                            no_export=True, quick=args.quick, graph_at_end=args.quick)
             plain = demo(Path(tmp) / f"plain_{name}", **settings, no_dendrites=True, epochs=epochs,
                          min_epochs=epochs, patience=epochs)
             rows = plain["history"]
@@ -241,7 +249,7 @@ def main(args):
                       f"(c/a {r['train_seconds'] / ref_train:.2f}; c/b {r['train_seconds'] / b_train:.2f}, "
                       f"target <= {k + 1}){whole}" + (" [graph drawn in this epoch]" if r["graph_drawn"] else ""))
 
-        if args.dataset == "digits":
+        if args.dataset == "digits" and not args.quick:
             print("\nfull default run, `python train_phase2.py`, in a fresh process:")
             out = Path(tmp) / "PAI"
             t0 = time.perf_counter()
