@@ -2,8 +2,9 @@
 
 The study a user of their own model and images runs (docs/own-data.md): 4,000 Fashion-MNIST
 images written as a folder (example_folder), the LeNet-style factory of that page, and the plan
-of the committed example (4 search trials a method and 3 seeds on all 2,400 training images:
-what --minutes 15 chose there), given explicitly so that every checkout trains the same plan.
+--minutes 15 chose for it on 2026-12-05 (4 search trials a method and 3 seeds on all 2,400
+training images; results/own-data-example/folder-fashion10/four-trials/), given explicitly so
+that every checkout trains the same plan.
 It runs in a process of its own, on fresh data, results and runs folders:
 
     python -m experiments.study_time --label after

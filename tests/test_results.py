@@ -57,7 +57,8 @@ AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
               "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md",
               *(f"own-model-example/folder-colour32/shrink-torchvision-{name}-strong.md"
                 for name in ("resnet18", "mobilenet_v3_small")),
-              *(f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md" for study in ("", "long/")))
+              *(f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md"
+                for study in ("", "four-trials/", "long/")))
 # Made from a recipe.csv, not a sweep.db: (the command's flags less --report-only, the docs page showing it)
 RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
@@ -130,11 +131,11 @@ def test_the_own_data_page_shows_its_examples_report_as_it_is():
 
 
 def test_the_own_data_page_quotes_the_timed_studys_answers_as_they_are():
-    """Every dendritic and matched accuracy the two LeNet studies' answers give, in the page."""
+    """Every dendritic and matched accuracy the three LeNet studies' answers give, in the page."""
     import re
 
     page = (ROOT / "docs" / "own-data.md").read_text()
-    for study in ("", "long/"):
+    for study in ("", "four-trials/", "long/"):
         report = (ROOT / "results" / f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md")
         answer = report.read_text().split("\n## Which method")[0]
         numbers = re.findall(r"\d+\.\d+ ± \d+\.\d+", answer)
