@@ -189,9 +189,9 @@ def fit(rows, splits, kept, latency, deploy, study, limits):
     with tempfile.TemporaryDirectory() as tmp:
         for i, (row, record, kind, place) in enumerate(candidates(rows, kept)):
             path = ship(row, record, kind, place, splits, Path(tmp) / f"{i}.onnx", study)
-            measured = {"bytes": lambda: path.stat().st_size,  # timed only where a limit is in ms
-                        "ms": lambda: ms_of(record, kind, latency, path, splits)[0]}
-            if all(measured[k]() <= v for k, v in limits):
+            fits = all(path.stat().st_size <= v for k, v in limits if k == "bytes") and all(
+                ms_of(record, kind, latency, path, splits)[0] <= v for k, v in limits if k == "ms")  # timed if asked
+            if fits:
                 val = record["val_acc"] if kind == "fp32" else validation(path, splits)
                 fitting.append((val, row, record, kind, path))
         if not fitting:
