@@ -142,6 +142,25 @@ def test_the_own_data_page_quotes_the_timed_studys_answers_as_they_are():
         assert len(numbers) == 6 and all(number in page for number in numbers), study
 
 
+def test_the_timed_default_studys_answer_is_what_its_committed_records_give():
+    """The own-data example run by the default command: every dendritic and matched mean ± std its
+    answer gives, recomputed from the seed records in its sweep.db (its report itself needs the
+    image folder to regenerate)."""
+    from experiments.common import studies
+    from experiments.common.tables import fmt, mean_std
+
+    folder = ROOT / "results" / "own-data-example" / "folder-fashion10"
+    url = f"sqlite:///{folder / 'sweep.db'}"
+    answer = (folder / "shrink-my_models-lenet-strong.md").read_text().split("\n## Which method")[0]
+    for budget in (6523, 13046, 26093):
+        line = next(line for line in answer.splitlines() if line.startswith(f"- {budget:,} parameters"))
+        for method in ("dendritic", "matched"):
+            name = f"shrink-folder-neuroshrink-fashion10-my_models-lenet-strong-b{budget}-{method}-seeds"
+            records = studies.records(studies.open_study(url, name))
+            assert len(records) == 3
+            assert fmt(mean_std([r["test_acc"] for r in records])) in line, (budget, method)
+
+
 @pytest.mark.parametrize("report", RECIPES)
 def test_a_recipe_report_is_what_its_csv_gives_and_the_docs_show_it(tmp_path, report):
     from experiments import strong_recipe
