@@ -26,8 +26,9 @@ def migrate(record):
     settings.setdefault("schedule_epochs", settings["epochs"])  # the cosine schedule spanned the cap
     for mode in ("given", "out", "evaluate", "resume"):  # the command line's, not the run's
         settings.pop(mode, None)
-    if "format" not in record:  # a sweep's record of a run
-        return {**dict.fromkeys(MEASURED_SINCE), **record, "settings": settings}
+    if "format" not in record:  # a sweep's record of a run; the precision it trained in recorded since
+        precision = settings["precision"] or BEFORE_IT_EXISTED["precision"]  # None: from before --precision
+        return {**dict.fromkeys(MEASURED_SINCE), "precision": precision, **record, "settings": settings}
     final = record["final"] and {"inference_ms": None, **record["final"]}  # timed since (onnx, int8: optional)
     return {"precision": {"chosen": settings["precision"]}, **record,  # auto's choice recorded since
             "schema": SCHEMA, "settings": settings, "final": final}

@@ -5,11 +5,15 @@ import io
 import re
 import sys
 
+import optuna
 import pytest
+import torch
 
 from conftest import sweep_here
+from experiments.common import studies
 from experiments.shrink import plan
 from experiments.shrink import command as shrink
+from neuroshrink import precision
 from test_user_data import USER_CNN, write_folder
 
 
@@ -59,11 +63,14 @@ def test_the_study_plans_first_fits_its_minutes_and_answers_in_words(tmp_path, m
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     flags = ("--dataset", f"folder:{folder}", "--model", "user_cnn:tiny", "--budgets", "600", "--methods",
-             "dendritic", "matched", "--schedule-epochs", "1", "--minutes", "0.5")
+             "dendritic", "matched", "--schedule-epochs", "1", "--minutes", "0.5", "--precision", "auto")
     script = "shrink"
     output = sweep_here(tmp_path, *flags, script=script)
     before_training = output[:output.index("=== search")]
     assert "--minutes 0.5: " in before_training and "plan: 2 methods (dendritic, matched)" in before_training
+    trained_in = precision.available(torch.device("cpu"))  # auto: one for every run, where there is a choice
+    if len(trained_in) > 1:
+        trained_in = [re.search(r"precision: (\w+) for every run of this study \(--precision auto", before_training)[1]]
     runs = int(re.search(r"in all: (\d+) runs to train of \1, about [\d.]+ minutes on this machine", output)[1])
     assert runs == output.count("\n=== ") and output.count("progress: [") == runs  # a line after every run
     assert f"{runs}/{runs} runs" in output
@@ -71,9 +78,13 @@ def test_the_study_plans_first_fits_its_minutes_and_answers_in_words(tmp_path, m
     assert re.search(r"- 600 parameters: (dendrites helped|dendrites did not help|no difference the seeds can "
                      r"resolve) \(dendritic .* % against .* %.*use \*\*(dendritic|matched)\*\*", answer), answer
     assert "ship deploy/shrink-user_cnn-tiny-strong/600/" in answer
+    url = f"sqlite:///{tmp_path / 'results' / 'folder-images' / 'sweep.db'}"
+    stored = [studies.open_study(url, s.study_name) for s in optuna.get_all_study_summaries(url)]
+    assert {r["precision"] for study in stored for r in studies.records(study)} == set(trained_in)
     report = (tmp_path / "results" / "folder-images" / "shrink-user_cnn-tiny-strong.md").read_text()
     assert report.startswith(answer.strip().split("\n")[0])  # the answer heads the report too
     again = sweep_here(tmp_path, *flags, "--minutes", "30", script=script)  # the stored plan, not a new one
     assert f"in all: 0 runs to train of {runs}" in again and "--minutes" not in again.split("plan:")[0]
+    assert "precision: " not in again  # the study's own, as stored with its runs
     with pytest.raises(Exception, match="was sized with --trials"):
         sweep_here(tmp_path, *flags, "--trials", "5", script=script)

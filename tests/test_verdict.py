@@ -144,12 +144,14 @@ def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     assert statistics.median(both[0]["ms1"]) == latency["runs"][rows[0]["records"][0]["run"]][both[0]["kind"]]["1"]
 
 
-def test_training_minutes_name_every_cpu_they_were_measured_on():
-    one = verdict.training_machines(["AMD EPYC"] * 3)
-    assert one == "Training minutes: each seed run's wall clock, on the AMD EPYC (3 runs)."
-    mixed = verdict.training_machines(["AMD EPYC", "Intel Xeon, AMX", "Intel Xeon, AMX", None])
+def test_training_minutes_name_every_cpu_and_precision_they_were_measured_in():
+    one = verdict.training_machines(["AMD EPYC"] * 3, ["bf16"] * 3)
+    assert one == "Training minutes: each seed run's wall clock, on the AMD EPYC (3 runs), trained in bf16."
+    mixed = verdict.training_machines(["AMD EPYC", "Intel Xeon, AMX", "Intel Xeon, AMX", None],
+                                      ["fp32", "bf16", "bf16", "bf16"])
     assert mixed == ("Training minutes: each seed run's wall clock, on the Intel Xeon, AMX (2 runs) and the AMD "
-                     "EPYC (1 run) and an unrecorded CPU (1 run); they compare only between runs on one CPU.")
+                     "EPYC (1 run) and an unrecorded CPU (1 run), trained in bf16 (3 runs) and fp32 (1 run), as "
+                     "--precision auto chose for each run; they compare only between runs on one CPU.")
 
 
 @pytest.mark.parametrize("flags, message", [

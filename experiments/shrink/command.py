@@ -226,13 +226,13 @@ def checked_budgets(study, shape):
 
 def stored_precision(study):
     """The precision the first of the study's studies that holds runs trained in (a sweep
-    continues in its own: the committed ones trained in fp32); "auto" for a new one."""
+    continues in its own: the committed ones trained in fp32); None for a new one."""
     for name in [study_name(study, "wide")] + [study_name(study, stage, BY_NAME[m], b) for b in study.budgets
                                               for m in study.methods for stage in ("search", "seeds")]:
         stored = studies.study_exists(study.url, name) and studies.open_study(study.url, name).user_attrs.get("sweep")
         if stored:
             return stored.get("precision", BEFORE_IT_EXISTED["precision"])
-    return "auto"
+    return None
 
 
 def resolve(args):
@@ -264,12 +264,13 @@ def resolve(args):
         layouts={budget: layouts(study, budget, shape) for budget in budgets} if study.maintainer and shape else {},
         progress=None)
     results_dir.mkdir(parents=True, exist_ok=True)
-    if not report_only:  # (a report checks no settings)
-        study = study.but(precision=study.precision or stored_precision(study))
+    stored = None if report_only else stored_precision(study)  # (a report checks no settings)
+    if not report_only:  # a study continues in its own precision (--precision auto: whatever it chose)
+        study = study.but(precision=stored if stored and study.precision in (None, "auto") else study.precision or "auto")
     for budget, found in study.layouts.items():
         print(f"--maintainer, {budget:,} parameters: dendrite layouts within the budget: {', '.join(found)}")
-    if not report_only:
-        sized, progress = plan.plan_first(study, study.url, splits, shape)
+    if not report_only:  # a new study with --precision auto trains every run in the one its plan chooses
+        sized, progress = plan.plan_first(study, study.url, splits, shape, stored is None and study.precision == "auto")
         study = study.but(**sized, progress=progress)
     return study, splits
 

@@ -6,8 +6,10 @@ run's graph also plots each epoch's test score) times the seconds one evaluation
 final evaluation, and fixed costs beside them (RUN_S; a seed's export EXPORT_S plus its ONNX
 checks and int8 calibration, EXPORT_EVALS evaluations of validation and test; a dendritic run's
 tracker and graph; a pruned run's pruning). The two rates are measured here, on this machine,
-on the user's model and images, in the precision the runs will train in (`auto`: the one it
-would choose): a few batches of each width, timed (`measure_rates`). A dendritic run trains its
+on the user's model and images, in each precision the runs may train in: a few batches of each
+width, timed (`measure_rates`). A new study with `--precision auto` trains every run in the one
+precision that makes the whole plan fastest (`study_precision`), chosen once and stored with
+it, so that no method trains in another precision than the one it is compared with. A dendritic run trains its
 first schedule at its base width and its second with one dendrite set, which doubles the
 layers' work: DENDRITE_FACTOR on its epochs. A stage some of whose runs the storage holds
 finished (a study continued) is estimated at their mean time instead. As runs finish, the
@@ -36,6 +38,7 @@ PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a se
 DENDRITE_FACTOR = 1.5  # a dendritic run's epochs: half at the base width, half with one set (about 2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
+EVALUATED = 4096       # validation images per width timed for it, after one pass of warm-up
 
 # Trials per method, seeds and the search's share of the training images, from the most certain
 # answer to the cheapest: --minutes takes the first that fits.
@@ -55,43 +58,45 @@ class Run:
     pruned: bool = False
 
 
-def measure_rates(model_name, splits, widths, recipe, training_precision="auto"):
-    """Seconds per training image and per evaluated image at each width, on this machine, as the
-    runs will train and evaluate: the recipe's batch size and memory format, in
-    `training_precision` (auto: each precision this CPU trains in, and the one auto would choose);
-    a few batches, timed after a warm-up batch."""
+def measure_rates(model_name, splits, widths, recipe, names):
+    """{precision: {width: (seconds per training image, per evaluated image)}} on this machine,
+    as the runs will train and evaluate: the recipe's batch size and memory format, in each
+    precision of `names`; a few batches, timed after a warm-up batch."""
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
     device = torch.device("cpu")
-    names = (precision.available(device) if training_precision == "auto" else
-             [training_precision if training_precision in precision.available(device) else "fp32"])
     generator = torch.Generator().manual_seed(0)
-    (x, y), (images, labels) = splits.train, (splits.val[0][:4096], splits.val[1][:4096])
+    (x, y), (images, labels) = splits.train, (splits.val[0][:EVALUATED], splits.val[1][:EVALUATED])
     n = min(len(y), TIMED_BATCHES * batch)
-    rates = {}
+    rates = {name: {} for name in names}
     for width in sorted(set(widths)):
         torch.manual_seed(0)
         model = build.build(model_name, splits, width)
         if settings.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        timed = {}
         for name in names:
-            amp = precision.Precision(name, device)
+            amp = precision.Precision(name, device)  # each epoch's evaluation runs in it too
             train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
                             CrossEntropy(), augmentation)
             start = time.perf_counter()
             train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
                             augmentation)
-            timed[name] = (time.perf_counter() - start) / n
-        chosen = precision.choose(timed) if len(names) > 1 else names[0]
-        amp = precision.Precision(chosen, device)  # each epoch's evaluation runs in it
-        evaluate(model, images, labels, splits.normalise, amp)  # a warm-up: the first pass costs several times more
-        start = time.perf_counter()
-        evaluate(model, images, labels, splits.normalise, amp)
-        rates[width] = timed[chosen], (time.perf_counter() - start) / len(images)
+            train = (time.perf_counter() - start) / n
+            evaluate(model, images, labels, splits.normalise, amp)  # a warm-up: the first pass costs several times more
+            start = time.perf_counter()
+            evaluate(model, images, labels, splits.normalise, amp)
+            rates[name][width] = train, (time.perf_counter() - start) / len(images)
     return rates
+
+
+def study_precision(rates, runs, evaluated):
+    """--precision auto, once for the whole study (every method trains in it, which a per-run
+    choice could not promise: a run's choice is near its threshold, and turns on noise): the
+    precision auto chooses (precision.choose) by the study's estimated seconds in each."""
+    return precision.choose({name: sum(seconds(run, by_width, *evaluated) for run in runs)
+                             for name, by_width in rates.items()})
 
 
 def seconds(run, rates, val_images, test_images):
@@ -241,23 +246,53 @@ def size(args, url, splits, shape, rates):
 LADDER_TOP = LADDER[0][:2]
 
 
-def plan_first(args, url, splits, shape):
+def one_for_all(args, url, measured, runs, evaluated):
+    """The precision every run of a new study trains in (study_precision), said in one line; the
+    first worker's choice is stored with the study, so that every worker trains in it."""
+    store = studies.open_study(url, study_name(args, "plan"))
+    if "precision" in store.user_attrs:
+        chosen = store.user_attrs["precision"]
+        print(f"precision: {chosen} for every run of this study (chosen when it began)")
+        return chosen
+    chosen = study_precision(measured, runs, evaluated)
+    store.set_user_attr("precision", chosen)
+    fp32 = sum(seconds(run, measured["fp32"], *evaluated) for run in runs)
+    print(f"precision: {chosen} for every run of this study (--precision auto, from the timing: "
+          + ", ".join(f"{name} {sum(seconds(run, by_width, *evaluated) for run in runs) / fp32:.2f}x"
+                      for name, by_width in measured.items() if name != "fp32") + " fp32's time)")
+    return chosen
+
+
+def plan_first(args, url, splits, shape, one_precision=False):
     """Before the first run: size the study to --minutes, print what it will train (per stage and
-    in all, with the minutes expected from a timing of the model on the data). Returns the
-    sizes it chose ({} without --minutes) and the progress that each finished run reports to."""
+    in all, with the minutes expected from a timing of the model on the data). `one_precision`
+    (a new study, --precision auto): choose the precision every run will train in. Returns what
+    it settled ({} without --minutes; the precision) and the progress that each finished run
+    reports to."""
     strong = args.recipe == "strong"
     rates, sized = None, {}
+    evaluated = len(splits.val[1]), len(splits.test[1])
     if strong:
         started = time.perf_counter()
-        widths = {run.width for run in planned(args, shape, len(splits.train[1]))}
-        rates = measure_rates(args.model, splits, widths, args.recipe, args.precision or "auto")
+        runs = planned(args, shape, len(splits.train[1]))
+        widths = {run.width for run in runs}
+        available = precision.available(torch.device("cpu"))
+        names = available if args.precision == "auto" else [args.precision if args.precision in available else "fp32"]
+        measured = measure_rates(args.model, splits, widths, args.recipe, names)
         timing = time.perf_counter() - started
+        if one_precision and len(names) > 1:
+            sized["precision"] = one_for_all(args, url, measured, runs, evaluated)
+            rates = measured[sized["precision"]]
+        elif len(names) > 1:  # a study begun when auto chose for each run: each width as it would
+            rates = {width: measured[precision.choose({name: measured[name][width][0] for name in names})][width]
+                     for width in widths}
+        else:
+            rates = measured[names[0]]
         if args.minutes:
-            sized = size(args, url, splits, shape, rates)
-            args = Namespace(**vars(args) | sized)
+            sized |= size(args, url, splits, shape, rates)
+        args = Namespace(**vars(args) | sized)
     runs = planned(args, shape, len(splits.train[1]))
     done = done_already(args, url, runs)
-    evaluated = len(splits.val[1]), len(splits.test[1])
     remaining, lines = [], []
     for k in dict.fromkeys(map(key, runs)):
         group = [run for run in runs if key(run) == k]

@@ -37,7 +37,7 @@ def kind_rows(rows, latency):
                         "params": [r["params"] for r in records], "bytes": [r[key]["bytes"] for r in records],
                         "ms1": [t["1"] for t in times], "ms256": [t["256"] for t in times],
                         "minutes": [r["wall_seconds"] / 60 for r in records], "wide_minutes": row["wide_minutes"],
-                        "cpus": [r["settings"]["cpu"] for r in records],
+                        "cpus": [r["settings"]["cpu"] for r in records], "precisions": [r["precision"] for r in records],
                         "epochs": [r["epochs"] for r in records], "hp": row["hp"], "undecided": row["undecided"]})
     return out
 
@@ -86,8 +86,9 @@ def table(args, rows, wide_records, latency, searched=None):
             f"{method} at {budget:,}: trial {trial} of {trials}" for (method, budget), (trial, trials) in searched.items())
             + ".", ""]
     wide = [r for r in wide_records if r["seed"] > 0]
-    lines += [training_machines([c for r in rows if r["kind"] == "fp32" for c in r["cpus"]]
-                                + [r["settings"]["cpu"] for r in wide]), ""]
+    fp32_rows = [r for r in rows if r["kind"] == "fp32"]
+    lines += [training_machines([c for r in fp32_rows for c in r["cpus"]] + [r["settings"]["cpu"] for r in wide],
+                                [p for r in fp32_rows for p in r["precisions"]] + [r["precision"] for r in wide]), ""]
     if wide:
         lines += [f"The wide model (plain, width {args.wide:g}, {fmt(mean_std([r['params'] for r in wide]), 0)} "
                   f"parameters) pruned and distilled from: test {fmt(mean_std([r['test_acc'] for r in wide]))} %, "
@@ -118,13 +119,17 @@ def table(args, rows, wide_records, latency, searched=None):
     return "\n".join(lines) + "\n"
 
 
-def training_machines(cpus):
-    """Where the training minutes were measured: a sweep continued on another machine mixes CPUs,
-    and minutes compare only between runs on one CPU."""
+def training_machines(cpus, precisions):
+    """Where and in what the training minutes were measured: a sweep continued on another machine
+    mixes CPUs, and minutes compare only between runs on one CPU; a study begun when --precision
+    auto chose for each run mixes precisions (a study chooses one for all its runs since)."""
     counts = Counter(cpus).most_common()
     where = " and ".join(f"{f'the {cpu}' if cpu else 'an unrecorded CPU'} ({n} run{'s' * (n > 1)})"
                          for cpu, n in counts)
-    return (f"Training minutes: each seed run's wall clock, on {where}"
+    trained = Counter(precisions).most_common()
+    how = (f"trained in {trained[0][0]}" if len(trained) == 1 else "trained in " + " and ".join(
+        f"{name} ({n} run{'s' * (n > 1)})" for name, n in trained) + ", as --precision auto chose for each run")
+    return (f"Training minutes: each seed run's wall clock, on {where}, {how}"
             + ("; they compare only between runs on one CPU." if len(counts) > 1 else "."))
 
 
