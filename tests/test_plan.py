@@ -9,11 +9,12 @@ import optuna
 import pytest
 import torch
 
-from conftest import sweep_here
+from conftest import sweep_flags, sweep_here
 from experiments.common import studies
 from experiments.shrink import plan
 from experiments.shrink import command as shrink
 from neuroshrink import precision
+from neuroshrink.errors import UsageError
 from test_user_data import USER_CNN, write_folder
 
 
@@ -28,13 +29,13 @@ def test_a_study_of_your_model_defaults_to_what_the_verdict_recommends():
 
 
 def test_the_time_budget_takes_the_most_certain_plan_that_fits():
-    cost = {option: 60 * (option[0] * option[1]) / option[2] for option in plan.LADDER}  # minutes: trials x seeds / share
-
-    def estimate(trials, seeds, share):
-        return cost.get((trials, seeds, share), 60 * trials * seeds / share)
-    assert plan.fit_ladder(estimate, 13) == ((4, 3, 1), 720, True)  # 8x3 and 6x3 do not fit
-    assert plan.fit_ladder(estimate, 13, seeds=2) == ((6, 2, 1), 720, True)  # --seeds given: kept
-    assert plan.fit_ladder(estimate, 0.1) == ((1, 2, 4), 30, False)  # nothing fits: the cheapest, said so
+    def estimate(trials, seeds, share, schedule):  # seconds: a minute a trial and seed, less by share and schedule
+        return 60 * trials * seeds / share * (schedule or 15) / 15
+    assert plan.fit_ladder(estimate, 13) == ((4, 3, 1, None), 720, True)  # 8x3 and 6x3 do not fit
+    assert plan.fit_ladder(estimate, 13, seeds=2) == ((6, 2, 1, None), 720, True)  # --seeds given: kept
+    assert plan.fit_ladder(estimate, 0.35) == ((1, 2, 4, 10), 20, True)  # a shorter schedule only after all else
+    assert plan.fit_ladder(estimate, 0.1) == ((1, 2, 4, 6), 12, False)  # nothing fits: the cheapest, said so
+    assert plan.fit_ladder(estimate, 0.1, schedule=15) == ((1, 2, 4, 15), 30, False)  # --schedule-epochs given: kept
 
 
 def test_progress_scales_what_is_left_by_how_the_finished_runs_did():
@@ -88,3 +89,25 @@ def test_the_study_plans_first_fits_its_minutes_and_answers_in_words(tmp_path, m
     assert "precision: " not in again  # the study's own, as stored with its runs
     with pytest.raises(Exception, match="was sized with --trials"):
         sweep_here(tmp_path, *flags, "--trials", "5", script=script)
+
+
+def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, monkeypatch, capsys):
+    folder = write_folder(tmp_path / "images")
+    (tmp_path / "user_cnn.py").write_text(USER_CNN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # a model as slow as a big one: a second per training image, at every width and precision
+    monkeypatch.setattr(plan, "measure_rates", lambda model, splits, widths, recipe, names: {
+        name: {width: (1.0, 0.001) for width in widths} for name in names})
+
+    def resolve(*flags):
+        return shrink.resolve(shrink.get_args_parser().parse_args(sweep_flags(
+            tmp_path, "--dataset", f"folder:{folder}", "--model", "user_cnn:tiny", "--budgets", "600", *flags)))[0]
+    study = resolve()
+    said = capsys.readouterr().out
+    assert (study.trials, study.seeds, study.schedule_epochs, study.search_epochs) == (1, 1, 6, 6)  # the cheapest (--seeds 1 given)
+    assert "schedules of 6 epochs (of 15): every method trains less than it would" in said
+    assert "the smallest plan still takes about" in said
+    assert resolve().schedule_epochs == 6  # a restart trains the plan stored with the study
+    with pytest.raises(UsageError, match="was sized with --schedule-epochs 6"):
+        resolve("--schedule-epochs", "15")

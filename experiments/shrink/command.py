@@ -80,7 +80,7 @@ from experiments.common.runner import cli, common_parser, folders
 from experiments.shrink import plan, report
 from experiments.shrink.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
                                  USER_METHODS, budget_epochs, check_methods, layouts, study_name, width_for)
-from experiments.shrink.stages import add_study_options, best_trials, every_budget, train_wide
+from experiments.shrink.stages import SCHEDULE_EPOCHS, add_study_options, best_trials, every_budget, train_wide
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -113,9 +113,10 @@ def get_args_parser():
                                           f"{' and '.join(DENDRITIC_STUDENT)}, --recipe strong: "
                                           f"{', '.join(STRONG_METHODS)})")
     p.add_argument("--minutes", type=positive(float), default=None, metavar="M",
-                   help="--recipe strong: size the search trials, seeds and the search's training images to fit M "
-                        f"minutes on this machine, by a timing of the model on the data (default for your model or "
-                        f"images: {USER_MINUTES}; --trials, --seeds and --search-images given stay as given)")
+                   help="--recipe strong: size the search trials, seeds and the search's training images (and, "
+                        "where nothing else fits, the schedule's epochs) to fit M minutes on this machine, by a timing "
+                        f"of the model on the data (default for your model or images: {USER_MINUTES}; --trials, "
+                        "--seeds, --search-images and --schedule-epochs given stay as given)")
     add_study_options(p)
     p.add_argument("--maintainer", action="store_true",
                    help="--recipe strong: the dendritic searches also draw what the library's maintainer sets "
@@ -188,9 +189,10 @@ def with_defaults(args):
         methods=args.methods or list(USER_METHODS if user else STRONG_METHODS if strong else DEFAULT_METHODS),
         # --minutes sizes what is not given (resolve, once the model has been timed on the data)
         minutes=args.minutes or (USER_MINUTES if user and strong else None),
-        given={k: getattr(args, k) for k in ("trials", "seeds", "search_images")},
+        given={k: getattr(args, k) for k in ("trials", "seeds", "search_images", "schedule_epochs", "search_epochs")},
         trials=args.trials or (12 if strong else 8), seeds=args.seeds or 3,
-        search_epochs=args.search_epochs or args.schedule_epochs,
+        schedule_epochs=args.schedule_epochs or SCHEDULE_EPOCHS,
+        search_epochs=args.search_epochs or args.schedule_epochs or SCHEDULE_EPOCHS,
         quantize="int8" if strong else args.quantize,  # every final model, for its bytes and accuracy in int8
         wide=args.wide or (DEFAULT_WIDE.get((args.dataset, args.model), DEFAULT_WIDE.get(args.dataset, 0.25))
                            if built_in(args) else 1.0))

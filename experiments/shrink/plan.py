@@ -40,9 +40,11 @@ DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pa
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
 EVALUATED = 4096       # validation images per width timed for it, after one pass of warm-up
 
-# Trials per method, seeds and the search's share of the training images, from the most certain
-# answer to the cheapest: --minutes takes the first that fits.
-LADDER = [(8, 3, 1), (6, 3, 1), (4, 3, 1), (4, 3, 2), (4, 2, 2), (3, 2, 2), (2, 2, 2), (2, 2, 4), (1, 2, 4)]
+# Trials per method, seeds, the search's share of the training images and the schedule's epochs
+# (None: --schedule-epochs), from the most certain answer to the cheapest: --minutes takes the
+# first that fits. A shorter schedule comes last: every method trains less well, alike.
+LADDER = [(8, 3, 1, None), (6, 3, 1, None), (4, 3, 1, None), (4, 3, 2, None), (4, 2, 2, None), (3, 2, 2, None),
+          (2, 2, 2, None), (2, 2, 4, None), (1, 2, 4, None), (1, 2, 4, 12), (1, 2, 4, 10), (1, 2, 4, 8), (1, 2, 4, 6)]
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,11 @@ def seconds(run, rates, val_images, test_images):
             + (val_images + test_images) * eval_rate)
 
 
-def fit_ladder(estimate, minutes, trials=None, seeds=None):
-    """The first (trials, seeds, search share) of LADDER, with --trials/--seeds where given,
-    whose estimate(trials, seeds, share) in seconds fits `minutes`; else the cheapest. Returns
-    it with its estimate and whether it fits."""
-    options = list(dict.fromkeys((trials or t, seeds or s, share) for t, s, share in LADDER))
+def fit_ladder(estimate, minutes, trials=None, seeds=None, schedule=None):
+    """The first (trials, seeds, search share, schedule epochs) of LADDER, with --trials, --seeds
+    and --schedule-epochs where given (a schedule of None: as given), whose estimate(...) in
+    seconds fits `minutes`; else the cheapest. Returns it with its estimate and whether it fits."""
+    options = list(dict.fromkeys((trials or t, seeds or s, share, schedule or cut) for t, s, share, cut in LADDER))
     for option in options:
         cost = estimate(*option)
         if cost <= 60 * minutes:
@@ -213,29 +215,41 @@ def per_run(k, done, estimate):
 
 
 def size(args, url, splits, shape, rates):
-    """--minutes: {trials, seeds, search_images} that fit, unless given; the first worker's
-    choice is stored with the study, so that every worker and every restart trains the same plan."""
+    """--minutes: {trials, seeds, search_images, schedule_epochs, search_epochs} that fit, unless
+    given; the first worker's choice is stored with the study, so that every worker and every
+    restart trains the same plan."""
     n_train, evaluated = len(splits.train[1]), (len(splits.val[1]), len(splits.test[1]))
     given = args.given
 
-    def estimate(trials, seeds, share):
-        images = given["search_images"] or (None if share == 1 else n_train // share)
-        option = Namespace(**{**vars(args), "trials": trials, "seeds": seeds, "search_images": images})
-        return sum(seconds(run, rates, *evaluated) for run in planned(option, shape, n_train))
+    def option(trials, seeds, share, schedule):
+        """The study's sizes at a rung of LADDER (a search's schedule, unless given, is the schedule's)."""
+        return {"trials": trials, "seeds": seeds,
+                "search_images": given["search_images"] or (None if share == 1 else n_train // share),
+                "schedule_epochs": schedule or args.schedule_epochs,
+                "search_epochs": given["search_epochs"] or schedule or args.search_epochs}
+
+    def estimate(*rung):
+        return sum(seconds(run, rates, *evaluated)
+                   for run in planned(Namespace(**vars(args) | option(*rung)), shape, n_train))
 
     store = studies.open_study(url, study_name(args, "plan"))
     if "sized" not in store.user_attrs:
-        (trials, seeds, share), cost, fits = fit_ladder(estimate, args.minutes, given["trials"], given["seeds"])
-        images = given["search_images"] or (None if share == 1 else n_train // share)
-        store.set_user_attr("sized", {"trials": trials, "seeds": seeds, "search_images": images, "minutes": args.minutes})
+        rung, cost, fits = fit_ladder(estimate, args.minutes, given["trials"], given["seeds"], given["schedule_epochs"])
+        sized = option(*rung)
+        store.set_user_attr("sized", sized | {"minutes": args.minutes})
+        trials, seeds, images, schedule = sized["trials"], sized["seeds"], sized["search_images"], rung[3]
         cut = [f"{trials} search trials a method (of {LADDER_TOP[0]})" if not given["trials"] else "",
                f"{seeds} seeds (of {LADDER_TOP[1]})" if not given["seeds"] and seeds < LADDER_TOP[1] else "",
                f"the search on {images:,} of {n_train:,} training images" if images and not given["search_images"]
-               else ""]
+               else "",
+               f"schedules of {schedule} epochs (of {args.schedule_epochs}): every method trains less than it would"
+               if schedule and not given["schedule_epochs"] else ""]
         chosen = ", ".join(c for c in cut if c) or "the trials, seeds and images given"
         print(f"--minutes {args.minutes:g}: {chosen}"
               + ("" if fits else f"; the smallest plan still takes about {minutes(cost)} minutes"))
-    sized = {k: store.user_attrs["sized"][k] for k in ("trials", "seeds", "search_images")}
+    stored = store.user_attrs["sized"]  # a study sized before its schedule could be cut: as it was given
+    sized = {k: stored.get(k, getattr(args, k)) for k in ("trials", "seeds", "search_images", "schedule_epochs",
+                                                          "search_epochs")}
     for k, value in sized.items():
         if given[k] is not None and given[k] != value:
             raise UsageError(f"this study was sized with --{k.replace('_', '-')} {value}; give the same, "

@@ -28,6 +28,9 @@ def open_study(args, url, name, sampler=None, defining=None):
     return study
 
 
+SCHEDULE_EPOCHS = 15  # a schedule's epochs, unless given (or cut to fit --minutes)
+
+
 def add_study_options(parser):
     """The options of shrink's search and budgets. Every worker of a --recipe strong study must
     agree on them: the first stores them with the study (check_strong_settings)."""
@@ -36,9 +39,10 @@ def add_study_options(parser):
                         help="search trials per method and budget, the same for every method (fewer only where a "
                              "method's space has fewer configurations; default 8, --recipe strong 12; your model or "
                              "images: as --minutes allows)")
-    strong.add_argument("--schedule-epochs", type=positive(int), default=15, metavar="S",
-                        help="each architecture's schedule: a dendritic run adds its set after S epochs and trains "
-                             "S more; every other run trains as many")
+    strong.add_argument("--schedule-epochs", type=positive(int), default=None, metavar="S",
+                        help=f"each architecture's schedule: a dendritic run adds its set after S epochs and trains "
+                             f"S more; every other run trains as many (default {SCHEDULE_EPOCHS}; your model or "
+                             f"images: shorter only where --minutes allows no other plan)")
     strong.add_argument("--search-epochs", type=positive(int), default=None, metavar="S",
                         help="the search's schedule, the same for every method (default: --schedule-epochs)")
     strong.add_argument("--search-images", type=positive(int), default=None, metavar="N",
@@ -52,7 +56,8 @@ def add_study_options(parser):
     return parser
 
 
-STRONG_DEFAULTS = vars(add_study_options(argparse.ArgumentParser()).parse_args([]))  # their names and defaults
+# their names and defaults (as resolved: with_defaults)
+STRONG_DEFAULTS = vars(add_study_options(argparse.ArgumentParser()).parse_args([])) | {"schedule_epochs": SCHEDULE_EPOCHS}
 
 
 def check_strong_settings(study, args, defining=None):
