@@ -98,7 +98,8 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
     monkeypatch.setattr(sys, "path", list(sys.path))
     # a model as slow as a big one: a second per training image, at every width and precision
     monkeypatch.setattr(plan, "measure_rates", lambda model, splits, widths, recipe, names: {
-        name: {width: (1.0, 0.001) for width in widths} for name in names})
+        name: {width: plan.Rate(train=1.0, evaluate=0.001, checkpoint=0.01, params=1000) for width in widths}
+        for name in names})
 
     def resolve(*flags):
         return shrink.resolve(shrink.get_args_parser().parse_args(sweep_flags(

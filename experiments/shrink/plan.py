@@ -1,24 +1,28 @@
 """What a study will cost before it starts, a time budget, and its progress as it goes.
 
 The cost model: a run costs its epochs, each its training images times the seconds one
-training image takes at its model's width and its evaluated images (validation; a dendritic
-run's graph also plots each epoch's test score) times the seconds one evaluation takes; then a
-final evaluation, and fixed costs beside them (RUN_S; a seed's export EXPORT_S plus its ONNX
-checks and int8 calibration, EXPORT_EVALS evaluations of validation and test; a dendritic run's
-tracker and graph; a pruned run's pruning). The two rates are measured here, on this machine,
-on the user's model and images, in each precision the runs may train in: a few batches of each
-width, timed (`measure_rates`). A new study with `--precision auto` trains every run in the one
-precision that makes the whole plan fastest (`study_precision`), chosen once and stored with
-it, so that no method trains in another precision than the one it is compared with. A dendritic run trains its
-first schedule at its base width and its second with one dendrite set, which doubles the
+training image takes at its model's width (a pruned model's at the wide model's: an upper bound)
+and its evaluated images (validation; a dendritic run's graph also plots each epoch's test score)
+times the seconds one evaluation takes, and the epoch's snapshot; then a final evaluation, and
+fixed costs beside them (RUN_S; a seed's export EXPORT_S and EXPORT_S_PER_PARAM a weight, plus
+its ONNX checks and int8 calibration, EXPORT_EVALS evaluations of validation and test; a
+dendritic run's tracker and graph; a pruned run's pruning). The rates are measured here, on this
+machine, on the user's model and images, in each precision the runs may train in: a few batches
+of each width, timed, and a snapshot written (`measure_rates`). A new study with `--precision
+auto` trains every run in the one precision that makes the whole plan fastest
+(`study_precision`), chosen once and stored with it, so that no method trains in another
+precision than the one it is compared with. A dendritic run trains its first schedule at its base width and its second with one dendrite set, which doubles the
 layers' work: DENDRITE_FACTOR on its epochs. A stage some of whose runs the storage holds
 finished (a study continued) is estimated at their mean time instead. As runs finish, the
 estimate of what is left is scaled by how far the finished runs were from their own estimates.
 """
 
+import tempfile
 import time
 from argparse import Namespace
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -29,12 +33,15 @@ from neuroshrink import augment, build, data, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
-# Fixed seconds of a run beside its epochs (2-core AMD EPYC, a 52,000-parameter CNN, issue 47):
-RUN_S = 0.5         # set-up, checkpoints, its record
+# Fixed seconds of a run beside its epochs (2-core AMD EPYC: a 52,000-parameter CNN, issue 47; the
+# terms per parameter from ResNet-18's widths, 1.4 to 11.2 million parameters, issue 48):
+RUN_S = 0.5         # set-up, its record
 EXPORT_S = 0.5      # a seed run's model.ts, model.onnx and model.int8.onnx written
+EXPORT_S_PER_PARAM = 3.5e-7  # ... their conversion and int8 quantization, per weight
 EXPORT_EVALS = 4    # ... and checked: validation and test in ONNX Runtime on one thread, int8 calibration
 DENDRITE_S = 0.7    # a dendritic run's: the library's tracker and its graph
 PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a search's trials prune once)
+PRUNE_S_PER_PARAM = 4e-7  # ... per weight of the wide model (torch-pruning's steps)
 DENDRITE_FACTOR = 1.5  # a dendritic run's epochs: half at the base width, half with one set (about 2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
@@ -58,12 +65,23 @@ class Run:
     factor: float = 1.0  # on its epochs' cost
     dendritic: bool = False
     pruned: bool = False
+    pace: float | None = None  # the width whose speed it trains at, if not its own: a pruned model's, the wide
+    # model's (it keeps a subset of that model's channels: pruned by importance, the early layers, which
+    # cost the most per parameter, keep more than a uniformly narrowed model's; an upper bound)
+
+
+class Rate(NamedTuple):
+    """What a run of one width costs on this machine, in one precision."""
+    train: float        # seconds per training image
+    evaluate: float     # seconds per evaluated image
+    checkpoint: float   # seconds per epoch's snapshot (the model and its optimizer, written to disk)
+    params: int
 
 
 def measure_rates(model_name, splits, widths, recipe, names):
-    """{precision: {width: (seconds per training image, per evaluated image)}} on this machine,
-    as the runs will train and evaluate: the recipe's batch size and memory format, in each
-    precision of `names`; a few batches, timed after a warm-up batch."""
+    """{precision: {width: Rate}} on this machine, as the runs will train and evaluate: the
+    recipe's batch size and memory format, in each precision of `names`; a few batches, timed
+    after a warm-up batch; and one snapshot written."""
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
@@ -89,8 +107,19 @@ def measure_rates(model_name, splits, widths, recipe, names):
             evaluate(model, images, labels, splits.normalise, amp)  # a warm-up: the first pass costs several times more
             start = time.perf_counter()
             evaluate(model, images, labels, splits.normalise, amp)
-            rates[name][width] = train, (time.perf_counter() - start) / len(images)
+            rates[name][width] = Rate(train, (time.perf_counter() - start) / len(images), snapshot_seconds(model, optimizer),
+                                      sum(p.numel() for p in model.parameters()))
     return rates
+
+
+def snapshot_seconds(model, optimizer):
+    """Seconds to write an epoch's snapshot as a run does: the model, its best weights so far and
+    its optimizer's state (run_folder.save_epoch)."""
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        torch.save({"model": model.state_dict(), "best": model.state_dict(), "optimizer": optimizer.state_dict()},
+                   Path(folder) / "state.pt")
+        return time.perf_counter() - start
 
 
 def study_precision(rates, runs, evaluated):
@@ -102,13 +131,14 @@ def study_precision(rates, runs, evaluated):
 
 
 def seconds(run, rates, val_images, test_images):
-    train_rate, eval_rate = rates[run.width]
+    size, pace = rates[run.width], rates[run.pace or run.width]
     evaluated = val_images + test_images * run.dendritic  # each epoch
     seed = run.stage != "search"  # a search trial exports nothing
-    return (RUN_S + DENDRITE_S * run.dendritic + PRUNE_S * (run.pruned and seed)
-            + (EXPORT_S + EXPORT_EVALS * (val_images + test_images) * eval_rate) * seed
-            + run.epochs * run.factor * (run.images * train_rate + evaluated * eval_rate)
-            + (val_images + test_images) * eval_rate)
+    return (RUN_S + DENDRITE_S * run.dendritic + (PRUNE_S + PRUNE_S_PER_PARAM * pace.params) * (run.pruned and seed)
+            + (EXPORT_S + EXPORT_S_PER_PARAM * size.params + EXPORT_EVALS * (val_images + test_images) * pace.evaluate)
+            * seed
+            + run.epochs * (run.factor * (run.images * pace.train + evaluated * pace.evaluate) + size.checkpoint)
+            + (val_images + test_images) * pace.evaluate)
 
 
 def fit_ladder(estimate, minutes, trials=None, seeds=None, schedule=None):
@@ -169,19 +199,20 @@ def planned(args, shape, n_train):
     for budget in args.budgets:
         for method in (BY_NAME[n] for n in args.methods):
             pruned = method.wide == "prune"
-            pace = BY_NAME["plain"] if pruned else method  # pruned: the budget's size
+            sized_as = BY_NAME["plain"] if pruned else method  # pruned: the budget's size
             dendritic = not method.plain
             factor = (DENDRITE_FACTOR if dendritic else 1.0) * (DISTIL_FACTOR if method.wide == "teacher" else 1.0)
-            width, epochs = width_for(args, pace, budget, shape), (search, full)
+            width, epochs = width_for(args, sized_as, budget, shape), (search, full)
             if args.layouts and (dendritic or method.control):
                 # --maintainer: the longest layout, each epoch at most the cost of the plain model of the budget
                 width, factor = width_for(args, BY_NAME["plain"], budget, shape), factor / (DENDRITE_FACTOR ** dendritic)
                 epochs = [max(budget_epochs(args, s, {"layout": layout, "switch_patience": max(SWITCH_PATIENCES)})
                               for layout in args.layouts[budget]) for s in (True, False)]
+            cut = {"pruned": True, "pace": args.wide} if pruned else {}
             if method.control is None:
-                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic, pruned)
+                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic, **cut)
                          ] * search_trials(args, method)
-            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, pruned)
+            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, **cut)
                      ] * args.seeds
     if any(BY_NAME[n].wide for n in args.methods):
         runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
@@ -289,7 +320,7 @@ def plan_first(args, url, splits, shape, one_precision=False):
     if strong:
         started = time.perf_counter()
         runs = planned(args, shape, len(splits.train[1]))
-        widths = {run.width for run in runs}
+        widths = {width for run in runs for width in (run.width, run.pace) if width}
         available = precision.available(torch.device("cpu"))
         names = available if args.precision == "auto" else [args.precision if args.precision in available else "fp32"]
         measured = measure_rates(args.model, splits, widths, args.recipe, names)
