@@ -40,7 +40,7 @@ EXPORT_S = 0.5      # a seed run's model.ts, model.onnx and model.int8.onnx writ
 EXPORT_S_PER_PARAM = 3.5e-7  # ... their conversion and int8 quantization, per weight
 EXPORT_EVALS = 4    # ... and checked: validation and test in ONNX Runtime on one thread, int8 calibration
 DENDRITE_S = 0.7    # a dendritic run's: the library's tracker and its graph
-PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a search's trials prune once)
+PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a search's trials: once, shared)
 PRUNE_S_PER_PARAM = 4e-7  # ... per weight of the wide model (torch-pruning's steps)
 DENDRITE_FACTOR = 1.5  # a dendritic run's epochs: half at the base width, half with one set (about 2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
@@ -64,7 +64,7 @@ class Run:
     images: int         # training images
     factor: float = 1.0  # on its epochs' cost
     dendritic: bool = False
-    pruned: bool = False
+    pruned: float = 0.0  # the share of a pruning it pays: a seed 1, a search trial 1/trials (they prune once)
     pace: float | None = None  # the width whose speed it trains at, if not its own: a pruned model's, the wide
     # model's (it keeps a subset of that model's channels: pruned by importance, the early layers, which
     # cost the most per parameter, keep more than a uniformly narrowed model's; an upper bound)
@@ -134,7 +134,7 @@ def seconds(run, rates, val_images, test_images):
     size, pace = rates[run.width], rates[run.pace or run.width]
     evaluated = val_images + test_images * run.dendritic  # each epoch
     seed = run.stage != "search"  # a search trial exports nothing
-    return (RUN_S + DENDRITE_S * run.dendritic + (PRUNE_S + PRUNE_S_PER_PARAM * pace.params) * (run.pruned and seed)
+    return (RUN_S + DENDRITE_S * run.dendritic + (PRUNE_S + PRUNE_S_PER_PARAM * pace.params) * run.pruned
             + (EXPORT_S + EXPORT_S_PER_PARAM * size.params + EXPORT_EVALS * (val_images + test_images) * pace.evaluate)
             * seed
             + run.epochs * (run.factor * (run.images * pace.train + evaluated * pace.evaluate) + size.checkpoint)
@@ -208,12 +208,12 @@ def planned(args, shape, n_train):
                 width, factor = width_for(args, BY_NAME["plain"], budget, shape), factor / (DENDRITE_FACTOR ** dendritic)
                 epochs = [max(budget_epochs(args, s, {"layout": layout, "switch_patience": max(SWITCH_PATIENCES)})
                               for layout in args.layouts[budget]) for s in (True, False)]
-            cut = {"pruned": True, "pace": args.wide} if pruned else {}
+            trials, pace = search_trials(args, method), {"pace": args.wide} if pruned else {}
             if method.control is None:
-                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic, **cut)
-                         ] * search_trials(args, method)
-            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, **cut)
-                     ] * args.seeds
+                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic,
+                             pruned / trials, **pace)] * trials
+            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, float(pruned),
+                         **pace)] * args.seeds
     if any(BY_NAME[n].wide for n in args.methods):
         runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
     return runs
@@ -277,7 +277,7 @@ def size(args, url, splits, shape, rates):
                if schedule and not given["schedule_epochs"] else ""]
         chosen = ", ".join(c for c in cut if c) or "the trials, seeds and images given"
         print(f"--minutes {args.minutes:g}: {chosen}"
-              + ("" if fits else f"; the smallest plan still takes about {minutes(cost)} minutes"))
+              + ("" if fits else f"; the smallest plan still takes about {cost / 60:.1f} minutes"))
     stored = store.user_attrs["sized"]  # a study sized before its schedule could be cut: as it was given
     sized = {k: stored.get(k, getattr(args, k)) for k in ("trials", "seeds", "search_images", "schedule_epochs",
                                                           "search_epochs")}
