@@ -13,7 +13,7 @@ from conftest import sweep_flags, sweep_here
 from experiments.common import studies
 from experiments.shrink import plan
 from experiments.shrink import command as shrink
-from neuroshrink import precision
+from neuroshrink import data, precision
 from neuroshrink.errors import UsageError
 from test_user_data import USER_CNN, write_folder
 
@@ -97,7 +97,7 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     # a model as slow as a big one: a second per training image, at every width and precision
-    monkeypatch.setattr(plan, "measure_rates", lambda model, splits, widths, recipe, names: {
+    monkeypatch.setattr(plan, "measure_rates", lambda model, splits, widths, recipe, names, dendritic_widths: {
         name: {width: plan.Rate(train=1.0, evaluate=0.001, checkpoint=0.01, params=1000) for width in widths}
         for name in names})
 
@@ -112,3 +112,12 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
     assert resolve().schedule_epochs == 6  # a restart trains the plan stored with the study
     with pytest.raises(UsageError, match="was sized with --schedule-epochs 6"):
         resolve("--schedule-epochs", "15")
+
+
+def test_a_dendritic_widths_rate_is_timed_with_the_librarys_set_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    splits = data.load("digits")
+    rates = plan.measure_rates("net", splits, [0.125, 0.25], "strong", ["fp32"], dendritic_widths={0.125})["fp32"]
+    assert rates[0.125].grown is not None and rates[0.25].grown is None  # the converted model, before and after a set
+    assert all(seconds > 0 for seconds in rates[0.125].grown)
+    assert list(tmp_path.iterdir()) == []  # the library's files went to a folder deleted after

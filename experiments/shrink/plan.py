@@ -11,12 +11,17 @@ machine, on the user's model and images, in each precision the runs may train in
 of each width, timed, and a snapshot written (`measure_rates`). A new study with `--precision
 auto` trains every run in the one precision that makes the whole plan fastest
 (`study_precision`), chosen once and stored with it, so that no method trains in another
-precision than the one it is compared with. A dendritic run trains its first schedule at its base width and its second with one dendrite set, which doubles the
-layers' work: DENDRITE_FACTOR on its epochs. A stage some of whose runs the storage holds
+precision than the one it is compared with. A dendritic run trains its first schedule on the
+model the library converted and its second with one dendrite set: both are timed, the library
+converting the model and adding the set (its capacity test) in a folder deleted after; the
+library's wrapping costs more on a model of many small layers (MobileNetV3: 2.75 times the plain
+model's step with a set, ResNet-18: 1.8). A stage some of whose runs the storage holds
 finished (a study continued) is estimated at their mean time instead. As runs finish, the
 estimate of what is left is scaled by how far the finished runs were from their own estimates.
 """
 
+import contextlib
+import io
 import tempfile
 import time
 from argparse import Namespace
@@ -29,7 +34,7 @@ import torch
 from experiments.common import studies
 from experiments.common.spaces import SWITCH_PATIENCES
 from experiments.shrink.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
-from neuroshrink import augment, build, data, precision, recipes
+from neuroshrink import augment, build, data, placement, precision, recipes
 from neuroshrink.errors import UsageError
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
@@ -42,7 +47,7 @@ EXPORT_EVALS = 4    # ... and checked: validation and test in ONNX Runtime on on
 DENDRITE_S = 0.7    # a dendritic run's: the library's tracker and its graph
 PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a search's trials: once, shared)
 PRUNE_S_PER_PARAM = 4e-7  # ... per weight of the wide model (torch-pruning's steps)
-DENDRITE_FACTOR = 1.5  # a dendritic run's epochs: half at the base width, half with one set (about 2x)
+DENDRITE_FACTOR = 1.5  # a dendritic run's epochs where not measured: half at the base width, half with one set (2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
 EVALUATED = 4096       # validation images per width timed for it, after one pass of warm-up
@@ -64,6 +69,7 @@ class Run:
     images: int         # training images
     factor: float = 1.0  # on its epochs' cost
     dendritic: bool = False
+    grows: bool = False  # its second schedule carries a dendrite set on its own width (Rate.grown)
     pruned: float = 0.0  # the share of a pruning it pays: a seed 1, a search trial 1/trials (they prune once)
     pace: float | None = None  # the width whose speed it trains at, if not its own: a pruned model's, the wide
     # model's (it keeps a subset of that model's channels: pruned by importance, the early layers, which
@@ -76,40 +82,74 @@ class Rate(NamedTuple):
     evaluate: float     # seconds per evaluated image
     checkpoint: float   # seconds per epoch's snapshot (the model and its optimizer, written to disk)
     params: int
+    grown: tuple | None = None  # a dendritic run's (train, evaluate) over its two schedules, measured
 
 
-def measure_rates(model_name, splits, widths, recipe, names):
+def measure_rates(model_name, splits, widths, recipe, names, dendritic_widths=()):
     """{precision: {width: Rate}} on this machine, as the runs will train and evaluate: the
     recipe's batch size and memory format, in each precision of `names`; a few batches, timed
-    after a warm-up batch; and one snapshot written."""
+    after a warm-up batch; and one snapshot written. At `dendritic_widths` also the model the
+    library converted, before and after it adds a dendrite set (its second schedule's)."""
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
-    device = torch.device("cpu")
-    generator = torch.Generator().manual_seed(0)
     (x, y), (images, labels) = splits.train, (splits.val[0][:EVALUATED], splits.val[1][:EVALUATED])
     n = min(len(y), TIMED_BATCHES * batch)
-    rates = {name: {} for name in names}
-    for width in sorted(set(widths)):
+
+    def model_at(width):
         torch.manual_seed(0)
         model = build.build(model_name, splits, width)
-        if settings.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last)
+        return model.to(memory_format=torch.channels_last) if settings.get("channels_last") else model
+
+    def timed(model, optimizer, amp):
+        """(seconds per training image, per evaluated image), each after a warm-up pass."""
+        generator = torch.Generator().manual_seed(0)
+        train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
+                        CrossEntropy(), augmentation)
+        start = time.perf_counter()
+        train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
+                        augmentation)
+        train = (time.perf_counter() - start) / n
+        evaluate(model, images, labels, splits.normalise, amp)  # the first pass costs several times more
+        start = time.perf_counter()
+        evaluate(model, images, labels, splits.normalise, amp)
+        return train, (time.perf_counter() - start) / len(images)
+
+    rates = {name: {} for name in names}
+    for width in sorted(set(widths)):
+        model = model_at(width)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         for name in names:
-            amp = precision.Precision(name, device)  # each epoch's evaluation runs in it too
-            train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
-                            CrossEntropy(), augmentation)
-            start = time.perf_counter()
-            train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
-                            augmentation)
-            train = (time.perf_counter() - start) / n
-            evaluate(model, images, labels, splits.normalise, amp)  # a warm-up: the first pass costs several times more
-            start = time.perf_counter()
-            evaluate(model, images, labels, splits.normalise, amp)
-            rates[name][width] = Rate(train, (time.perf_counter() - start) / len(images), snapshot_seconds(model, optimizer),
-                                      sum(p.numel() for p in model.parameters()))
+            amp = precision.Precision(name, torch.device("cpu"))  # each epoch's evaluation runs in it too
+            grown = None
+            if width in dendritic_widths:
+                with library_folder():
+                    converted, tracker = converted_at(model_at(width))
+                    before = timed(converted, tracker.new_optimizer(converted), amp)
+                    step = tracker.add_scores(converted, 1, 10.0, 10.0, 10.0)  # its capacity test adds a set
+                    after = timed(step.model, tracker.new_optimizer(step.model), amp)
+                grown = tuple((a + b) / 2 for a, b in zip(before, after))  # a schedule each
+            rates[name][width] = Rate(*timed(model, optimizer, amp), snapshot_seconds(model, optimizer),
+                                      sum(p.numel() for p in model.parameters()), grown)
     return rates
+
+
+@contextlib.contextmanager
+def library_folder():
+    """The library writes into ./<its save name>/ and prints: here, a folder deleted after, and
+    nothing printed."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder), contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def converted_at(model):
+    """`model` converted by the library as a dendritic run converts it (every layer), with a
+    tracker whose capacity test adds a dendrite set at its first score (train it first: the
+    library sizes its dendrites' storage from a forward pass)."""
+    from neuroshrink import dendrites  # perforatedai: loaded only where a study has dendritic runs
+    tracker = dendrites.PerforatedTracker("timing", 1, 1, capacity_test=True, graph=False, graph_at_end=True,
+                                          placed=placement.place(model, "all"))
+    return tracker.convert(model), tracker
 
 
 def snapshot_seconds(model, optimizer):
@@ -132,13 +172,16 @@ def study_precision(rates, runs, evaluated):
 
 def seconds(run, rates, val_images, test_images):
     size, pace = rates[run.width], rates[run.pace or run.width]
+    train, evaluate = pace.train, pace.evaluate
+    if run.grows:  # measured, else a set doubling the layers' work half the time
+        train, evaluate = pace.grown or (DENDRITE_FACTOR * train, DENDRITE_FACTOR * evaluate)
     evaluated = val_images + test_images * run.dendritic  # each epoch
     seed = run.stage != "search"  # a search trial exports nothing
     return (RUN_S + DENDRITE_S * run.dendritic + (PRUNE_S + PRUNE_S_PER_PARAM * pace.params) * run.pruned
-            + (EXPORT_S + EXPORT_S_PER_PARAM * size.params + EXPORT_EVALS * (val_images + test_images) * pace.evaluate)
+            + (EXPORT_S + EXPORT_S_PER_PARAM * size.params + EXPORT_EVALS * (val_images + test_images) * evaluate)
             * seed
-            + run.epochs * (run.factor * (run.images * pace.train + evaluated * pace.evaluate) + size.checkpoint)
-            + (val_images + test_images) * pace.evaluate)
+            + run.epochs * (run.factor * (run.images * train + evaluated * evaluate) + size.checkpoint)
+            + (val_images + test_images) * evaluate)
 
 
 def fit_ladder(estimate, minutes, trials=None, seeds=None, schedule=None):
@@ -200,20 +243,20 @@ def planned(args, shape, n_train):
         for method in (BY_NAME[n] for n in args.methods):
             pruned = method.wide == "prune"
             sized_as = BY_NAME["plain"] if pruned else method  # pruned: the budget's size
-            dendritic = not method.plain
-            factor = (DENDRITE_FACTOR if dendritic else 1.0) * (DISTIL_FACTOR if method.wide == "teacher" else 1.0)
+            dendritic = grows = not method.plain
+            factor = DISTIL_FACTOR if method.wide == "teacher" else 1.0
             width, epochs = width_for(args, sized_as, budget, shape), (search, full)
             if args.layouts and (dendritic or method.control):
                 # --maintainer: the longest layout, each epoch at most the cost of the plain model of the budget
-                width, factor = width_for(args, BY_NAME["plain"], budget, shape), factor / (DENDRITE_FACTOR ** dendritic)
+                width, grows = width_for(args, BY_NAME["plain"], budget, shape), False
                 epochs = [max(budget_epochs(args, s, {"layout": layout, "switch_patience": max(SWITCH_PATIENCES)})
                               for layout in args.layouts[budget]) for s in (True, False)]
             trials, pace = search_trials(args, method), {"pace": args.wide} if pruned else {}
             if method.control is None:
-                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic,
+                runs += [Run("search", method.name, budget, width, epochs[0], images, factor, dendritic, grows,
                              pruned / trials, **pace)] * trials
-            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, float(pruned),
-                         **pace)] * args.seeds
+            runs += [Run("seeds", method.name, budget, width, epochs[1], n_train, factor, dendritic, grows,
+                         float(pruned), **pace)] * args.seeds
     if any(BY_NAME[n].wide for n in args.methods):
         runs += [Run("wide", "wide", None, args.wide, full, n_train)] * (args.seeds + 1)
     return runs
@@ -321,9 +364,10 @@ def plan_first(args, url, splits, shape, one_precision=False):
         started = time.perf_counter()
         runs = planned(args, shape, len(splits.train[1]))
         widths = {width for run in runs for width in (run.width, run.pace) if width}
+        dendritic_widths = {run.width for run in runs if run.grows}
         available = precision.available(torch.device("cpu"))
         names = available if args.precision == "auto" else [args.precision if args.precision in available else "fp32"]
-        measured = measure_rates(args.model, splits, widths, args.recipe, names)
+        measured = measure_rates(args.model, splits, widths, args.recipe, names, dendritic_widths)
         timing = time.perf_counter() - started
         if one_precision and len(names) > 1:
             sized["precision"] = one_for_all(args, url, measured, runs, evaluated)
