@@ -61,7 +61,7 @@ AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
                 for study in ("", "four-trials/", "long/")),
               *(f"own-model-example/default-minutes/{study}/shrink-torchvision-{name}-strong.md"
                 for study, name in (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
-                                    ("folder-colour32", "mobilenet_v3_small"))))
+                                    ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))))
 # Made from a recipe.csv, not a sweep.db: (the command's flags less --report-only, the docs page showing it)
 RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
@@ -153,7 +153,7 @@ ANSWERED = {
     **{f"own-model-example/default-minutes/{study}/shrink-torchvision-{name}-strong.md":
        f"shrink-folder-colour32-torchvision-{name}-strong"
        for study, name in (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
-                           ("folder-colour32", "mobilenet_v3_small"))},
+                           ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))},
 }
 
 
