@@ -1,4 +1,4 @@
-"""experiments/shrink/plan.py and the study's plan: a study of your model prints what it will train and
+"""experiments/shrink/plan.py and rates.py, and the study's plan: a study of your model prints what it will train and
 the minutes it expects before the first run, fits --minutes, reports progress after every run,
 continues where it stopped, and ends with the answer in words."""
 import io
@@ -11,7 +11,7 @@ import torch
 
 from conftest import sweep_flags, sweep_here
 from experiments.common import studies
-from experiments.shrink import plan
+from experiments.shrink import plan, rates
 from experiments.shrink import command as shrink
 from neuroshrink import data, precision
 from neuroshrink.errors import UsageError
@@ -98,7 +98,7 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
     monkeypatch.setattr(sys, "path", list(sys.path))
     # a model as slow as a big one: a second per training image, at every width and precision
     monkeypatch.setattr(plan, "measure_rates", lambda model, splits, widths, recipe, names, dendritic_widths: {
-        name: {width: plan.Rate(train=1.0, evaluate=0.001, checkpoint=0.01, params=1000) for width in widths}
+        name: {width: rates.Rate(train=1.0, evaluate=0.001, checkpoint=0.01, params=1000) for width in widths}
         for name in names})
 
     def resolve(*flags):
@@ -117,7 +117,7 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
 def test_a_dendritic_widths_rate_is_timed_with_the_librarys_set_and_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     splits = data.load("digits")
-    rates = plan.measure_rates("net", splits, [0.125, 0.25], "strong", ["fp32"], dendritic_widths={0.125})["fp32"]
-    assert rates[0.125].grown is not None and rates[0.25].grown is None  # the converted model, before and after a set
-    assert all(seconds > 0 for seconds in rates[0.125].grown)
+    measured = rates.measure_rates("net", splits, [0.125, 0.25], "strong", ["fp32"], dendritic_widths={0.125})["fp32"]
+    assert measured[0.125].grown is not None and measured[0.25].grown is None  # converted, before and after a set
+    assert all(seconds > 0 for seconds in measured[0.125].grown)
     assert list(tmp_path.iterdir()) == []  # the library's files went to a folder deleted after

@@ -8,7 +8,7 @@ fixed costs beside them (RUN_S; a seed's export EXPORT_S and EXPORT_S_PER_PARAM 
 its ONNX checks and int8 calibration, EXPORT_EVALS evaluations of validation and test; a
 dendritic run's tracker and graph; a pruned run's pruning). The rates are measured here, on this
 machine, on the user's model and images, in each precision the runs may train in: a few batches
-of each width, timed, and a snapshot written (`measure_rates`). A new study with `--precision
+of each width, timed, and a snapshot written (rates.py). A new study with `--precision
 auto` trains every run in the one precision that makes the whole plan fastest
 (`study_precision`), chosen once and stored with it, so that no method trains in another
 precision than the one it is compared with. A dendritic run trains its first schedule on the
@@ -20,23 +20,18 @@ finished (a study continued) is estimated at their mean time instead. As runs fi
 estimate of what is left is scaled by how far the finished runs were from their own estimates.
 """
 
-import contextlib
-import io
-import tempfile
 import time
 from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from experiments.common import studies
 from experiments.common.spaces import SWITCH_PATIENCES
 from experiments.shrink.methods import BY_NAME, budget_epochs, search_trials, study_name, width_for
-from neuroshrink import augment, build, data, placement, precision, recipes
+from experiments.shrink.rates import measure_rates
+from neuroshrink import precision
 from neuroshrink.errors import UsageError
-from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
 # Fixed seconds of a run beside its epochs (2-core AMD EPYC: a 52,000-parameter CNN, issue 47; the
 # terms per parameter from ResNet-18's widths, 1.4 to 11.2 million parameters, issue 48):
@@ -49,8 +44,6 @@ PRUNE_S = 1.5       # a pruned seed's: the wide model pruned to the budget (a se
 PRUNE_S_PER_PARAM = 4e-7  # ... per weight of the wide model (torch-pruning's steps)
 DENDRITE_FACTOR = 1.5  # a dendritic run's epochs where not measured: half at the base width, half with one set (2x)
 DISTIL_FACTOR = 1.3    # a distilled run's epochs: the wide teacher's forward pass on every batch
-TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
-EVALUATED = 4096       # validation images per width timed for it, after one pass of warm-up
 
 # Trials per method, seeds, the search's share of the training images and the schedule's epochs
 # (None: --schedule-epochs), from the most certain answer to the cheapest: --minutes takes the
@@ -74,92 +67,6 @@ class Run:
     pace: float | None = None  # the width whose speed it trains at, if not its own: a pruned model's, the wide
     # model's (it keeps a subset of that model's channels: pruned by importance, the early layers, which
     # cost the most per parameter, keep more than a uniformly narrowed model's; an upper bound)
-
-
-class Rate(NamedTuple):
-    """What a run of one width costs on this machine, in one precision."""
-    train: float        # seconds per training image
-    evaluate: float     # seconds per evaluated image
-    checkpoint: float   # seconds per epoch's snapshot (the model and its optimizer, written to disk)
-    params: int
-    grown: tuple | None = None  # a dendritic run's (train, evaluate) over its two schedules, measured
-
-
-def measure_rates(model_name, splits, widths, recipe, names, dendritic_widths=()):
-    """{precision: {width: Rate}} on this machine, as the runs will train and evaluate: the
-    recipe's batch size and memory format, in each precision of `names`; a few batches, timed
-    after a warm-up batch; and one snapshot written. At `dendritic_widths` also the model the
-    library converted, before and after it adds a dendrite set (its second schedule's)."""
-    settings = recipes.defaults(recipe, data.label(splits.name))
-    batch = settings.get("batch_size", 64)
-    augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))
-    (x, y), (images, labels) = splits.train, (splits.val[0][:EVALUATED], splits.val[1][:EVALUATED])
-    n = min(len(y), TIMED_BATCHES * batch)
-
-    def model_at(width):
-        torch.manual_seed(0)
-        model = build.build(model_name, splits, width)
-        return model.to(memory_format=torch.channels_last) if settings.get("channels_last") else model
-
-    def timed(model, optimizer, amp):
-        """(seconds per training image, per evaluated image), each after a warm-up pass."""
-        generator = torch.Generator().manual_seed(0)
-        train_one_epoch(model, optimizer, x[:batch], y[:batch], splits.normalise, batch, generator, amp,
-                        CrossEntropy(), augmentation)
-        start = time.perf_counter()
-        train_one_epoch(model, optimizer, x[:n], y[:n], splits.normalise, batch, generator, amp, CrossEntropy(),
-                        augmentation)
-        train = (time.perf_counter() - start) / n
-        evaluate(model, images, labels, splits.normalise, amp)  # the first pass costs several times more
-        start = time.perf_counter()
-        evaluate(model, images, labels, splits.normalise, amp)
-        return train, (time.perf_counter() - start) / len(images)
-
-    rates = {name: {} for name in names}
-    for width in sorted(set(widths)):
-        model = model_at(width)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        for name in names:
-            amp = precision.Precision(name, torch.device("cpu"))  # each epoch's evaluation runs in it too
-            grown = None
-            if width in dendritic_widths:
-                with library_folder():
-                    converted, tracker = converted_at(model_at(width))
-                    before = timed(converted, tracker.new_optimizer(converted), amp)
-                    step = tracker.add_scores(converted, 1, 10.0, 10.0, 10.0)  # its capacity test adds a set
-                    after = timed(step.model, tracker.new_optimizer(step.model), amp)
-                grown = tuple((a + b) / 2 for a, b in zip(before, after))  # a schedule each
-            rates[name][width] = Rate(*timed(model, optimizer, amp), snapshot_seconds(model, optimizer),
-                                      sum(p.numel() for p in model.parameters()), grown)
-    return rates
-
-
-@contextlib.contextmanager
-def library_folder():
-    """The library writes into ./<its save name>/ and prints: here, a folder deleted after, and
-    nothing printed."""
-    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder), contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def converted_at(model):
-    """`model` converted by the library as a dendritic run converts it (every layer), with a
-    tracker whose capacity test adds a dendrite set at its first score (train it first: the
-    library sizes its dendrites' storage from a forward pass)."""
-    from neuroshrink import dendrites  # perforatedai: loaded only where a study has dendritic runs
-    tracker = dendrites.PerforatedTracker("timing", 1, 1, capacity_test=True, graph=False, graph_at_end=True,
-                                          placed=placement.place(model, "all"))
-    return tracker.convert(model), tracker
-
-
-def snapshot_seconds(model, optimizer):
-    """Seconds to write an epoch's snapshot as a run does: the model, its best weights so far and
-    its optimizer's state (run_folder.save_epoch)."""
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        torch.save({"model": model.state_dict(), "best": model.state_dict(), "optimizer": optimizer.state_dict()},
-                   Path(folder) / "state.pt")
-        return time.perf_counter() - start
 
 
 def study_precision(rates, runs, evaluated):
