@@ -1,6 +1,7 @@
 """experiments/shrink/plan.py and rates.py, and the study's plan: a study of your model prints what it will train and
 the minutes it expects before the first run, fits --minutes, reports progress after every run,
 continues where it stopped, and ends with the answer in words."""
+import contextlib
 import io
 import re
 import sys
@@ -9,11 +10,13 @@ import optuna
 import pytest
 import torch
 
+import train_phase2
 from conftest import sweep_flags, sweep_here
 from experiments.common import studies
 from experiments.shrink import plan, rates
 from experiments.shrink import command as shrink
 from neuroshrink import data, precision
+from neuroshrink.config import RunConfig
 from neuroshrink.errors import UsageError
 from test_user_data import USER_CNN, write_folder
 
@@ -115,9 +118,15 @@ def test_where_nothing_else_fits_the_schedule_is_cut_said_and_kept(tmp_path, mon
 
 
 def test_a_dendritic_widths_rate_is_timed_with_the_librarys_set_and_leaves_nothing_behind(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    splits = data.load("digits")
-    measured = rates.measure_rates("net", splits, [0.125, 0.25], "strong", ["fp32"], dendritic_widths={0.125})["fp32"]
+    def dendritic_run(out):  # what the study's first run trains, after the plan's timing, in this process
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = train_phase2.run(RunConfig(quick=True, precision="fp32", threads=1, seed=1, no_export=True), out)
+        return [(row["val_acc"], row["dendrite_sets"]) for row in result["history"]], result["final"]["test_acc"]
+    before = dendritic_run(tmp_path / "runs" / "before")
+    monkeypatch.chdir(tmp_path / "runs")
+    measured = rates.measure_rates("net", data.load("digits"), [0.125, 0.25], "strong", ["fp32"],
+                                   dendritic_widths={0.125})["fp32"]
     assert measured[0.125].grown is not None and measured[0.25].grown is None  # converted, before and after a set
     assert all(seconds > 0 for seconds in measured[0.125].grown)
-    assert list(tmp_path.iterdir()) == []  # the library's files went to a folder deleted after
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["before"]  # the library's: deleted
+    assert dendritic_run(tmp_path / "runs" / "after") == before  # the library's global state: as it was
