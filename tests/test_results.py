@@ -53,6 +53,9 @@ COMMANDS = {
 # measurements (families reports, the time-to-accuracy benchmark) and the own-data example (its
 # report needs its image folder).
 FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-strong.md")
+# torchvision models studied by the default command (results/own-model-example/default-minutes/): (folder, model)
+OWN_MODEL_STUDIES = (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
+                     ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))
 AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
               "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md",
               *(f"own-model-example/folder-colour32/shrink-torchvision-{name}-strong.md"
@@ -60,8 +63,7 @@ AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
               *(f"own-data-example/folder-fashion10/{study}shrink-my_models-lenet-strong.md"
                 for study in ("", "four-trials/", "long/")),
               *(f"own-model-example/default-minutes/{study}/shrink-torchvision-{name}-strong.md"
-                for study, name in (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
-                                    ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))))
+                for study, name in OWN_MODEL_STUDIES))
 # Made from a recipe.csv, not a sweep.db: (the command's flags less --report-only, the docs page showing it)
 RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
@@ -151,9 +153,7 @@ ANSWERED = {
     "own-data-example/folder-fashion10/shrink-my_models-lenet-strong.md":
         "shrink-folder-neuroshrink-fashion10-my_models-lenet-strong",
     **{f"own-model-example/default-minutes/{study}/shrink-torchvision-{name}-strong.md":
-       f"shrink-folder-colour32-torchvision-{name}-strong"
-       for study, name in (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
-                           ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))},
+       f"shrink-folder-colour32-torchvision-{name}-strong" for study, name in OWN_MODEL_STUDIES},
 }
 
 

@@ -10,12 +10,11 @@ dendritic run's tracker and graph; a pruned run's pruning). The rates are measur
 machine, on the user's model and images, in each precision the runs may train in: a few batches
 of each width, timed, and a snapshot written (rates.py). A new study with `--precision
 auto` trains every run in the one precision that makes the whole plan fastest
-(`study_precision`), chosen once and stored with it, so that no method trains in another
+(`one_for_all`), chosen once and stored with it, so that no method trains in another
 precision than the one it is compared with. A dendritic run trains its first schedule on the
 model the library converted and its second with one dendrite set: both are timed, the library
-converting the model and adding the set (its capacity test) in a folder deleted after; the
-library's wrapping costs more on a model of many small layers (MobileNetV3: 2.75 times the plain
-model's step with a set, ResNet-18: 1.8). A stage some of whose runs the storage holds
+converting the model and adding the set (its capacity test) in a folder deleted after: on a
+model of many small layers the library's wrapping costs more than the set's arithmetic. A stage some of whose runs the storage holds
 finished (a study continued) is estimated at their mean time instead. As runs finish, the
 estimate of what is left is scaled by how far the finished runs were from their own estimates.
 """
@@ -67,14 +66,6 @@ class Run:
     pace: float | None = None  # the width whose speed it trains at, if not its own: a pruned model's, the wide
     # model's (it keeps a subset of that model's channels: pruned by importance, the early layers, which
     # cost the most per parameter, keep more than a uniformly narrowed model's; an upper bound)
-
-
-def study_precision(rates, runs, evaluated):
-    """--precision auto, once for the whole study (every method trains in it, which a per-run
-    choice could not promise: a run's choice is near its threshold, and turns on noise): the
-    precision auto chooses (precision.choose) by the study's estimated seconds in each."""
-    return precision.choose({name: sum(seconds(run, by_width, *evaluated) for run in runs)
-                             for name, by_width in rates.items()})
 
 
 def seconds(run, rates, val_images, test_images):
@@ -242,19 +233,21 @@ LADDER_TOP = LADDER[0][:2]
 
 
 def one_for_all(args, url, measured, runs, evaluated):
-    """The precision every run of a new study trains in (study_precision), said in one line; the
-    first worker's choice is stored with the study, so that every worker trains in it."""
+    """--precision auto, once for the whole study, said in one line: the precision auto chooses
+    (precision.choose) by the study's estimated seconds in each. Every method trains in it, which
+    a choice per run could not promise (a run's choice is near its threshold, and turns on noise);
+    the first worker's choice is stored with the study, so that every worker trains in it."""
     store = studies.open_study(url, study_name(args, "plan"))
     if "precision" in store.user_attrs:
         chosen = store.user_attrs["precision"]
         print(f"precision: {chosen} for every run of this study (chosen when it began)")
         return chosen
-    chosen = study_precision(measured, runs, evaluated)
+    totals = {name: sum(seconds(run, by_width, *evaluated) for run in runs) for name, by_width in measured.items()}
+    chosen = precision.choose(totals)
     store.set_user_attr("precision", chosen)
-    fp32 = sum(seconds(run, measured["fp32"], *evaluated) for run in runs)
     print(f"precision: {chosen} for every run of this study (--precision auto, from the timing: "
-          + ", ".join(f"{name} {sum(seconds(run, by_width, *evaluated) for run in runs) / fp32:.2f}x"
-                      for name, by_width in measured.items() if name != "fp32") + " fp32's time)")
+          + ", ".join(f"{name} {total / totals['fp32']:.2f}x" for name, total in totals.items() if name != "fp32")
+          + " fp32's time)")
     return chosen
 
 
