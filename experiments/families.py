@@ -21,7 +21,7 @@ import torch
 
 import train_phase2
 from neuroshrink.machine import cpu_name
-from experiments.common.runner import add_outputs, cli
+from experiments.common.runner import add_outputs, exit_status
 from neuroshrink import data
 from neuroshrink.config import RunConfig
 from neuroshrink.options import add_options, resolved_defaults
@@ -77,4 +77,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli(main, get_args_parser)
+    with exit_status():
+        main(get_args_parser().parse_args())

@@ -19,7 +19,8 @@ and per width the winner by validation, self-contained, in deploy/search/w<width
 
 
 from experiments.common import deploy, studies
-from experiments.common.runner import check_settings, cli, common_parser, folders, names, run_cell
+from experiments.common.runner import (cell_config, cell_record, check_settings, common_parser, exit_status, folders,
+                                       names, run_in)
 from experiments.common.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
 from experiments.common.tables import fmt, mean_std, new_figure, save_figure
 from neuroshrink import build, data
@@ -70,7 +71,8 @@ def search_method(args, url, method, width, runs):
             hp["width"] = trial.suggest_float("width", low, high, log=True)
         cell = {"width": hp.get("width", width), "method": method, "seed": SEARCH_SEED, "min_epochs": 1}
         print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
-        record = run_cell(args, cell, runs / study.study_name / name, **overrides(hp))
+        config, run_dir = cell_config(args, cell, **overrides(hp)), runs / study.study_name / name
+        record = cell_record(args, cell, run_dir, run_in(config, run_dir))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         objective = (record["val_acc"], record["params"]) if args.pareto else record["val_acc"]
         return objective, record
@@ -97,8 +99,8 @@ def retrain_best(args, url, method, width, search_study, runs):
 
     def train(cell):
         print(f"\n=== best {method} width {width:g} seed {cell['seed']}: {hp}", flush=True)
-        name = f"s{cell['seed']}"
-        record = run_cell(args, cell, runs / study.study_name / name, **overrides(hp))
+        config, run_dir = cell_config(args, cell, **overrides(hp)), runs / study.study_name / f"s{cell['seed']}"
+        record = cell_record(args, cell, run_dir, run_in(config, run_dir))
         return record["val_acc"], record | {"hp": hp}
     cells = [{"width": width, "method": method, "seed": s, "min_epochs": 1} for s in range(1, args.seeds + 1)]
     if not args.report_only:
@@ -202,4 +204,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli(main, get_args_parser)
+    with exit_status():
+        main(get_args_parser().parse_args())

@@ -26,7 +26,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from experiments.common.runner import add_outputs, cli, run_in
+from experiments.common.runner import add_outputs, exit_status, run_in
 from experiments.common.tables import fmt, mean_std, new_figure
 from neuroshrink import data
 from neuroshrink.config import RunConfig
@@ -229,4 +229,5 @@ def plot(rows, path):
 
 
 if __name__ == "__main__":
-    cli(main, get_args_parser)
+    with exit_status():
+        main(get_args_parser().parse_args())

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.common.tables import fmt, mean_std
-from experiments.common.runner import add_outputs, cli, run_in
+from experiments.common.runner import add_outputs, exit_status, run_in
 from neuroshrink import augment, build, data, precision
 from neuroshrink.config import RunConfig
 from neuroshrink.flags import Parser, positive
@@ -246,4 +246,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli(main, get_args_parser)
+    with exit_status():
+        main(get_args_parser().parse_args())

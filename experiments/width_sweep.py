@@ -25,8 +25,8 @@ from pathlib import Path
 
 from experiments.common import studies
 from experiments.common.tables import deployment_table, fmt, mean_std, new_figure, save_figure
-from experiments.common.runner import (DEPLOYMENT_FIELDS, check_settings, cli, common_parser, deployment_cells, folders,
-                                names, run_cell)
+from experiments.common.runner import (DEPLOYMENT_FIELDS, cell_config, cell_record, check_settings, common_parser,
+                                       deployment_cells, exit_status, folders, names, run_in)
 
 METHODS = ("dendritic", "plain")
 
@@ -228,7 +228,8 @@ def main(args):
         def train(cell):
             announce(args, study, cell)
             name = f"w{cell['width']:g}_{cell['method']}_s{cell['seed']}".replace(".", "p")
-            record = run_cell(args, cell, runs_dir / name)
+            config, run_dir = cell_config(args, cell), runs_dir / name
+            record = cell_record(args, cell, run_dir, run_in(config, run_dir))
             return record["val_acc"], record  # what the study records as the trial's value: never test
         studies.work(study, lambda records: cells_for(args, records), train, poll=studies.poll_seconds(args.heartbeat))
 
@@ -258,4 +259,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli(main, get_args_parser)
+    with exit_status():
+        main(get_args_parser().parse_args())

@@ -150,6 +150,14 @@ def captured_run(tmp, *flags):
     return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
 
 
+def sweep_run(args, cell, folder, **overrides):
+    """One cell of a sweep as a sweep trains it (runner): its config, reused or trained in
+    `folder`, and what the sweep records of it."""
+    from experiments.common import runner
+
+    return runner.cell_record(args, cell, folder, runner.run_in(runner.cell_config(args, cell, **overrides), folder))
+
+
 @contextlib.contextmanager
 def stopped_after(monkeypatch, epoch):
     """Inside it, a run is stopped by SIGINT right after `epoch` is saved (Interrupted)."""

@@ -10,7 +10,7 @@ import pytest
 import torch.nn as nn
 
 import train_phase2
-from conftest import ROOT, metrics, stopped_after
+from conftest import ROOT, metrics, stopped_after, sweep_run
 from experiments import run as run_command
 from experiments import width_sweep
 from experiments.common import runner
@@ -118,7 +118,7 @@ def test_a_run_recorded_by_the_old_code_resumes_and_its_sweep_reuses_it(tmp_path
         raise AssertionError("a finished run of the same settings was trained again")
     monkeypatch.setattr(train_phase2, "run", no_training)
     monkeypatch.setattr(train_phase2, "resume", no_training)
-    assert runner.run_cell(args, cell, folder)["test_acc"] == whole["final"]["test_acc"]
+    assert sweep_run(args, cell, folder)["test_acc"] == whole["final"]["test_acc"]
     assert "holds this run, finished: recording it" in capsys.readouterr().out
 
 

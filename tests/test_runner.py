@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import train_phase2
-from conftest import stopped_after
+from conftest import stopped_after, sweep_run
 from experiments import width_sweep
 from experiments.common import runner, studies
 from neuroshrink.errors import UsageError
@@ -17,8 +17,7 @@ def test_a_sweeps_threads_reach_its_runs(tmp_path):
 
     args = width_sweep.get_args_parser().parse_args(["--quick", "--threads", "2"])
     try:
-        record = runner.run_cell(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1},
-                                    tmp_path / "run")
+        record = sweep_run(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1}, tmp_path / "run")
     finally:
         torch.set_num_threads(1)
     assert record["settings"]["threads"] == 2
@@ -30,7 +29,7 @@ def test_a_sweep_with_precision_auto_records_what_each_run_trained_in(tmp_path):
     from neuroshrink import precision
 
     args = width_sweep.get_args_parser().parse_args(["--quick", "--precision", "auto"])
-    record = runner.run_cell(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1}, tmp_path / "run")
+    record = sweep_run(args, {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 1}, tmp_path / "run")
     run = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["settings"]["precision"] == "auto" and record["precision"] == run["precision"]["chosen"]
     assert record["precision"] in precision.available(torch.device("cpu"))  # measured, then taken
@@ -45,9 +44,9 @@ def test_a_stopped_run_continues_on_the_sweeps_threads(tmp_path, monkeypatch):
     cell = {"width": 0.0625, "method": "plain", "seed": 1, "min_epochs": 3}
     try:
         with stopped_after(monkeypatch, 1):
-            runner.run_cell(args, cell, tmp_path / "run")
+            sweep_run(args, cell, tmp_path / "run")
         torch.set_num_threads(1)  # as a new worker's process starts: not 2
-        assert runner.run_cell(args, cell, tmp_path / "run")["epochs"] == 3
+        assert sweep_run(args, cell, tmp_path / "run")["epochs"] == 3
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
@@ -60,8 +59,8 @@ def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded
     args = width_sweep.get_args_parser().parse_args(["--quick", "--epochs", "4"])
     cell, folder = {"width": 0.25, "method": "plain", "seed": 1, "min_epochs": 4}, tmp_path / "trial0"
     with stopped_after(monkeypatch, 2):
-        runner.run_cell(args, cell, folder, lr=0.01)
-    record = runner.run_cell(args, cell, folder)
+        sweep_run(args, cell, folder, lr=0.01)
+    record = sweep_run(args, cell, folder)
     assert "holds a run of other settings" in capsys.readouterr().out
     run = json.loads((folder / "results.json").read_text())
     assert run["settings"]["lr"] == 1e-3 and [row["epoch"] for row in run["history"]] == [1, 2, 3, 4]
@@ -69,7 +68,7 @@ def test_a_run_folder_of_other_settings_is_replaced_and_one_of_the_same_recorded
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run of the same settings was trained again")
     monkeypatch.setattr(train_phase2, "run", no_training)
-    assert runner.run_cell(args, cell, folder) == json.loads(json.dumps(record))  # as the storage holds it
+    assert sweep_run(args, cell, folder) == json.loads(json.dumps(record))  # as the storage holds it
 
 
 def test_a_sweep_of_other_settings_is_refused(tmp_path):
@@ -83,7 +82,8 @@ def test_a_sweep_of_other_settings_is_refused(tmp_path):
 def test_a_storage_that_cannot_be_opened_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["width_sweep.py", "--storage", "nosuchdb://x", "--results", str(tmp_path)])
     with pytest.raises(SystemExit) as stopped:
-        runner.cli(width_sweep.main, width_sweep.get_args_parser)
+        with runner.exit_status():
+            width_sweep.main(width_sweep.get_args_parser().parse_args())
     message = str(stopped.value.code)
     assert message.startswith("error: cannot open the storage nosuchdb://x") and "\n" not in message
 

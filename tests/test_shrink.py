@@ -2,6 +2,8 @@
 library's recipes with their restart control, the matched control, and the sweep that pairs them."""
 import argparse
 import json
+import os
+import traceback
 from pathlib import Path
 
 import pytest
@@ -50,12 +52,56 @@ def test_the_restart_control_restarts_at_its_dendritic_runs_epochs(recipe_sweep)
     assert lrs[:len(dendritic["lrs"])] == dendritic["lrs"] and 1.0 in dendritic["lrs"][1:]
 
 
-def test_the_matched_control_trains_as_its_dendritic_run_without_dendrites(tmp_path_factory):
+def calls_to_the_run():
+    """The calls from shrink's main() to the running train_phase2.run, by name (Optuna's own
+    frames as one call, "Optuna")."""
+    names = []
+    for frame in traceback.extract_stack()[:-2]:  # up to the run's caller
+        if frame.name == "main" and frame.filename.endswith(str(Path("experiments", "shrink", "command.py"))):
+            names = []
+        name = "Optuna" if f"{os.sep}optuna{os.sep}" in frame.filename else frame.name
+        if not names or name != names[-1] or name != "Optuna":
+            names.append(name)
+    return names
+
+
+def recording_calls(folder, train):
+    """train(), with the calls that led to every train_phase2.run written to folder/calls.json;
+    returns what train() returned."""
+    real, paths = train_phase2.run, []
+
+    def run(config, out="PAI"):
+        paths.append(calls_to_the_run())
+        return real(config, out)
+    train_phase2.run = run
+    try:
+        printed = train()
+    finally:
+        train_phase2.run = real
+    (folder / "calls.json").write_text(json.dumps(paths))
+    return printed
+
+
+@pytest.fixture(scope="session")
+def matched_sweep(tmp_path_factory):
+    """dendritic and matched at one budget, 1 search trial and 1 seed; every run's call path recorded."""
+    return built_once(tmp_path_factory, "matched_sweep", lambda folder: recording_calls(folder, lambda: sweep_here(
+        folder, "--budgets", "1000", "--trials", "1", "--seeds", "1", "--methods", "dendritic", "matched",
+        script="shrink")))
+
+
+def test_a_run_is_seven_calls_from_the_command(matched_sweep):
+    """From shrink's main() to train_phase2.run, every stage's run: at most 7 calls, top-down."""
+    paths = json.loads((matched_sweep / "calls.json").read_text())
+    assert paths[0] == ["main", "search_method", "search", "Optuna", "objective", "train", "run_in"]  # dendritic's
+    seeds = ["main", "train_seeds", "work", "Optuna", "objective", "train", "run_in"]
+    assert paths[1:] == [seeds, seeds]  # the dendritic seed, then matched's (it takes dendritic's choice)
+
+
+def test_the_matched_control_trains_as_its_dendritic_run_without_dendrites(matched_sweep):
     """This project's recipe: matched takes the dendritic search's configuration, not one of
     its own, so that its seeds differ from the dendritic run's in the dendrites alone."""
-    tmp = built_once(tmp_path_factory, "matched_sweep", lambda folder: sweep_here(
-        folder, "--budgets", "1000", "--trials", "1", "--methods", "dendritic", "matched", script="shrink"))
-    url = f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}"
+    url = f"sqlite:///{matched_sweep / 'results' / 'digits' / 'sweep.db'}"
     dendritic, matched = (studies.records(studies.open_study(url, f"shrink-digits-net-b1000-{m}-seeds"))[0]
                           for m in ("dendritic", "matched"))
     library = {"improvement_threshold", "candidate_init", "dendrite_activation"}  # the library's settings

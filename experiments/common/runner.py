@@ -7,6 +7,7 @@ recorded without training again, and one of other settings (left by a study sinc
 is replaced.
 """
 
+import contextlib
 import dataclasses
 import shutil
 import signal
@@ -95,9 +96,8 @@ def cell_config(args, cell, **overrides):
     return dataclasses.replace(config, **overrides)
 
 
-def run_cell(args, cell, run_dir, **overrides):
-    """Train one cell with train_phase2's run() (its config changed by `overrides`); returns its record."""
-    result = run_in(cell_config(args, cell, **overrides), run_dir)
+def cell_record(args, cell, run_dir, result):
+    """What a sweep records of one cell's run (`result`: its results.json, from run_in)."""
     final = result["final"]
     return {"dataset": args.dataset, "width": cell["width"], "method": cell["method"], "seed": cell["seed"],
             "params": final["params"], "test_acc": final["test_acc"], "val_acc": final["val_acc"],
@@ -144,12 +144,16 @@ def deployment_cells(record):
             int8.get("test_acc", ""), int8.get("bytes", ""), int8.get("ort_ms", {}).get("1", "")]
 
 
-def cli(main, parser):
-    """Run a worker; errors end it with one line and a non-zero status, and so does a stop
-    (its cell is continued by the next worker to start)."""
-    args = parser().parse_args()
+@contextlib.contextmanager
+def exit_status():
+    """A command's run: an error ends it with one line and a non-zero status, and so does a stop
+    (a sweep's cell is continued by the next worker to start).
+
+        with exit_status():
+            main(get_args_parser().parse_args())
+    """
     try:
-        main(args)
+        yield
     except NeuroShrinkError as e:
         sys.exit(f"error: {e}")
     except (Interrupted, KeyboardInterrupt) as stop:

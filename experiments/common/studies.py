@@ -183,10 +183,12 @@ def work(study, cells_for, train, poll=5, wait=True):
         trial.set_user_attr("record", record)
         return value
 
-    more = True
-    while more:
-        enqueue_missing(study, cells_for(records(study)))
-        more = step(study, objective, poll, wait=wait)
+    enqueue_missing(study, cells_for(records(study)))
+    for run_now in turns(study, poll, wait=wait):
+        if run_now:  # Optuna: heartbeat, stale-trial retry, and errors re-raised
+            with quietly():
+                study.optimize(objective, n_trials=1)
+        enqueue_missing(study, cells_for(records(study)))  # a cell can wait for a record just finished
 
 
 def trials_before(study, number):
@@ -222,21 +224,26 @@ def search(study, n_trials, train, poll=5):
     def start_another(states):
         return len(finished(study)) + states.count(TrialState.RUNNING) < n_trials
 
-    while step(study, objective, poll, start_another):
-        pass
+    for run_now in turns(study, poll, start_another):
+        if run_now:  # Optuna: heartbeat, stale-trial retry, and errors re-raised
+            with quietly():
+                study.optimize(objective, n_trials=1)
 
 
-def step(study, objective, poll, start_another=lambda states: False, wait=True):
-    """One turn of a worker: run a trial if one is waiting (or `start_another` says so),
-    else (with `wait`) wait while other workers run theirs, failing any whose worker vanished
-    (which enqueues it again). False once there is nothing left to run or wait for."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    with quietly():
+def turns(study, poll, start_another=lambda states: False, wait=True):
+    """A worker's turns: yields True where it is to run a trial now (one waits, or
+    `start_another` says so), False after it waited while other workers ran theirs (failing any
+    whose worker vanished, which enqueues it again); ends once there is nothing left to run or
+    wait for. The caller runs the trial: Optuna calls its objective from the caller's loop."""
+    while True:
+        states = [t.state for t in study.get_trials(deepcopy=False)]
         if TrialState.WAITING in states or start_another(states):
-            study.optimize(objective, n_trials=1)  # heartbeat, stale-trial retry, and errors re-raised
+            yield True
         elif wait and TrialState.RUNNING in states:
             time.sleep(poll)
-            optuna.storages.fail_stale_trials(study)
+            with quietly():
+                optuna.storages.fail_stale_trials(study)
+            yield False
         else:
-            return False
-    return True
+            return
+

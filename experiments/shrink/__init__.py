@@ -9,6 +9,6 @@ tuned alike (docs/verdict.md). Its files, top-down:
     verdict   the strong recipe's report: kB, int8, ONNX Runtime ms, its plots
 """
 
-from experiments.shrink.command import cli, get_args_parser, main
+from experiments.shrink.command import get_args_parser, main
 
-__all__ = ["cli", "get_args_parser", "main"]
+__all__ = ["get_args_parser", "main"]

@@ -1,3 +1,5 @@
-from experiments.shrink.command import cli, get_args_parser, main
+from experiments.common.runner import exit_status
+from experiments.shrink import get_args_parser, main
 
-cli(main, get_args_parser)
+with exit_status():
+    main(get_args_parser().parse_args())

@@ -75,12 +75,13 @@ import argparse
 
 import torch.nn as nn
 
-from experiments.common import deploy, kept_runs, studies
-from experiments.common.runner import cli, common_parser, folders
+from experiments.common import deploy, kept_runs, spaces, studies
+from experiments.common.runner import common_parser, folders
 from experiments.shrink import plan, report
 from experiments.shrink.methods import (BY_NAME, DEFAULT_METHODS, DENDRITIC_STUDENT, METHODS, STRONG_ALLOWED, STRONG_METHODS,
                                  USER_METHODS, budget_epochs, check_methods, layouts, study_name, width_for)
-from experiments.shrink.stages import SCHEDULE_EPOCHS, add_study_options, best_trials, every_budget, train_wide
+from experiments.shrink.stages import (SCHEDULE_EPOCHS, add_study_options, best_trials, in_order, search_method,
+                                      train_seeds, train_wide)
 from model import MODELS, count_parameters
 from neuroshrink import build, data
 from neuroshrink.errors import UsageError
@@ -278,15 +279,40 @@ def resolve(args):
 
 
 def main(args):
+    """The study: every method's search and seeds at every budget, then its report and answer."""
     study, splits = resolve(args)
-    url, runs, results_dir, name = study.url, study.runs_dir, study.results_dir, study.name
+    results, chosen, wide_runs, wide_records = {budget: {} for budget in study.budgets}, {}, {}, []
     # Every budget's methods that need no wide model first, then the wide model and the methods
     # that start from it: a sweep stopped part-way has the central comparison at every budget.
-    results = every_budget(study, url, study.shape, runs)
-    needs_wide = any(BY_NAME[n].wide for n in study.methods)
-    wide_runs, wide_records = train_wide(study, url, runs) if needs_wide else ({}, [])
-    if wide_runs:
-        results = every_budget(study, url, study.shape, runs, wide_runs, results)
+    for wide in (False, True) if any(BY_NAME[n].wide for n in study.methods) else (False,):
+        if wide:
+            wide_runs, wide_records = train_wide(study)
+            if not wide_runs:
+                break
+        # First what is ready to start, so that a worker moves on (to the seed that pairs with a
+        # finished one, to the next budget) instead of idling while another worker trains a
+        # study's last seed; then waiting for those. A report reads what is there: one pass.
+        for wait in (True,) if study.report_only else (False, True):
+            for budget in study.budgets:
+                for method in in_order(study, wide):
+                    if method.control is None:  # a control takes its plain recipe's choice (matched: dendritic's)
+                        chosen[method.name, budget] = search_method(study, method, budget, wide_runs)
+                    hp, undecided = chosen.get((method.control or method.name, budget), (None, None))
+                    if hp is None:  # that search has not run yet
+                        continue
+                    if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
+                        hp = spaces.control(hp)
+                    paired = results[budget].get(method.paired, ([], None))[0]
+                    records = train_seeds(study, method, budget, hp, paired, wide_runs, wait)
+                    if records is not None:
+                        results[budget][method.name] = records, undecided
+    return answered(study, splits, results, wide_records)
+
+
+def answered(study, splits, results, wide_records):
+    """The study's report from its records: the answer in words, the tables and plots, each
+    budget's winner shipped (or with --fit the model that fits); returns its rows."""
+    results_dir, name = study.results_dir, study.name
     rows = report.verdict_rows(study, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
@@ -301,7 +327,7 @@ def main(args):
     shipped = deploy.winners(rows, splits, study.kept, kept_runs.read_latency(results_dir / f"{name}-latency.json"),
                              results_dir / "deploy" / name, name, study.seeds)
     answer = deploy.answer(rows, shipped, f"{study.dataset}, {study.model}", results_dir)
-    searched = best_trials(study, url) if study.maintainer else {}
+    searched = best_trials(study) if study.maintainer else {}
     text, written = report.write(study, rows, wide_records, results_dir, name, answer, searched)
     print("\n" + text + f"\nwrote {results_dir}/{', '.join(written)}")
     print("\n" + answer)  # last, for whoever asked the question

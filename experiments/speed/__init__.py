@@ -5,6 +5,6 @@
     costs     the strong recipe's parts and a dendritic model, seconds per epoch
 """
 
-from experiments.speed.command import cli, get_args_parser, main
+from experiments.speed.command import get_args_parser, main
 
-__all__ = ["cli", "get_args_parser", "main"]
+__all__ = ["get_args_parser", "main"]

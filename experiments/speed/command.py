@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 
 import train_phase2
-from experiments.common.runner import cli
 from experiments.speed.costs import dendritic_costs, recipe_costs
 from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
