@@ -20,11 +20,13 @@ printed, never asserted: run nothing else meanwhile.
     python -m experiments.speed --dataset fashion-mnist --recipe-costs           # what the strong recipe's parts cost
     python -m experiments.speed --dataset fashion-mnist --dendritic-costs        # a dendritic epoch, eager and compiled
 
-The time-to-accuracy comparisons are full training runs with records of their own:
-experiments.strong_recipe (today's recipe against the strong one) and experiments.time_to_target
-(the strong recipe as committed against faster ones, and the step against the CPU's matrix rate).
+    python -m experiments.speed --time-to-target                 # the strong recipe against faster ones: minutes to accuracy
+
+--time-to-target trains full runs with records of their own (time_to_target.py): the strong
+recipe as committed against faster ones, and the training step against the CPU's matrix rate.
 """
 
+import argparse
 import contextlib
 import io
 import json
@@ -36,10 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import train_phase2
+from experiments.common.runner import add_outputs
+from experiments.speed import time_to_target
 from experiments.speed.costs import dendritic_costs, recipe_costs
+from experiments.speed.time_to_target import textbook_pass
 from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
 from neuroshrink import data, precision
@@ -53,9 +57,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def get_args_parser():
     p = Parser(prog="python -m experiments.speed", description=__doc__.split("\n\n")[0])
-    add_options(p, ["dataset", "width", "epochs", "batch_size"],
-                {"dataset": "digits", "width": 0.125, "epochs": None, "batch_size": 64},
-                default_notes={"dataset": "digits", "width": "0.125", "epochs": "20 digits, 2 otherwise", "batch_size": "64"})
+    add_options(p, ["dataset", "width", "epochs", "batch_size", "threads"],
+                {"dataset": None, "width": 0.125, "epochs": None, "batch_size": 64, "threads": None},
+                default_notes={"dataset": "digits; --time-to-target: fashion-mnist", "width": "0.125",
+                               "epochs": "20 digits, 2 otherwise", "batch_size": "64", "threads": "torch's"})
     p.add_argument("--profile", action="store_true",
                    help="only profile one training pass of the converted model with 2 dendrite sets, per precision")
     p.add_argument("--precisions", nargs="+", default=None, choices=precision.PRECISIONS,
@@ -69,8 +74,19 @@ def get_args_parser():
     p.add_argument("--params", type=positive(int), default=75000,
                    help="with --recipe-costs or --dendritic-costs: the compact CNN's budget")
     p.add_argument("--quick", action="store_true",
-                   help="every loop for 2 epochs on --quick's few images, without the full default run: seconds, "
-                        "to check that the benchmark runs (its numbers mean nothing)")
+                   help="every loop for 2 epochs on --quick's few images, without the full default run (with "
+                        "--time-to-target: every part on them, nothing compiled): seconds, to check that the "
+                        "benchmark runs (its numbers mean nothing)")
+    timed = p.add_argument_group("time to accuracy (--time-to-target)")
+    timed.add_argument("--time-to-target", action="store_true",
+                       help="only the time to accuracy: the strong recipe as committed against faster ones, seed by "
+                            "seed, and the training step against this CPU's matrix rate (about 55 minutes)")
+    timed.add_argument("--recipes", nargs="+", default=list(time_to_target.RECIPES), choices=list(time_to_target.RECIPES),
+                       help=f"which to train (the first is the ratios' reference; default: all, "
+                            f"{time_to_target.REFERENCE} first)")
+    timed.add_argument("--report-only", action="store_true", help="its report again from its records, training nothing")
+    add_outputs(timed, "its records and report go to <results>/<dataset>-time-to-target.json and .md",
+                runs="<runs>/<dataset>/time-to-target/", seeds=(3, "every recipe"), results_default="results/speed")
     return p
 
 
@@ -86,15 +102,7 @@ def reference_epochs(splits, width, epochs, batch_size, seed=1, bf16=False, chan
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     for _ in range(epochs):
         t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(y), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            optimizer.step()
+        textbook_pass(model, optimizer, x, y, batch_size, bf16=bf16, generator=generator)
         t1 = time.perf_counter()
         model.eval()
         with torch.no_grad():
@@ -182,12 +190,18 @@ def same_graph(tmp):
 
 
 def main(args):
-    epochs = args.epochs or (20 if args.dataset == "digits" and not args.quick else 2)
-    print(f"speed benchmark: {args.dataset}, width {args.width}, batch {args.batch_size}, "
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.time_to_target:
+        return time_to_target.main(argparse.Namespace(**vars(args) | dict(
+            dataset=args.dataset or "fashion-mnist", results=Path(args.results), runs=Path(args.runs))))
+    dataset = args.dataset or "digits"
+    epochs = args.epochs or (20 if dataset == "digits" and not args.quick else 2)
+    print(f"speed benchmark: {dataset}, width {args.width}, batch {args.batch_size}, "
           f"{epochs} epochs per loop, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"CPU: {cpu_model()}")
     t0 = time.perf_counter()
-    splits = data.load(args.dataset)
+    splits = data.load(dataset)
     if args.quick:  # the images a --quick run of the demo trains on
         splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
     print(f"data load: {time.perf_counter() - t0:.2f} s {splits.sizes()}")
@@ -230,7 +244,7 @@ def main(args):
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.precisions or precision.available(torch.device("cpu")):
             # what is timed is each epoch: no export at the end (and --quick draws no graph either)
-            settings = dict(dataset=args.dataset, width=args.width, batch_size=args.batch_size, precision=name,
+            settings = dict(dataset=dataset, width=args.width, batch_size=args.batch_size, precision=name,
                             no_export=True, quick=args.quick, graph_at_end=args.quick)
             plain = demo(Path(tmp) / f"plain_{name}", **settings, no_dendrites=True, epochs=epochs,
                          min_epochs=epochs, patience=epochs)
@@ -248,7 +262,7 @@ def main(args):
                       f"(c/a {r['train_seconds'] / ref_train:.2f}; c/b {r['train_seconds'] / b_train:.2f}, "
                       f"target <= {k + 1}){whole}" + (" [graph drawn in this epoch]" if r["graph_drawn"] else ""))
 
-        if args.dataset == "digits" and not args.quick:
+        if dataset == "digits" and not args.quick:
             print("\nfull default run, `python train_phase2.py`, in a fresh process:")
             out = Path(tmp) / "PAI"
             t0 = time.perf_counter()

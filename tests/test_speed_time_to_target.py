@@ -1,12 +1,16 @@
-"""experiments/time_to_target.py: its recipes are valid configs, and a finished run is reported,
-never retrained (a benchmark's time is one uninterrupted run)."""
+"""experiments/speed/time_to_target.py (python -m experiments.speed --time-to-target): its recipes
+are valid configs, a finished run is recorded, never retrained (a benchmark's time is one
+uninterrupted run), and --quick runs every part and writes the report its records give."""
+import contextlib
+import io
 import json
 
 import pytest
 
 import train_phase2
 from conftest import make_fashion
-from experiments import time_to_target
+from experiments import speed
+from experiments.speed import time_to_target
 from neuroshrink import build
 from neuroshrink.config import RunConfig
 
@@ -42,3 +46,26 @@ def test_a_finished_run_is_found_again_and_a_stopped_one_trained_from_its_start(
     (folder / "left by the killed run").touch()
     again = time_to_target.trained(config, folder)
     assert again["status"] == "complete" and not (folder / "left by the killed run").exists()  # a fresh folder
+
+
+def test_the_benchmark_runs_quick_and_its_report_is_what_its_records_give(tmp_path, monkeypatch):
+    """--quick: the step table (eager) and every recipe (uncompiled) on a few images; then
+    --report-only writes the same report from the records alone."""
+    (tmp_path / "data").mkdir()
+    make_fashion(tmp_path / "data", gz=True)
+    monkeypatch.setattr(time_to_target, "BASE", time_to_target.BASE | dict(params=5_000, data_dir=str(tmp_path / "data")))
+    flags = ["--time-to-target", "--quick", "--seeds", "1", "--results", str(tmp_path / "results"),
+             "--runs", str(tmp_path / "runs")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        record = speed.main(speed.get_args_parser().parse_args(flags))
+    report = tmp_path / "results" / "fashion-mnist-time-to-target.md"
+    written = report.read_text()
+    assert [r["recipe"] for r in record["runs"]] == list(time_to_target.RECIPES)
+    assert all(not json.loads((tmp_path / "runs" / "fashion-mnist" / "time-to-target" / f"{r['recipe']}-seed1" /
+                               "results.json").read_text())["settings"]["compile"] for r in record["runs"])
+    assert {c["compiled"] for c in record["step"]["cases"]} == {False}
+    assert "| fast | precision auto, compile False, epochs 24, tta True |" in written
+    report.unlink()
+    with contextlib.redirect_stdout(io.StringIO()):
+        speed.main(speed.get_args_parser().parse_args([*flags, "--report-only"]))
+    assert report.read_text() == written
