@@ -56,7 +56,7 @@ FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-str
 # torchvision models studied by the default command (results/own-model-example/default-minutes/): (folder, model)
 OWN_MODEL_STUDIES = (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
                      ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))
-AS_WRITTEN = (*FAMILIES, "speed/fashion-mnist-time-to-target.md",
+AS_WRITTEN = (*FAMILIES,
               "own-data-example/folder-fashion4/shrink-my_models-small_cnn.md",
               *(f"own-model-example/folder-colour32/shrink-torchvision-{name}-strong.md"
                 for name in ("resnet18", "mobilenet_v3_small")),
@@ -69,8 +69,10 @@ RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
 PEAK_MEMORY = "memory/peak-memory.md"  # made from its peak-memory.json (the last tests)
 STUDY_TIME = "speed/study-time.md"  # made from its study-time.json
+TIME_TO_TARGET = "speed/fashion-mnist-time-to-target.md"  # made from its .json
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
-                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY, STUDY_TIME)
+                 if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY, STUDY_TIME,
+                                                                   TIME_TO_TARGET)
                  and "deploy" not in path.parts)  # a shipped model's README: experiments/common/deploy.py
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
@@ -219,3 +221,51 @@ def test_the_study_time_report_is_what_its_records_give_and_the_own_data_page_sh
     assert report == committed.read_text()
     table = report[report.index("| |"):].split("\n\n")[0]
     assert table in (ROOT / "docs" / "own-data.md").read_text()
+
+
+def test_the_time_to_target_report_is_what_its_records_give_and_the_performance_page_shows_it():
+    """The benchmark's report from its committed record alone; every recipe's accuracies and
+    minutes as the performance page quotes them."""
+    import json
+
+    from experiments.speed import time_to_target
+
+    committed = ROOT / "results" / TIME_TO_TARGET
+    record = json.loads(committed.with_suffix(".json").read_text())
+    assert time_to_target.report(record) == committed.read_text()
+    page = (ROOT / "docs" / "performance.md").read_text()
+    for line in committed.read_text().splitlines():
+        if line.startswith("| ") and line.split(" | ")[0][2:] in record["recipes"]:
+            cells = line.split(" | ")
+            assert " | ".join(cells[2:]) in page, cells[0]  # params to the time ratio
+
+
+def test_the_time_to_target_report_is_what_its_records_give_and_the_performance_page_shows_it():
+    """The benchmark's report from its committed record alone; every recipe's accuracies and
+    minutes as the performance page quotes them."""
+    import json
+
+    from experiments.speed import time_to_target
+
+    committed = ROOT / "results" / TIME_TO_TARGET
+    record = json.loads(committed.with_suffix(".json").read_text())
+    assert time_to_target.report(record) == committed.read_text()
+    page = (ROOT / "docs" / "performance.md").read_text()
+    for line in committed.read_text().splitlines():
+        if line.startswith("| ") and line.split(" | ")[0][2:] in record["recipes"]:
+            cells = line.split(" | ")
+            assert " | ".join(cells[2:]) in page, cells[0]  # params to the time ratio
+
+
+def test_the_own_model_page_shows_the_placement_searchs_trials_as_they_are():
+    """Every trial of ResNet-18's --maintainer search, its layout and validation accuracy as its
+    sweep.db holds them, in the page's table."""
+    from experiments.common import studies
+
+    url = f"sqlite:///{ROOT / 'results' / PLACEMENT.rsplit('/', 1)[0] / 'sweep.db'}"
+    search = studies.open_study(url, f"{ANSWERED[PLACEMENT]}-b1397705-dendritic-search")
+    page = (ROOT / "docs" / "own-model.md").read_text()
+    trials = studies.finished(search)
+    assert len(trials) == 12
+    for trial in trials:
+        assert f"| {trial.number} | {trial.user_attrs['record']['hp']['layout']} | {trial.value:.2f} |" in page

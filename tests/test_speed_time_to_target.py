@@ -54,6 +54,8 @@ def test_the_benchmark_runs_quick_and_its_report_is_what_its_records_give(tmp_pa
     (tmp_path / "data").mkdir()
     make_fashion(tmp_path / "data", gz=True)
     monkeypatch.setattr(time_to_target, "BASE", time_to_target.BASE | dict(params=5_000, data_dir=str(tmp_path / "data")))
+    monkeypatch.setattr(time_to_target, "RECIPES", {name: changes | dict(epochs=2)  # a check, not a measurement
+                                                    for name, changes in time_to_target.RECIPES.items()})
     flags = ["--time-to-target", "--quick", "--seeds", "1", "--results", str(tmp_path / "results"),
              "--runs", str(tmp_path / "runs")]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -64,7 +66,7 @@ def test_the_benchmark_runs_quick_and_its_report_is_what_its_records_give(tmp_pa
     assert all(not json.loads((tmp_path / "runs" / "fashion-mnist" / "time-to-target" / f"{r['recipe']}-seed1" /
                                "results.json").read_text())["settings"]["compile"] for r in record["runs"])
     assert {c["compiled"] for c in record["step"]["cases"]} == {False}
-    assert "| fast | precision auto, compile False, epochs 24, tta True |" in written
+    assert "| fast | precision auto, compile False, epochs 2, tta True |" in written
     report.unlink()
     with contextlib.redirect_stdout(io.StringIO()):
         speed.main(speed.get_args_parser().parse_args([*flags, "--report-only"]))
