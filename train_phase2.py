@@ -150,7 +150,7 @@ def evaluate_saved(out="PAI", quantize=None, device="auto"):
     quantize = quantize or ("int8" if "int8" in run_record["final"] else None)
     deployed = export.deployment(folder.path, model.cpu(), splits, quantize,
                                  QUICK["timing_seconds"] if settings["quick"] else 0.3, provenance(settings))
-    settings["normalisation"] = splits.normalisation  # a run recorded before it was
+    settings["normalisation"] = splits.normalisation  # what the export above embedded (older records lack it)
     folder.result = run_record
     folder.finish({k: v for k, v in run_record["final"].items() if k != "export_errors"} | deployed)
     journal.report_deployment(deployed)
