@@ -1,7 +1,7 @@
-"""The studies of experiments.shrink, driven: each method's search and seeds at a budget, the
-wide model, and the pairing of every plain method's runs with the dendritic runs of the same
-seed. command.py holds the command and its defaults; methods.py what
-each method trains."""
+"""The stages of experiments.shrink, each an Optuna study its workers share: a method's search
+and its seeds at a budget, the wide model, and the pairing of every plain method's runs with
+the dendritic runs of the same seed. `args` is the resolved, read-only Study (command.py);
+`study` an Optuna study. methods.py says what each method trains."""
 
 import argparse
 import contextlib
@@ -68,81 +68,81 @@ def check_strong_settings(study, args, defining=None):
     check_stored(study, "strong", {key: getattr(args, key) for key in defining or STRONG_DEFAULTS}, STRONG_DEFAULTS)
 
 
-def train_wide(study):
+def train_wide(args):
     """The wide plain model, seeds 0..S: what pruning starts from and distillation learns from.
     Returns ({seed: its run folder}, its records)."""
     # its runs depend on the schedule alone (not on any search's options): every study shares it
-    found = open_study(study, study_name(study, "wide"), defining=("schedule_epochs",))
-    if found is None:
+    study = open_study(args, study_name(args, "wide"), defining=("schedule_epochs",))
+    if study is None:
         return {}, []
-    epochs = budget_epochs(study) if study.recipe == "strong" else 1
+    epochs = budget_epochs(args) if args.recipe == "strong" else 1
 
     def train(cell):
-        print(f"\n=== wide {study.model} width {study.wide:g} seed {cell['seed']}", flush=True)
-        changes = strong_overrides(study, WIDE, epochs, search=False) if study.recipe == "strong" else {}
-        run_dir = study.runs_dir / found.study_name / f"s{cell['seed']}"
-        with timed(study, ("wide", "wide", None)):
-            config = cell_config(study, cell, no_dendrites=True, **changes)
-            record = cell_record(study, cell, run_dir, run_in(config, run_dir))
-        if study.kept_wide:
-            kept_runs.keep([record], study.kept_wide, kept_runs.WIDE_FILES)
+        print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
+        changes = strong_overrides(args, WIDE, epochs, search=False) if args.recipe == "strong" else {}
+        run_dir = args.runs_dir / study.study_name / f"s{cell['seed']}"
+        with timed(args, ("wide", "wide", None)):
+            config = cell_config(args, cell, no_dendrites=True, **changes)
+            record = cell_record(args, cell, run_dir, run_in(config, run_dir))
+        if args.kept_wide:
+            kept_runs.keep([record], args.kept_wide, kept_runs.WIDE_FILES)
         return record["val_acc"], record
-    cells = [{"width": study.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(study.seeds + 1)]
-    if not study.report_only:
-        studies.work(found, lambda records: cells, train, poll=studies.poll_seconds(study.heartbeat))
-    records = studies.records(found)
-    if not study.kept_wide or study.report_only:  # a report needs the wide model's records only
+    cells = [{"width": args.wide, "method": "wide", "seed": s, "min_epochs": epochs} for s in range(args.seeds + 1)]
+    if not args.report_only:
+        studies.work(study, lambda records: cells, train, poll=studies.poll_seconds(args.heartbeat))
+    records = studies.records(study)
+    if not args.kept_wide or args.report_only:  # a report needs the wide model's records only
         return {r["seed"]: Path(r["run"]) for r in records}, records
-    kept_runs.keep(records, study.kept_wide, kept_runs.WIDE_FILES)
+    kept_runs.keep(records, args.kept_wide, kept_runs.WIDE_FILES)
     # its own run folder, or (trained on another machine) the copy kept with the records
-    return {r["seed"]: kept_runs.run_folder(r, study.kept_wide, kept_runs.WIDE_FILES) for r in records}, records
+    return {r["seed"]: kept_runs.run_folder(r, args.kept_wide, kept_runs.WIDE_FILES) for r in records}, records
 
 
 @contextlib.contextmanager
-def timed(study, key):
+def timed(args, key):
     """The block's seconds given to the study's progress (key: stage, method, budget)."""
     started = time.perf_counter()
     yield
-    if study.progress:
-        study.progress.finished(key, time.perf_counter() - started)
+    if args.progress:
+        args.progress.finished(key, time.perf_counter() - started)
 
 
-def in_order(study, wide):
+def in_order(args, wide):
     """The study's methods that start from the wide model (`wide`) or those that do not,
     dendritic methods first: the plain ones pair with their seeds."""
-    return [m for m in sorted((BY_NAME[n] for n in study.methods), key=lambda m: m.plain) if bool(m.wide) == wide]
+    return [m for m in sorted((BY_NAME[n] for n in args.methods), key=lambda m: m.plain) if bool(m.wide) == wide]
 
 
-def search_method(study, method, budget, wide_runs):
+def search_method(args, method, budget, wide_runs):
     """The method's search trials at the budget (seed 0, validation only), trained where
     missing; returns what it chose (chosen()), (None, None) where it has nothing yet."""
-    size = without_repeats(study, method)
+    size = without_repeats(args, method)
     with studies.quietly():  # "experimental"; it draws at random, never the same configuration twice
         sampler = optuna.samplers.BruteForceSampler(seed=spaces.SEARCH_SEED) if size else (
-            studies.SeededTPE(random_trials=study.random_trials) if study.recipe == "strong" else None)
-    found = open_study(study, study_name(study, "search", method, budget), sampler)
-    if found is None:
+            studies.SeededTPE(random_trials=args.random_trials) if args.recipe == "strong" else None)
+    study = open_study(args, study_name(args, "search", method, budget), sampler)
+    if study is None:
         return None, None
-    if study.report_only:
-        return chosen(found)
-    trials = search_trials(study, method)
-    found.set_user_attr("trials", trials)
+    if args.report_only:
+        return chosen(study)
+    trials = search_trials(args, method)
+    study.set_user_attr("trials", trials)
 
     def train(trial, name):
-        hp = suggest(trial, method, study.model_has_dropout, study.recipe == "strong", study.allow_zero_decay,
-                     study.layouts.get(budget))
-        print(f"\n=== search {found.study_name} {name}: {hp}", flush=True)
-        epochs = budget_epochs(study, search=True, hp=hp) if study.recipe == "strong" else 1
-        cell = {"width": width_for(study, method, budget, study.shape, hp), "method": method.name, "seed": 0,
+        hp = suggest(trial, method, args.model_has_dropout, args.recipe == "strong", args.allow_zero_decay,
+                     args.layouts.get(budget))
+        print(f"\n=== search {study.study_name} {name}: {hp}", flush=True)
+        epochs = budget_epochs(args, search=True, hp=hp) if args.recipe == "strong" else 1
+        cell = {"width": width_for(args, method, budget, args.shape, hp), "method": method.name, "seed": 0,
                 "min_epochs": epochs}
-        run_dir = study.runs_dir / found.study_name / name
-        with timed(study, ("search", method.name, budget)):
-            config = cell_config(study, cell, **overrides(study, method, budget, hp, 0, wide_runs, epochs, search=True))
-            record = cell_record(study, cell, run_dir, run_in(config, run_dir))
+        run_dir = args.runs_dir / study.study_name / name
+        with timed(args, ("search", method.name, budget)):
+            config = cell_config(args, cell, **overrides(args, method, budget, hp, 0, wide_runs, epochs, search=True))
+            record = cell_record(args, cell, run_dir, run_in(config, run_dir))
         record = {key: value for key, value in record.items() if key != "test_acc"} | {"hp": hp}  # never seen
         return record["val_acc"], record
-    studies.search(found, trials, train, poll=studies.poll_seconds(study.heartbeat))
-    return chosen(found)
+    studies.search(study, trials, train, poll=studies.poll_seconds(args.heartbeat))
+    return chosen(study)
 
 
 def chosen(study):
@@ -157,16 +157,16 @@ def chosen(study):
     return hp, counted[0].value if len(counted) > 1 and len({t.value for t in counted}) == 1 else None
 
 
-def train_seeds(study, method, budget, hp, paired, wide_runs, wait=True):
+def train_seeds(args, method, budget, hp, paired, wide_runs, wait=True):
     """Seeds 1..S of the chosen configuration `hp`, trained where missing; returns their records
     (None where the study has none). A paired method's seed s waits for the paired dendritic
     run of seed s (`paired`: their records), and trains at least its epochs (a control: with
     its restarts). Without `wait`, returns once no seed is left to start, while other workers
     train theirs."""
-    found = open_study(study, study_name(study, "seeds", method, budget))
-    if found is None or study.report_only:
-        return found and studies.records(found)
-    seeds, width = range(1, study.seeds + 1), width_for(study, method, budget, study.shape, hp)
+    study = open_study(args, study_name(args, "seeds", method, budget))
+    if study is None or args.report_only:
+        return study and studies.records(study)
+    seeds, width = range(1, args.seeds + 1), width_for(args, method, budget, args.shape, hp)
 
     def cells_for(records):
         if method.paired is None:
@@ -177,19 +177,19 @@ def train_seeds(study, method, budget, hp, paired, wide_runs, wait=True):
                 for s in seeds if s in by_seed]
 
     def train(cell):
-        print(f"\n=== {found.study_name} seed {cell['seed']}: {hp}", flush=True)
-        changes = overrides(study, method, budget, hp, cell["seed"], wide_runs, cell["min_epochs"])
+        print(f"\n=== {study.study_name} seed {cell['seed']}: {hp}", flush=True)
+        changes = overrides(args, method, budget, hp, cell["seed"], wide_runs, cell["min_epochs"])
         if method.control:  # the paired dendritic run's restarts and learning rates
             changes |= {"lr_trace": tuple(cell["lr_trace"]), "restart_at": tuple(cell["restart_at"])}
-        run_dir = study.runs_dir / found.study_name / f"s{cell['seed']}"
-        with timed(study, ("seeds", method.name, budget)):
-            config = cell_config(study, cell, **changes)
-            record = cell_record(study, cell, run_dir, run_in(config, run_dir))
-        if study.kept:
-            kept_runs.keep([record], study.kept, kept_runs.SEED_FILES)
+        run_dir = args.runs_dir / study.study_name / f"s{cell['seed']}"
+        with timed(args, ("seeds", method.name, budget)):
+            config = cell_config(args, cell, **changes)
+            record = cell_record(args, cell, run_dir, run_in(config, run_dir))
+        if args.kept:
+            kept_runs.keep([record], args.kept, kept_runs.SEED_FILES)
         return record["val_acc"], record | {"hp": hp}
-    studies.work(found, cells_for, train, poll=studies.poll_seconds(study.heartbeat), wait=wait)
-    return studies.records(found)
+    studies.work(study, cells_for, train, poll=studies.poll_seconds(args.heartbeat), wait=wait)
+    return studies.records(study)
 
 
 def best_trials(args):
