@@ -246,4 +246,3 @@ def turns(study, poll, start_another=lambda states: False, wait=True):
             yield False
         else:
             return
-

@@ -2,7 +2,7 @@
 committed (fp32, 30 epochs) against faster ways to train the same plain CNN, in one process on
 one machine, and how close a training step comes to the machine's own limit.
 
-    python -m experiments.speed --time-to-target                 # Fashion-MNIST, 3 seeds: about 55 minutes on 2 CPU cores
+    python -m experiments.speed --time-to-target                 # Fashion-MNIST, 3 seeds: 58 minutes on 2 CPU cores
     python -m experiments.speed --time-to-target --quick         # every part on a few images, nothing compiled: seconds
     python -m experiments.speed --time-to-target --report-only   # its report again, from its records
 
