@@ -3,6 +3,8 @@ failure test makes, and tiny data written in the real formats."""
 import contextlib
 import gzip
 import hashlib
+import io
+import json
 import os
 import shutil
 import struct
@@ -137,19 +139,6 @@ def run(tmp_path, *flags, out="PAI"):
     return train_phase2.run(given, tmp_path / out), given.resolved()
 
 
-def captured_run(tmp, *flags):
-    """run() with its printed log captured; returns what the tests read."""
-    started = os.path.getmtime(tmp)
-    capture = tmp / "log.txt"
-    with open(capture, "w") as log:
-        saved, sys.stdout = sys.stdout, log
-        try:
-            result, args = run(tmp, "--quick", *flags)
-        finally:
-            sys.stdout = saved
-    return {"result": result, "out": tmp / "PAI", "log": capture.read_text(), "started": started}
-
-
 def sweep_run(args, cell, folder, **overrides):
     """One cell of a sweep as a sweep trains it (runner): its config, reused or trained in
     `folder`, and what the sweep records of it."""
@@ -186,17 +175,51 @@ def stopped_then_resumed(tmp_path, monkeypatch, epoch, *flags):
     return train_phase2.resume(tmp_path / "PAI", **display)
 
 
+def built_once(tmp_path_factory, name, build):
+    """The folder `name`, made by build(folder) once for the whole test session: pytest-xdist
+    runs the tests in several processes, and each would otherwise train its own copy of a
+    session fixture. The tests only read it (or copy it to change it)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, shared by its worker processes
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (root / f"{name}.built").exists():
+            if folder.exists():
+                shutil.rmtree(folder)  # left by a process whose build failed
+            folder.mkdir()
+            (folder / "output.txt").write_text(build(folder))
+            (root / f"{name}.built").touch()
+    return folder
+
+
+def shared_run(tmp_path_factory, name, *flags):
+    """A --quick run of `flags` made once for the whole test session (built_once), as the
+    tests read it: its record, run folder and printed log."""
+    def build(folder):
+        (folder / "started").touch()  # before the run: what it writes is newer
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            run(folder, "--quick", *flags)
+        return printed.getvalue()
+    folder = built_once(tmp_path_factory, name, build)
+    return {"result": json.loads((folder / "PAI" / "results.json").read_text()), "out": folder / "PAI",
+            "log": (folder / "output.txt").read_text(), "started": os.path.getmtime(folder / "started")}
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """One real dendritic --quick run on digits, shared by the tests that only read it."""
     with full_size_graphs():
-        return captured_run(tmp_path_factory.mktemp("quick"))
+        return shared_run(tmp_path_factory, "quick_run")
 
 
 @pytest.fixture(scope="session")
 def rescnn_run(tmp_path_factory):
     """The same with --model rescnn: the BatchNorm residual CNN."""
-    return captured_run(tmp_path_factory.mktemp("rescnn"), "--model", "rescnn")
+    return shared_run(tmp_path_factory, "rescnn_run", "--model", "rescnn")
 
 
 def refuse_network(monkeypatch):
@@ -233,7 +256,7 @@ def bf16_run(tmp_path_factory):
 
     if "bf16" not in precision.available(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
-    return captured_run(tmp_path_factory.mktemp("bf16"), "--precision", "bf16")
+    return shared_run(tmp_path_factory, "bf16_run", "--precision", "bf16")
 
 
 # ---------------------------------------------------------------- sweeps
@@ -289,26 +312,6 @@ def study_of(tmp, url=None):
     from experiments.common import studies
 
     return studies.open_study(url or f"sqlite:///{tmp / 'results' / 'digits' / 'sweep.db'}", "neuroshrink-digits")
-
-
-def built_once(tmp_path_factory, name, build):
-    """The folder `name`, made by build(folder) once for the whole test session: pytest-xdist
-    runs the tests in several processes, and each would otherwise train its own copy of a
-    session fixture. The tests only read it (or copy it to change it)."""
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # this session's folder, shared by its worker processes
-    folder = root / name
-    with FileLock(str(root / f"{name}.lock")):
-        if not (root / f"{name}.built").exists():
-            if folder.exists():
-                shutil.rmtree(folder)  # left by a process whose build failed
-            folder.mkdir()
-            (folder / "output.txt").write_text(build(folder))
-            (root / f"{name}.built").touch()
-    return folder
 
 
 @pytest.fixture(scope="session")
