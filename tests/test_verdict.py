@@ -1,4 +1,4 @@
-"""experiments/shrink/ --recipe strong and experiments/shrink/verdict.py, trained for real on tiny
+"""experiments/shrink/ --recipe strong and its report (experiments/shrink/report.py), trained for real on tiny
 data: the search's reduction is every method's, every method trains the dendritic run's
 epochs, the int8 row is the same run's model quantized, the report counts the files' bytes
 and regenerates from its records."""
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import built_once, sweep_here
 from experiments.common import kept_runs, studies
-from experiments.shrink import verdict
+from experiments.shrink import report
 from experiments.shrink import command as shrink
 from model import count_parameters
 from neuroshrink import build, export
@@ -139,16 +139,16 @@ def test_the_timing_pass_times_every_final_model(strong_sweep, tmp_path):
     assert set(latency["runs"]) == {r["run"] for row in rows for r in row["records"]}
     assert all(ms[kind][batch] > 0 for ms in latency["runs"].values() for kind in ("fp32", "int8")
                for batch in ("1", "256"))
-    both = verdict.kind_rows(rows, latency)
+    both = report.kind_rows(rows, latency)
     assert all(len(r["ms1"]) == r["n"] for r in both)
     assert statistics.median(both[0]["ms1"]) == latency["runs"][rows[0]["records"][0]["run"]][both[0]["kind"]]["1"]
 
 
 def test_training_minutes_name_every_cpu_and_precision_they_were_measured_in():
-    one = verdict.training_machines(["AMD EPYC"] * 3, ["bf16"] * 3)
+    one = report.training_machines(["AMD EPYC"] * 3, ["bf16"] * 3)
     assert one == "Training minutes: each seed run's wall clock, on the AMD EPYC (3 runs), trained in bf16."
-    mixed = verdict.training_machines(["AMD EPYC", "Intel Xeon, AMX", "Intel Xeon, AMX", None],
-                                      ["fp32", "bf16", "bf16", "bf16"])
+    mixed = report.training_machines(["AMD EPYC", "Intel Xeon, AMX", "Intel Xeon, AMX", None],
+                                     ["fp32", "bf16", "bf16", "bf16"])
     assert mixed == ("Training minutes: each seed run's wall clock, on the Intel Xeon, AMX (2 runs) and the AMD "
                      "EPYC (1 run) and an unrecorded CPU (1 run), trained in bf16 (3 runs) and fp32 (1 run), as "
                      "--precision auto chose for each run; they compare only between runs on one CPU.")

@@ -5,8 +5,8 @@ tuned alike (docs/verdict.md). Its files, top-down:
     stages    each method's search and seeds at a budget, the wide model, pairing, driven
     methods   what each method trains, as RunConfig overrides; budgets, epochs, study names
     plan      the plan and its cost before anything trains, --minutes, progress
-    report    the tables and plots of a study, either recipe (verdict: the strong recipe's)
-    verdict   the strong recipe's report: kB, int8, ONNX Runtime ms, its plots
+    rates     what a run of each width costs on this machine, for the plan
+    report    a study's report, either recipe: the tables (accuracy, kB, int8, ms), the CSV, the plots
 """
 
 from experiments.shrink.command import get_args_parser, main

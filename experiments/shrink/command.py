@@ -68,7 +68,9 @@ its best-validation seed shipped self-contained to results/<dataset>/deploy/<stu
 
 Like the width sweep it is a worker of studies in an Optuna storage (results/<dataset>/sweep.db
 by default): stop and start it at will, or start several. Outputs in results/<dataset>/:
-shrink-<model>.md (the verdict tables), shrink-<model>.png, shrink-<model>.csv.
+shrink-<model>.md (the answer, then the tables: every method and its int8 copy in accuracy, kB and
+milliseconds), shrink-<model>.csv, shrink-<model>.png and -budgets.png (experiments/shrink/report.py:
+one report for either recipe).
 """
 
 import argparse
@@ -313,7 +315,7 @@ def answered(study, splits, results, wide_records):
     """The study's report from its records: the answer in words, the tables and plots, each
     budget's winner shipped (or with --fit the model that fits); returns its rows."""
     results_dir, name = study.results_dir, study.name
-    rows = report.verdict_rows(study, results, wide_records)
+    rows = report.method_rows(study, results, wide_records)
     if not rows:
         print("nothing stored to report yet")
         return None

@@ -131,9 +131,7 @@ def strong_overrides(args, method, epochs, search):
     search's reduction (its schedule, its training images, its epochs: a dendritic trial whose
     set was rolled back and tried again stops there too) is the same for every method."""
     schedule = args.search_epochs if search else args.schedule_epochs
-    # Its report's milliseconds come from one timing pass (--time-inference), a shipped file's as it
-    # is shipped: a run times nothing.
-    changes = {"no_timing": True} | ({"train_images": args.search_images} if search and args.search_images else {})
+    changes = {"train_images": args.search_images} if search and args.search_images else {}
     # Magnitude pruning of a weight-decayed model collapses layers (docs/verdict-strong.md).
     changes |= {"prune_importance": "lamp"} if method.wide == "prune" else {}
     if not method.plain:
@@ -146,9 +144,9 @@ def overrides(args, method, budget, hp, seed, wide_runs, epochs=None, search=Fal
     gets the budget's size, the recipe, the wide model it starts from, the configuration; with
     --recipe strong, the run's epochs (`epochs`: a plain run's) and a search's reduction."""
     changes = method.recipe | (strong_overrides(args, method, epochs, search) if args.recipe == "strong" else {})
-    changes |= {"no_export": True} if search else {}  # a trial's product is its validation accuracy
-    # A width alone makes the architecture: the first seed times it for every seed (report.timed_once).
-    changes |= {"no_timing": True} if method.plain and method.wide != "prune" and seed > 1 else {}
+    # A trial's product is its validation accuracy. A seed's milliseconds come from one timing pass
+    # (--time-inference; report.py), a shipped file's as it is shipped: a run times nothing.
+    changes |= {"no_export": True} if search else {"no_timing": True}
     changes |= {"no_dendrites": True, "params": budget} if method.plain else {}
     if method.wide == "prune":
         changes["prune_from"] = str(wide_runs[seed])
