@@ -33,12 +33,12 @@ GROUPS = ("data", "model", "training", "dendrites", "the run")  # the demo's --h
 
 
 def setting(default, help, group="experiments", *, parse=None, choices=None, many=False, defines=True, sweep=None,
-            metavar=None):
+            metavar=None, plain_only=False):
     """A RunConfig field. `parse` turns a command-line word into a value and refuses a bad one
     (many=True: a tuple of them); `group` is its section of the demo's --help, "experiments"
-    for a setting only the experiments' controls use."""
+    for a setting only the experiments' controls use; `plain_only`: refused in a dendritic run."""
     return field(default=default, metadata=dict(help=help, group=group, parse=parse, choices=choices, many=many,
-                                                defines=defines, sweep=sweep, metavar=metavar))
+                                                defines=defines, sweep=sweep, metavar=metavar, plain_only=plain_only))
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ class RunConfig:
                                   "model", parse=positive(float))
     params: int | None = setting(None, "plain runs: instead of --width, the width whose model has the parameter count "
                                  "nearest BUDGET (within 10%%); with prune_from, the count to prune down to", "model",
-                                 parse=positive(int), metavar="BUDGET")
+                                 parse=positive(int), metavar="BUDGET", plain_only=True)
     dropout: float | None = setting(None, "rate of every nn.Dropout in the model (default: the model's own)",
                                     parse=probability)
     prune_from: str | None = setting(None, "start from the trained model of the finished plain run in RUN, pruned "
                                      "in channels and units (torch-pruning) down to --params, then fine-tuned",
-                                     metavar="RUN")
+                                     metavar="RUN", plain_only=True)
     prune_importance: str = setting("magnitude", "with --prune-from: how channels are ranked across layers: "
                                     "magnitude (their weights' L2 norm) or lamp (layer-adaptive magnitude)",
                                     choices=("magnitude", "lamp"))
@@ -136,10 +136,10 @@ class RunConfig:
                                      "budget; default 1, strong: all)", parse=positive(int))
     restart_at: tuple = setting((), "plain runs: rebuild the optimizer and schedule after these epochs, as the "
                                 "library does at each restructure of the run this one is a control for",
-                                parse=positive(int), many=True, metavar="EPOCH")
+                                parse=positive(int), many=True, metavar="EPOCH", plain_only=True)
     lr_trace: tuple = setting((), "plain runs: the learning rate of epochs 1, 2, ... (the paired dendritic run's); "
                               "after the last, the schedule goes on from there", parse=non_negative, many=True,
-                              metavar="LR")
+                              metavar="LR", plain_only=True)
     # ---- dendrites
     no_dendrites: bool = setting(False, "plain baseline: the same loop without the library, early stopping on "
                                  "validation", "dendrites")
@@ -239,7 +239,7 @@ class RunConfig:
         return config
 
     def check(self):
-        plain_only = [flag(name) for name in ("params", "prune_from", "restart_at", "lr_trace") if getattr(self, name)]
+        plain_only = [flag(f.name) for f in dataclasses.fields(self) if f.metadata["plain_only"] and getattr(self, f.name)]
         if plain_only and not self.no_dendrites:
             raise UsageError(f"{', '.join(plain_only)}: only for plain runs (add --no-dendrites)")
         if self.placement in ("later", "blocks") and self.no_dendrites:

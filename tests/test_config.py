@@ -71,6 +71,15 @@ def test_settings_that_do_not_go_together_are_refused_when_resolved(settings, me
         RunConfig(**settings).resolved()
 
 
+def test_the_settings_marked_plain_only_are_the_ones_a_dendritic_run_refuses():
+    marked = [f.name for f in dataclasses.fields(RunConfig) if f.metadata["plain_only"]]
+    assert marked == ["params", "prune_from", "restart_at", "lr_trace"]  # the controls' and pruning's settings
+    values = dict(params=1000, prune_from="PAI", restart_at=(3,), lr_trace=(0.001,))
+    for name in marked:
+        with pytest.raises(UsageError, match=re.escape(f"{flag(name)}: only for plain runs (add --no-dendrites)")):
+            RunConfig(**{name: values[name]}).resolved()
+
+
 @pytest.mark.parametrize("settings", [{}, dict(recipe="strong"), dict(recipe="strong", no_dendrites=True, epochs=40),
                                       dict(recipe="strong", dataset="fashion-mnist", lr=0.01, quick=True),
                                       dict(no_dendrites=True, quick=True, min_epochs=50)])
