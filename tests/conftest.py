@@ -5,7 +5,9 @@ import gzip
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import runpy
 import shutil
 import struct
 import subprocess
@@ -259,6 +261,65 @@ def bf16_run(tmp_path_factory):
     return shared_run(tmp_path_factory, "bf16_run", "--precision", "bf16")
 
 
+# ---------------------------------------------------------------- commands in processes of their own
+
+# The tests that stop or kill a command run it in a process of its own, forked from a server
+# process that has already imported what every run imports (multiprocessing's forkserver): a
+# fresh interpreter would spend 4-5 s of each such test importing torch, scikit-learn, Dynamo
+# (which every torch optimizer loads), ONNX and the library. The process runs the command's
+# file as `python FILE` or `python -m MODULE` does (runpy, as __main__), its own real process,
+# signalled and killed for real. (Its command line itself: test_train_phase2's real process.)
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["train_phase2", "experiments.common.studies", "sklearn.model_selection",
+                                   "torch._dynamo", "onnx", "onnxruntime", "perforatedai", "conftest"])
+
+
+def as_command(argv, cwd, log):
+    """In the new process: `python *argv` in `cwd`, everything it prints appended to `log`."""
+    os.chdir(cwd)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False)  # a line at a time, as python -u
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+class Command:
+    """`python *argv` running in `cwd` in a process of its own (FORKSERVER); what it prints is in
+    the file .log. As subprocess.Popen: poll(), wait(), returncode (-N: killed by signal N)."""
+
+    def __init__(self, log, argv, cwd):
+        self.log = log
+        log.write_text("")  # read before the process prints anything
+        self.process = FORKSERVER.Process(target=as_command, args=(list(argv), str(cwd), str(log)))
+        self.process.start()
+
+    def poll(self):
+        return self.process.exitcode
+
+    @property
+    def returncode(self):
+        return self.process.exitcode
+
+    def send_signal(self, signum):
+        os.kill(self.process.pid, signum)
+
+    def kill(self):
+        self.process.kill()
+
+    def wait(self, timeout):
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            raise TimeoutError(f"{self.log}: still running after {timeout} s")
+        return self.process.exitcode
+
+
 # ---------------------------------------------------------------- sweeps
 
 # One thread and fp32: the same numbers in every worker (auto's measurement may choose otherwise in each)
@@ -270,16 +331,9 @@ def sweep_flags(tmp, *flags):
 
 
 def sweep_worker(tmp, *flags):
-    """A width-sweep process: one worker of the tiny sweep stored under tmp (unless --storage).
-    Its output goes to a file (a full pipe would stall it while this process works); the
-    process's .log is that file."""
-    log = tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log"
-    with open(log, "w") as out:
-        worker = subprocess.Popen([sys.executable, "-u", "-m", "experiments.width_sweep", *sweep_flags(tmp, *flags)],
-                                  cwd=tmp, text=True, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
-    worker.log = log
-    return worker
+    """A width-sweep process: one worker of the tiny sweep stored under tmp (unless --storage)."""
+    return Command(tmp / f"worker-{len(list(tmp.glob('worker-*.log')))}.log",
+                   ["-m", "experiments.width_sweep", *sweep_flags(tmp, *flags)], tmp)
 
 
 def finish(worker):

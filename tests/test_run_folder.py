@@ -4,13 +4,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
+import time
 
 import pytest
 
 import train_phase2
-from conftest import ROOT, fails, files, metrics, run, stopped_then_resumed
+from conftest import ROOT, Command, fails, files, metrics, run, stopped_then_resumed
 from neuroshrink import dendrites, run_folder
 from neuroshrink.config import RunConfig
 from neuroshrink.records import SCHEMA
@@ -56,18 +55,18 @@ def test_resume_refusals(quick_run, tmp_path, capsys):
 
 
 def start(tmp_path, *flags):
-    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_phase2.py"), "--quick", "--precision", "fp32",
-                             *flags, "--out", str(tmp_path / "PAI")], cwd=tmp_path,  # fp32: as conftest.run
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`python train_phase2.py --quick ...` in a process of its own (conftest.Command)."""
+    return Command(tmp_path / "log.txt", [str(ROOT / "train_phase2.py"), "--quick", "--precision", "fp32",  # fp32:
+                                          *flags, "--out", str(tmp_path / "PAI")], tmp_path)  # as conftest.run
 
 
 def read_until_epoch(process, epoch):
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if line.startswith(f"epoch={epoch} "):
-            return seen
-    raise AssertionError("the run ended before epoch %d:\n%s" % (epoch, "".join(seen)))
+    """Wait until the run has printed the line of `epoch`."""
+    deadline = time.time() + 120
+    while not any(line.startswith(f"epoch={epoch} ") for line in process.log.read_text().splitlines()):
+        assert process.poll() is None, f"the run ended before epoch {epoch}:\n{process.log.read_text()}"
+        assert time.time() < deadline, process.log.read_text()
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -76,7 +75,8 @@ def test_a_signal_stops_safely_and_resume_finishes_the_same_run(quick_run, tmp_p
     process = start(tmp_path)
     read_until_epoch(process, 2)
     process.send_signal(signum)
-    output = process.communicate(timeout=120)[0]
+    process.wait(timeout=120)
+    output = process.log.read_text()
     assert process.returncode == 128 + signum, output
     assert "Traceback" not in output
     assert f"Continue with: python train_phase2.py --resume --out {tmp_path / 'PAI'}" in output
