@@ -86,6 +86,7 @@ from experiments.shrink.stages import (SCHEDULE_EPOCHS, add_study_options, best_
                                       train_seeds, train_wide)
 from model import MODELS, count_parameters
 from neuroshrink import build, data
+from neuroshrink.config import QUICK
 from neuroshrink.errors import UsageError
 from neuroshrink.flags import positive
 from neuroshrink.records import BEFORE_IT_EXISTED
@@ -320,6 +321,8 @@ def answered(study, splits, results, wide_records):
         print("nothing stored to report yet")
         return None
     splits = splits or data.load(study.dataset, study.data_dir, study.image_size, build.reading_of(study))
+    if study.quick:  # the images its runs validated and tested on (build.splits_of), for the winners' scores
+        splits = data.subset(splits, QUICK["n_train"], QUICK["n_eval"])
     if study.recipe == "strong":
         kept_runs.keep([r for row in rows for r in row["records"]], study.kept, kept_runs.SEED_FILES)
     if study.fit:
