@@ -162,8 +162,8 @@ def table(args, rows, wide_records, latency, searched=None):
             fmt(mean_std(cell[name, b]["test_acc"])) + (f" ({kb(cell[name, b]['bytes'])})" if cell[name, b]["bytes"]
                                                         else "") if (name, b) in cell else ""
             for b in budgets) + " |")
-    lines += ["", "Best mean test accuracy per budget, what is within one standard deviation of it, and the "
-                  "fewest bytes among those:", ""]
+    lines += ["", "Best mean test accuracy per budget, what is within one standard deviation of it"
+              + (", and the fewest bytes among those:" if any(r["bytes"] for r in rows) else ":"), ""]
     for budget in budgets:
         lines.append(f"- {budget:,}: " + best_line(args, [r for r in rows if r["budget"] == budget]))
     return "\n".join(lines) + "\n"
