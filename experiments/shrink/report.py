@@ -88,7 +88,8 @@ def undecided_note(accuracy):
 def how_tuned(args):
     """The report's first paragraph: how every method was trained and tuned, per recipe."""
     if args.recipe != "strong":
-        return (f"Each method tuned with {args.trials} search trials on validation (seed 0): Optuna's TPE, or where "
+        return (f"Each method tuned with {args.trials} search trial{'s' if args.trials > 1 else ''} on validation "
+                "(seed 0): Optuna's TPE, or where "
                 "the space is a finite set (the library recipes' methods) as many distinct configurations in random "
                 "order, all of them if fewer; a restart control takes its plain recipe's choice, matched the "
                 f"dendritic search's. Then seeds 1-{args.seeds} of its choice, tested; mean ± std over those seeds. "
