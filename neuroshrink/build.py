@@ -257,22 +257,24 @@ def pruned_from_run(run_dir, budget, splits, dataset, quick, importance="magnitu
         raise UsageError(f"--prune-from {run_dir}: trained on {settings['dataset']}"
                          + (" --quick" if settings["quick"] else "") + ", not on this data")
     weights = Path(run_dir, "model.ts").resolve()
-    key = (str(weights), weights.stat().st_mtime_ns, budget, importance, tuple(data_shape(splits).values()))
-    if key not in _PRUNED:  # 200 pruning steps, 1-3 s: a study's search trials all prune one wide model
+    key = (str(weights), weights.stat().st_mtime_ns, importance, tuple(data_shape(splits).values()))
+    if key not in _PRUNINGS or not _PRUNINGS[key].reaches(budget):
         model = build(settings["model"], splits, settings["width"])
         model.load_state_dict(load_torchscript(weights).state_dict())
         from . import pruning  # torch-pruning is needed for --prune-from only
-        try:
-            pruned = pruning.prune_to(model, budget, splits.normalise(splits.train[0][:2].cpu()), importance)
-        except ValueError as e:
-            raise UsageError(f"--prune-from {run_dir}: {e}") from None
-        while len(_PRUNED) >= 4:
-            del _PRUNED[next(iter(_PRUNED))]
-        _PRUNED[key] = pruned
-    return copy.deepcopy(_PRUNED[key])
+        _PRUNINGS.pop(key, None)  # (one pruned past this budget: from the start again)
+        while len(_PRUNINGS) >= 4:
+            del _PRUNINGS[next(iter(_PRUNINGS))]
+        _PRUNINGS[key] = pruning.Pruning(model, splits.normalise(splits.train[0][:2].cpu()), importance)
+    try:
+        return _PRUNINGS[key].to(budget)  # a copy of its own
+    except ValueError as e:
+        raise UsageError(f"--prune-from {run_dir}: {e}") from None
 
 
-_PRUNED = {}  # (model.ts as it is, budget, importance, data shape): the model pruned, kept for the process
+# (model.ts as it is, importance, data shape): its pruning so far, kept for the process. A study's search
+# trials all prune one wide model to a budget, and its budgets come largest first (pruning.Pruning).
+_PRUNINGS = {}
 
 
 def load_teacher(path, splits, device):

@@ -39,26 +39,47 @@ def classifier(model):
     return linears[-1]
 
 
+class Pruning:
+    """A model pruned step by step towards ever smaller budgets: `to(budget)` goes on from where
+    the last budget stopped, through the same steps a pruning from the start takes (the pruner's
+    steps depend only on the model as it is), so that a study's budgets, largest first, cost the
+    smallest budget's pruning alone rather than the sum of all three (ResNet-18: 9 s, not 20)."""
+
+    def __init__(self, model, example_inputs, importance="magnitude"):
+        with torch.enable_grad():  # the dependency graph is traced with autograd
+            self.pruner = tp.pruner.BasePruner(model, example_inputs, importance=IMPORTANCES[importance](),
+                                               global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=0.99,
+                                               iterative_steps=STEPS, ignored_layers=[classifier(model)])
+        self.model, self.size, self.drop, self.steps, self.reached = model, count_parameters(model), 0, 0, {}
+
+    def reaches(self, budget):
+        """Whether `to(budget)` can go on from here: a budget reached already, or one below the model's size."""
+        return budget in self.reached or budget < self.size
+
+    def to(self, budget):
+        """A copy of the model pruned to the parameter count nearest `budget` that the steps reach."""
+        if budget not in self.reached:
+            if not self.reaches(budget):
+                raise ValueError(f"the model has {self.size:,} parameters, not more than the budget {budget:,}")
+            before = self.model
+            with torch.enable_grad():
+                while self.size > budget:
+                    if self.steps == STEPS:
+                        raise ValueError(f"pruning stopped at {self.size:,} parameters, above the budget {budget:,}")
+                    if self.size - 2 * self.drop <= budget:  # the next step may pass the budget: keep the model
+                        before = copy.deepcopy(self.model)  # before it (not at every step: a ResNet-18 is 45 MB)
+                    self.pruner.step()
+                    size = count_parameters(self.model)
+                    self.size, self.drop, self.steps = size, self.size - size, self.steps + 1
+            self.reached[budget] = copy.deepcopy(min((before, self.model),
+                                                     key=lambda m: abs(count_parameters(m) - budget)))
+        return copy.deepcopy(self.reached[budget])
+
+
 def prune_to(model, budget, example_inputs, importance="magnitude"):
     """`model` pruned to the parameter count nearest `budget` that the pruner's steps reach,
     channels ranked by the named `importance` (IMPORTANCES)."""
-    if budget >= count_parameters(model):
-        raise ValueError(f"the model has {count_parameters(model):,} parameters, not more than the budget {budget:,}")
-    with torch.enable_grad():  # the dependency graph is traced with autograd
-        pruner = tp.pruner.BasePruner(model, example_inputs, importance=IMPORTANCES[importance](),
-                                      global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=0.99,
-                                      iterative_steps=STEPS, ignored_layers=[classifier(model)])
-        before, size, drop = model, count_parameters(model), 0
-        for _ in range(STEPS):
-            if size - 2 * drop <= budget:  # the next step may pass the budget: keep the model before it
-                before = copy.deepcopy(model)  # (not at every step: a ResNet-18 is 45 MB)
-            pruner.step()
-            size, drop = count_parameters(model), size - count_parameters(model)
-            if size <= budget:
-                break
-        else:
-            raise ValueError(f"pruning stopped at {count_parameters(model):,} parameters, above the budget {budget:,}")
-    return min((before, model), key=lambda m: abs(count_parameters(m) - budget))
+    return Pruning(model, example_inputs, importance).to(budget)
 
 
 class FirstChannels(tp.importance.Importance):

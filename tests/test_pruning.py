@@ -22,6 +22,20 @@ def test_pruning_reaches_the_budget_and_keeps_the_classes(budget):
     assert pruned(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_pruning_on_to_a_smaller_budget_gives_the_model_a_pruning_from_the_start_gives():
+    def net():
+        torch.manual_seed(0)
+        return Net(width=0.5, **DIGITS)  # 13,706 parameters
+    inputs, going_on = torch.zeros(2, 1, 8, 8), pruning.Pruning(net(), torch.zeros(2, 1, 8, 8), "lamp")
+    for budget in (5000, 3658, 1000):
+        state, fresh = going_on.to(budget).state_dict(), pruning.prune_to(net(), budget, inputs, "lamp").state_dict()
+        assert within_budget(count_parameters(going_on.to(budget)), budget)
+        assert state.keys() == fresh.keys() and all(torch.equal(state[k], fresh[k]) for k in state)
+    assert going_on.reaches(5000) and not going_on.reaches(8000)  # reached, or one it has pruned past
+    with pytest.raises(ValueError, match="not more than the budget"):
+        going_on.to(8000)
+
+
 def test_lamp_chooses_the_same_shape_whatever_one_layers_scale():
     """Weight decay shrinks some layers' weights more than others' (and BatchNorm undoes a
     convolution's scale): the shape global pruning chooses must not follow a layer's scale.
@@ -60,6 +74,8 @@ def test_a_pruned_run_starts_from_the_trained_model_and_exports_its_accuracy(wid
         next(model.parameters()).add_(1.0)
     assert not torch.equal(next(model.parameters()), next(build.pruned_from_run(source, 1000, splits, "digits",
                                                                                  quick=True).parameters()))
+    # a larger budget after it: pruned from the start again, not from the 1,000-parameter model
+    assert within_budget(count_parameters(build.pruned_from_run(source, 3658, splits, "digits", quick=True)), 3658)
     evaluated = train_phase2.evaluate_saved(str(tmp_path / "PAI"))
     assert evaluated["test_acc"] == result["final"]["test_acc"]
     inference = result["final"]["inference_ms"]
