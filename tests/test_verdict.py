@@ -88,6 +88,11 @@ def test_the_int8_row_is_the_same_runs_model_quantized(strong_sweep, tmp_path):
         again = export.self_contained(again, tmp_path / "model.int8.onnx", splits.normalisation, {})
         accuracy = export.ort_accuracy(export.ort_session(again), *splits.test, splits.normalisation)
         assert accuracy == record["int8"]["test_acc"], method
+    # The wide model is pruned and distilled from, never reported in bytes or shipped: it is not
+    # quantized, nor timed (its model.ts is what the methods read).
+    for record in strong_sweep["records"]("wide"):
+        assert record["int8"] is None and record["inference_ms"] is None
+        assert (Path(record["run"]) / "model.ts").is_file() and not (Path(record["run"]) / "model.int8.onnx").exists()
 
 
 def test_the_report_counts_the_files_bytes_and_regenerates(strong_sweep, tmp_path):

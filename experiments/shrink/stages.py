@@ -80,6 +80,8 @@ def train_wide(args):
     def train(cell):
         print(f"\n=== wide {args.model} width {args.wide:g} seed {cell['seed']}", flush=True)
         changes = strong_overrides(args, WIDE, epochs, search=False) if args.recipe == "strong" else {}
+        # a means, never reported in bytes or milliseconds nor shipped: its model.ts is what is read
+        changes |= {"no_timing": True, "quantize": None}
         run_dir = args.runs_dir / study.study_name / f"s{cell['seed']}"
         with timed(args, ("wide", "wide", None)):
             config = cell_config(args, cell, no_dendrites=True, **changes)
