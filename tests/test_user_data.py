@@ -142,6 +142,8 @@ def test_the_shrink_study_runs_on_a_users_model_and_folder(folder, tmp_path, mon
                         "--methods", "dendritic", "matched", "--trials", "1", "--recipe", "default", script="shrink")
     report = (tmp_path / "results" / "folder-images" / "shrink-user_cnn-tiny.md").read_text()
     assert "| 600 | dendritic |" in report and "| 600 | matched |" in report, output
+    # the folder read once (its files checked, the cache read) for the study's 3 runs, not once a run
+    assert output.count(f"folder:{folder}: ") == 1 and output.count("\ndata: folder:") == 3, output
 
 
 def bad_input(tmp_path, case):

@@ -285,30 +285,32 @@ def main(args):
     """The study: every method's search and seeds at every budget, then its report and answer."""
     study, splits = resolve(args)
     results, chosen, wide_runs, wide_records = {budget: {} for budget in study.budgets}, {}, {}, []
-    # Every budget's methods that need no wide model first, then the wide model and the methods
-    # that start from it: a sweep stopped part-way has the central comparison at every budget.
-    for wide in (False, True) if any(BY_NAME[n].wide for n in study.methods) else (False,):
-        if wide:
-            wide_runs, wide_records = train_wide(study)
-            if not wide_runs:
-                break
-        # First what is ready to start, so that a worker moves on (to the seed that pairs with a
-        # finished one, to the next budget) instead of idling while another worker trains a
-        # study's last seed; then waiting for those. A report reads what is there: one pass.
-        for wait in (True,) if study.report_only else (False, True):
-            for budget in study.budgets:
-                for method in in_order(study, wide):
-                    if method.control is None:  # a control takes its plain recipe's choice (matched: dendritic's)
-                        chosen[method.name, budget] = search_method(study, method, budget, wide_runs)
-                    hp, undecided = chosen.get((method.control or method.name, budget), (None, None))
-                    if hp is None:  # that search has not run yet
-                        continue
-                    if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
-                        hp = spaces.control(hp)
-                    paired = results[budget].get(method.paired, ([], None))[0]
-                    records = train_seeds(study, method, budget, hp, paired, wide_runs, wait)
-                    if records is not None:
-                        results[budget][method.name] = records, undecided
+    # Every run of this worker trains on the images read once, in resolve().
+    with data.held(splits, study.dataset, study.data_dir, study.image_size, build.reading_of(study)):
+        # Every budget's methods that need no wide model first, then the wide model and the methods
+        # that start from it: a sweep stopped part-way has the central comparison at every budget.
+        for wide in (False, True) if any(BY_NAME[n].wide for n in study.methods) else (False,):
+            if wide:
+                wide_runs, wide_records = train_wide(study)
+                if not wide_runs:
+                    break
+            # First what is ready to start, so that a worker moves on (to the seed that pairs with a
+            # finished one, to the next budget) instead of idling while another worker trains a
+            # study's last seed; then waiting for those. A report reads what is there: one pass.
+            for wait in (True,) if study.report_only else (False, True):
+                for budget in study.budgets:
+                    for method in in_order(study, wide):
+                        if method.control is None:  # a control takes its plain recipe's choice (matched: dendritic's)
+                            chosen[method.name, budget] = search_method(study, method, budget, wide_runs)
+                        hp, undecided = chosen.get((method.control or method.name, budget), (None, None))
+                        if hp is None:  # that search has not run yet
+                            continue
+                        if method.plain:  # matched: the dendritic search's choice, less what only dendrites have
+                            hp = spaces.control(hp)
+                        paired = results[budget].get(method.paired, ([], None))[0]
+                        records = train_seeds(study, method, budget, hp, paired, wide_runs, wait)
+                        if records is not None:
+                            results[budget][method.name] = records, undecided
     return answered(study, splits, results, wide_records)
 
 
