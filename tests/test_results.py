@@ -54,7 +54,7 @@ COMMANDS = {
 # report needs its image folder).
 FAMILIES = ("fashion-mnist/families-80000.md", "fashion-mnist/families-75000-strong.md")
 # torchvision models studied by the default command (results/own-model-example/default-minutes/): (folder, model)
-OWN_MODEL_STUDIES = (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"),
+OWN_MODEL_STUDIES = (("first-try-8-epochs", "resnet18"), ("folder-colour32", "resnet18"), ("pruned-once", "resnet18"),
                      ("folder-colour32", "mobilenet_v3_small"), ("dendrites-timed", "mobilenet_v3_small"))
 # ResNet-18's placement, drawn by the --maintainer search (docs/own-model.md)
 PLACEMENT = "own-model-example/placement/shrink-torchvision-resnet18-strong-maintainer.md"
