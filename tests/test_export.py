@@ -106,6 +106,19 @@ def test_quantize_records_int8_accuracy_bytes_and_latency(plain_int8_run):
     assert plain_int8_run[0]["settings"]["quantize"] == "int8"
 
 
+def test_onnx_runtimes_warning_per_one_dimensional_weight_is_one_line(capsys, caplog):
+    """ONNX Runtime warns on the root logger for every 1-D weight it quantizes per tensor (a
+    dendritic ResNet-18: 20 lines): said once, with the count; any other warning as it was."""
+    import logging
+
+    with export.per_tensor_said_once():
+        for name in ("bn1.main_module.weight", "layer1.0.bn1.main_module.weight"):
+            logging.warning(f"Axis 1 is out-of-range for weight '{name}' with rank 1")
+        logging.warning("something else")
+    assert capsys.readouterr().out == "int8: 2 one-dimensional weights quantized per tensor (per channel needs two)\n"
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
 def test_a_finished_run_is_quantized_without_training_on_training_images_only(quick_run, tmp_path, monkeypatch):
     out = tmp_path / "PAI"
     shutil.copytree(quick_run["out"], out)
