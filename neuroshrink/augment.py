@@ -39,9 +39,10 @@ class Augment:
             padded = torch.nn.functional.pad(images, (s, s, s, s), mode="replicate")
             dy, dx = (torch.randint(0, 2 * s + 1, (2, n), generator=generator)).to(images.device)
             windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (n, c, 2s+1, 2s+1, h, w): every shift, a view
-            # each image's own window (3x faster than indexing every pixel), laid out channels-last
-            images = windows[torch.arange(n, device=images.device), :, dy, dx].permute(0, 2, 3, 1).contiguous()
-            images = images.permute(0, 3, 1, 2)
+            # each image's own window (3x faster than indexing every pixel), laid out channels-last with
+            # canonical strides even for one channel (the library's dendrite layers compute otherwise)
+            images = windows[torch.arange(n, device=images.device), :, dy, dx].permute(0, 2, 3, 1)
+            images = images.clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
         if self.flip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
             images = torch.where(flip[:, None, None, None], images.flip(3), images)
