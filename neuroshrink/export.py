@@ -268,32 +268,25 @@ class CalibrationImages:
         return next(self.batches, None)
 
 
-class PerTensor(logging.Filter):
+@contextmanager
+def per_tensor_said_once():
     """ONNX Runtime quantizes a 1-D weight (a BatchNorm scale that the library's wrapper keeps as
     a tensor of its own) per tensor, as it must, and warns on the root logger for each one: 20
     lines for a dendritic ResNet-18. Counted here instead, and said in one line."""
+    found = []
 
-    def __init__(self):
-        super().__init__()
-        self.weights = 0
-
-    def filter(self, record):
-        if "is out-of-range for weight" not in record.getMessage():
-            return True
-        self.weights += 1
-        return False
-
-
-@contextmanager
-def per_tensor_said_once():
-    counted = PerTensor()
-    logging.getLogger().addFilter(counted)
+    def said(record):  # a logging filter: False drops the record
+        if "is out-of-range for weight" in record.getMessage():
+            found.append(record)
+            return False
+        return True
+    logging.getLogger().addFilter(said)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(counted)
-        if counted.weights:
-            print(f"int8: {counted.weights} one-dimensional weights quantized per tensor (per channel needs two)")
+        logging.getLogger().removeFilter(said)
+        if found:
+            print(f"int8: {len(found)} one-dimensional weights quantized per tensor (per channel needs two)")
 
 
 def quantize_int8(source, target, calibration_images):

@@ -285,8 +285,7 @@ def main(args):
     """The study: every method's search and seeds at every budget, then its report and answer."""
     study, splits = resolve(args)
     results, chosen, wide_runs, wide_records = {budget: {} for budget in study.budgets}, {}, {}, []
-    # Every run of this worker trains on the images read once, in resolve().
-    with data.held(splits, study.dataset, study.data_dir, study.image_size, build.reading_of(study)):
+    with data.held(splits, study.dataset, study.data_dir, study.image_size, build.reading_of(study)):  # read once
         # Every budget's methods that need no wide model first, then the wide model and the methods
         # that start from it: a sweep stopped part-way has the central comparison at every budget.
         for wide in (False, True) if any(BY_NAME[n].wide for n in study.methods) else (False,):
