@@ -53,7 +53,7 @@ class Pruning:
         self.model, self.size, self.drop, self.steps, self.reached = model, count_parameters(model), 0, 0, {}
 
     def reaches(self, budget):
-        """Whether `to(budget)` can go on from here: a budget reached already, or one below the model's size."""
+        """Whether `to(budget)` can go on from here: the budget reached last, or one below the model's size."""
         return budget in self.reached or budget < self.size
 
     def to(self, budget):
@@ -71,8 +71,9 @@ class Pruning:
                     self.pruner.step()
                     size = count_parameters(self.model)
                     self.size, self.drop, self.steps = size, self.size - size, self.steps + 1
-            self.reached[budget] = copy.deepcopy(min((before, self.model),
-                                                     key=lambda m: abs(count_parameters(m) - budget)))
+            # the last budget's model only: the next budget is smaller (a ResNet-18 at 1/2 is 22 MB)
+            self.reached = {budget: copy.deepcopy(min((before, self.model),
+                                                      key=lambda m: abs(count_parameters(m) - budget)))}
         return copy.deepcopy(self.reached[budget])
 
 
