@@ -17,10 +17,11 @@ in sweep.db (studies search-*), the tables in search.md (with --pareto: search-p
 and per width the winner by validation, self-contained, in deploy/search/w<width>/ (docs/deploy.md).
 """
 
+import torch.nn as nn
 
 from experiments.common import deploy, studies
 from experiments.common.runner import (cell_config, cell_record, check_settings, common_parser, exit_status, folders,
-                                       names, run_in)
+                                       images_read_once, names, run_in)
 from experiments.common.spaces import SEARCH_SEED, describe, overrides, suggest_dendrites, suggest_recipe
 from experiments.common.tables import fmt, mean_std, new_figure, save_figure
 from neuroshrink import build, data
@@ -42,12 +43,19 @@ def get_args_parser():
     return p
 
 
-def suggest(trial, method):
-    """A configuration of the method: its training settings, and for dendrites how many sets."""
-    hp = {"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} | suggest_recipe(trial)
+def suggest(trial, method, dropout=True):
+    """A configuration of the method: its training settings (the dropout where the model has
+    dropout layers), and for dendrites how many sets."""
+    hp = ({"dropout": trial.suggest_categorical("dropout", [0.1, 0.3, 0.5])} if dropout else {}) | suggest_recipe(trial)
     if method == "dendritic":
         hp |= {"max_dendrites": trial.suggest_int("max_dendrites", 1, 4)} | suggest_dendrites(trial)
     return hp
+
+
+def has_dropout(args):
+    """Whether the model has nn.Dropout layers, whose rate the search tunes (built on the data's shape)."""
+    shape = build.data_shape(data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args)))
+    return any(isinstance(m, nn.Dropout) for m in build.model_factory(args.model)(width=1.0, **shape).modules())
 
 
 def study_name(args, method, width=None, stage="search"):
@@ -64,9 +72,10 @@ def search_method(args, url, method, width, runs):
         check_settings(study, args)
         study.set_user_attr("trials", args.trials)  # what a report of this study counts
     low, high = min(args.widths), max(args.widths)
+    dropout = not args.report_only and has_dropout(args)  # (a report trains nothing)
 
     def train(trial, name):
-        hp = suggest(trial, method)
+        hp = suggest(trial, method, dropout)
         if args.pareto:
             hp["width"] = trial.suggest_float("width", low, high, log=True)
         cell = {"width": hp.get("width", width), "method": method, "seed": SEARCH_SEED, "min_epochs": 1}
@@ -180,22 +189,23 @@ def main(args):
     results_dir, runs = folders(args)
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
-    if args.pareto:
-        by_method = {m: search_method(args, url, m, None, runs) for m in args.methods}
-        by_method = {m: study for m, study in by_method.items() if study is not None}
-        fronts = {m: pareto_front(searched(s)) for m, s in by_method.items()}
-        report = pareto_table(args, fronts)
-        plot_fronts(args, by_method, results_dir / "search-pareto.png")
-    else:
-        results = {}
-        for width in args.widths:
-            for method in args.methods:
-                study = search_method(args, url, method, width, runs)
-                if study is not None and studies.finished(study):
-                    results[(width, method)] = (best_of(study), len(searched(study)),
-                                                retrain_best(args, url, method, width, study, runs))
-        report = best_table(args, results)
-        ship_winners(args, results, results_dir)
+    with images_read_once(args):  # your images: once for every trial and seed of this worker
+        if args.pareto:
+            by_method = {m: search_method(args, url, m, None, runs) for m in args.methods}
+            by_method = {m: study for m, study in by_method.items() if study is not None}
+            fronts = {m: pareto_front(searched(s)) for m, s in by_method.items()}
+            report = pareto_table(args, fronts)
+            plot_fronts(args, by_method, results_dir / "search-pareto.png")
+        else:
+            results = {}
+            for width in args.widths:
+                for method in args.methods:
+                    study = search_method(args, url, method, width, runs)
+                    if study is not None and studies.finished(study):
+                        results[(width, method)] = (best_of(study), len(searched(study)),
+                                                    retrain_best(args, url, method, width, study, runs))
+            report = best_table(args, results)
+            ship_winners(args, results, results_dir)
     name = "search-pareto" if args.pareto else "search"
     (results_dir / f"{name}.md").write_text(report)
     print("\n" + report)

@@ -26,7 +26,7 @@ from pathlib import Path
 from experiments.common import studies
 from experiments.common.tables import deployment_table, fmt, mean_std, new_figure, save_figure
 from experiments.common.runner import (DEPLOYMENT_FIELDS, cell_config, cell_record, check_settings, common_parser,
-                                       deployment_cells, exit_status, folders, names, run_in)
+                                       deployment_cells, exit_status, folders, images_read_once, names, run_in)
 
 METHODS = ("dendritic", "plain")
 
@@ -231,7 +231,9 @@ def main(args):
             config, run_dir = cell_config(args, cell), runs_dir / name
             record = cell_record(args, cell, run_dir, run_in(config, run_dir))
             return record["val_acc"], record  # what the study records as the trial's value: never test
-        studies.work(study, lambda records: cells_for(args, records), train, poll=studies.poll_seconds(args.heartbeat))
+        with images_read_once(args):  # your images: once for every run of this worker
+            studies.work(study, lambda records: cells_for(args, records), train,
+                         poll=studies.poll_seconds(args.heartbeat))
 
     records = studies.records(study)
     rows = summarise(records)

@@ -146,6 +146,17 @@ def test_the_shrink_study_runs_on_a_users_model_and_folder(folder, tmp_path, mon
     assert output.count(f"folder:{folder}: ") == 1 and output.count("\ndata: folder:") == 3, output
 
 
+@pytest.mark.parametrize("script, flags", [("width_sweep", ["--widths", "1"]),
+                                           ("search", ["--widths", "1", "--trials", "1", "--methods", "plain"])])
+def test_a_sweep_reads_a_users_folder_once_for_all_its_runs(folder, tmp_path, monkeypatch, script, flags):
+    (tmp_path / "user_cnn.py").write_text(USER_CNN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    output = sweep_here(tmp_path, "--dataset", f"folder:{folder}", "--model", "user_cnn:tiny", *flags, script=script)
+    # the width sweep's dendritic run and its plain pair; the search's trial and its tested seed
+    assert output.count("\ndata: folder:") == 2 and output.count(f"folder:{folder}: ") == 1, output
+
+
 def bad_input(tmp_path, case):
     """(--dataset value, extra flags, the message's telling part) for one kind of bad input."""
     root = tmp_path / "images"

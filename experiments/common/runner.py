@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import train_phase2
-from neuroshrink import build, data
+from neuroshrink import build, data, user_data
 from neuroshrink.config import RunConfig
 from neuroshrink.options import add_options, resolved_defaults, sweep_names
 from neuroshrink.records import BEFORE_IT_EXISTED, migrate
@@ -130,6 +130,18 @@ def run_in(config, run_dir, continue_stopped=True):
             shutil.rmtree(run_dir)
         result = train_phase2.run(config, run_dir)
     return migrate(result)
+
+
+@contextlib.contextmanager
+def images_read_once(args):
+    """A worker's block in which your images (folder:, npz:) are read once for all its runs
+    (data.held), not checked again file by file for each; a built-in data set is kept for the
+    process anyway."""
+    reading = build.reading_of(args)
+    splits = (data.load(args.dataset, args.data_dir, args.image_size, reading)
+              if user_data.is_user_source(args.dataset) else None)
+    with data.held(splits, args.dataset, args.data_dir, args.image_size, reading):
+        yield
 
 
 DEPLOYMENT_FIELDS = ("onnx_bytes", "ort_ms_batch1", "ort_ms_batch256", "int8_test_acc", "int8_bytes",
