@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from model import MODELS, width_for_params
 
-from . import data, images, models, placement, precision
+from . import allocator, data, images, models, placement, precision
 from .config import QUICK
 from .errors import UsageError, first_line
 from .export import load_torchscript
@@ -34,7 +34,9 @@ def device_named(name):
 
 
 def hardware(config):
-    """The run's device; its threads set; a precision the device lacks refused."""
+    """The run's device; its threads set; the allocator set for training (allocator.py); a
+    precision the device lacks refused."""
+    allocator.keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     chosen = device_named(config.device)

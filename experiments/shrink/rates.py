@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from neuroshrink import augment, build, data, placement, precision, recipes
+from neuroshrink import allocator, augment, build, data, placement, precision, recipes
 from neuroshrink.training import CrossEntropy, evaluate, train_one_epoch
 
 TIMED_BATCHES = 4      # batches per width timed for the estimate, after one of warm-up
@@ -33,6 +33,7 @@ def measure_rates(model_name, splits, widths, recipe, names, dendritic_widths=()
     recipe's batch size and memory format, in each precision of `names`; a few batches, timed
     after a warm-up batch; and one snapshot written. At `dendritic_widths` also the model the
     library converted, before and after it adds a dendrite set (its second schedule's)."""
+    allocator.keep_freed_memory()  # as the runs will have it (build.hardware)
     settings = recipes.defaults(recipe, data.label(splits.name))
     batch = settings.get("batch_size", 64)
     augmentation = augment.Augment.named(augment.resolve(settings.get("augment", "none"), data.label(splits.name)))

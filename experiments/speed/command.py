@@ -45,7 +45,7 @@ from experiments.speed import time_to_target
 from experiments.speed.costs import dendritic_costs, recipe_costs
 from neuroshrink.machine import cpu_name, matmul_gflops
 from model import Net
-from neuroshrink import data, precision
+from neuroshrink import allocator, data, precision
 from neuroshrink.config import QUICK, RunConfig
 from neuroshrink.flags import Parser, positive
 from neuroshrink.options import add_options
@@ -190,6 +190,7 @@ def same_graph(tmp):
 
 
 def main(args):
+    allocator.keep_freed_memory()  # every loop timed here as a run trains, the reference loop's too
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.time_to_target:
