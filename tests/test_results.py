@@ -71,10 +71,11 @@ RECIPES = {"fashion-mnist/recipe.md": ([], "recipe.md"),
            "precision-bf16/fashion-mnist/recipe.md": (["--precision", "bf16", "--budgets", "75000"], "performance.md")}
 PEAK_MEMORY = "memory/peak-memory.md"  # made from its peak-memory.json (the last tests)
 STUDY_TIME = "speed/study-time.md"  # made from its study-time.json
+WIDE_RUN_TIME = "speed/wide-run-time.md"  # made from its wide-run-time.json
 TIME_TO_TARGET = "speed/fashion-mnist-time-to-target.md"  # made from its .json
 REPORTS = sorted(str(path.relative_to(ROOT / "results")) for path in ROOT.glob("results/**/*.md")
                  if str(path.relative_to(ROOT / "results")) not in (*AS_WRITTEN, *RECIPES, PEAK_MEMORY, STUDY_TIME,
-                                                                   TIME_TO_TARGET)
+                                                                   WIDE_RUN_TIME, TIME_TO_TARGET)
                  and "deploy" not in path.parts)  # a shipped model's README: experiments/common/deploy.py
 VERDICTS = [report for report in REPORTS if "/shrink-" in report]
 
@@ -214,13 +215,14 @@ def test_the_peak_memory_report_is_what_its_records_give_and_the_own_data_page_s
     assert "\n".join("  " + line for line in table.splitlines()) in (ROOT / "docs" / "own-data.md").read_text()
 
 
-def test_the_study_time_report_is_what_its_records_give_and_the_own_data_page_shows_it():
+@pytest.mark.parametrize("path, what", [(STUDY_TIME, "STUDY"), (WIDE_RUN_TIME, "WIDE")])
+def test_the_study_time_reports_are_what_their_records_give_and_the_own_data_page_shows_them(path, what):
     import json
 
     from experiments import study_time
 
-    committed = ROOT / "results" / STUDY_TIME
-    report = study_time.report(json.loads(committed.with_suffix(".json").read_text()))
+    committed = ROOT / "results" / path
+    report = study_time.report(json.loads(committed.with_suffix(".json").read_text()), getattr(study_time, what))
     assert report == committed.read_text()
     table = report[report.index("| |"):].split("\n\n")[0]
     assert table in (ROOT / "docs" / "own-data.md").read_text()
