@@ -131,7 +131,7 @@ def report(kept, what=STUDY):
     for part in every_part:
         lines.append(f"| {part}, s | " + " | ".join(f"{kept[k]['seconds_by_part'].get(part, 0.0):,.1f}"
                                                     for k in labels) + " |")
-    if what is WIDE:
+    if all("test_acc" in v for v in kept.values()):  # a run's record says what it trained to
         lines += ["| precision | " + " | ".join(kept[k]["precision"] for k in labels) + " |",
                   "| test accuracy, % | " + " | ".join(f"{kept[k]['test_acc']:.2f}" for k in labels) + " |"]
     return "\n".join(lines + before_after.footer(kept)) + "\n"

@@ -16,7 +16,11 @@ import ctypes.util
 import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
-KEPT_BYTES = 1 << 30  # buffers up to 1 GB come from the heap, and up to 1 GB of freed heap is kept
+# Buffers up to 32 MB come from the heap: the most glibc's own threshold can rise to, so a larger
+# one is mapped as before (a one-off buffer, the data's, kept in the heap raised a run's peak
+# memory by a fifth); up to 1 GB of freed heap is kept for reuse.
+HEAP_BUFFERS = 32 << 20
+KEPT_FREE = 1 << 30
 
 
 @functools.cache
@@ -27,4 +31,4 @@ def keep_freed_memory():
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):  # no C library found, or not glibc's
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, KEPT_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_BYTES))
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_FREE))
