@@ -112,3 +112,27 @@ def test_a_sweep_without_precision_keeps_its_own_and_a_new_one_measures(stored, 
         study.set_user_attr("sweep", stored | {key: getattr(args, key) for key in runner.SHARED if key != "precision"})
     runner.check_settings(study, args)
     assert args.precision == expected == study.user_attrs["sweep"].get("precision", "fp32")  # stored by a new one
+
+
+def test_a_measurement_names_its_revision_changed_only_where_the_code_measured_changed(tmp_path):
+    """experiments/common/before_after.py: records, docs and tests edited meanwhile are not the code measured."""
+    import subprocess
+
+    from experiments.common.before_after import revision
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for path in ("code.py", "docs/page.md", "tests/test_it.py", "results/record.json"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text("first\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    commit = revision(tmp_path)
+    assert commit and "+" not in commit
+    for path in ("docs/page.md", "tests/test_it.py", "results/record.json"):
+        (tmp_path / path).write_text("edited\n")
+    assert revision(tmp_path) == commit
+    (tmp_path / "code.py").write_text("edited\n")
+    assert revision(tmp_path) == commit + "+changes"

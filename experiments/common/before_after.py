@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def revision(checkout):
     """The checkout's commit, with "+changes" where its code differs from it (records under
-    results/, which a sweep may be writing meanwhile, are not code)."""
+    results/, which a sweep may be writing meanwhile, and the docs and tests being edited
+    meanwhile are not the code measured)."""
     git = ["git", "-C", str(checkout)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                             capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!docs",
+                              ":!tests", ":!*.md"], capture_output=True, text=True).stdout.strip()
     return (commit or "unknown") + ("+changes" if changed else "")
 
 
