@@ -17,8 +17,6 @@ in sweep.db (studies search-*), the tables in search.md (with --pareto: search-p
 and per width the winner by validation, self-contained, in deploy/search/w<width>/ (docs/deploy.md).
 """
 
-import torch.nn as nn
-
 from experiments.common import deploy, studies
 from experiments.common.runner import (cell_config, cell_record, check_settings, common_parser, exit_status, folders,
                                        images_read_once, names, run_in)
@@ -55,15 +53,16 @@ def suggest(trial, method, dropout=True):
 def has_dropout(args):
     """Whether the model has nn.Dropout layers, whose rate the search tunes (built on the data's shape)."""
     shape = build.data_shape(data.load(args.dataset, args.data_dir, args.image_size, build.reading_of(args)))
-    return any(isinstance(m, nn.Dropout) for m in build.model_factory(args.model)(width=1.0, **shape).modules())
+    return bool(build.dropout_layers(build.model_factory(args.model)(width=1.0, **shape)))
 
 
 def study_name(args, method, width=None, stage="search"):
     return f"{stage}-{names(args)}-{method}" + (f"-w{width:g}" if width is not None else "-pareto")
 
 
-def search_method(args, url, method, width, runs):
-    """N trials of the method at the width (or over widths, --pareto); returns the study."""
+def search_method(args, url, method, width, runs, dropout=True):
+    """N trials of the method at the width (or over widths, --pareto), the dropout rate among
+    what they draw where `dropout` (the model has dropout layers); returns the study."""
     directions = ("maximize", "minimize") if args.pareto else ("maximize",)
     if args.report_only and not studies.study_exists(url, study_name(args, method, width)):
         return None  # nothing searched there: report, but leave the storage as it is
@@ -72,7 +71,6 @@ def search_method(args, url, method, width, runs):
         check_settings(study, args)
         study.set_user_attr("trials", args.trials)  # what a report of this study counts
     low, high = min(args.widths), max(args.widths)
-    dropout = not args.report_only and has_dropout(args)  # (a report trains nothing)
 
     def train(trial, name):
         hp = suggest(trial, method, dropout)
@@ -190,8 +188,9 @@ def main(args):
     results_dir.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{results_dir / 'sweep.db'}"
     with images_read_once(args):  # your images: once for every trial and seed of this worker
+        dropout = not args.report_only and has_dropout(args)  # (a report trains nothing)
         if args.pareto:
-            by_method = {m: search_method(args, url, m, None, runs) for m in args.methods}
+            by_method = {m: search_method(args, url, m, None, runs, dropout) for m in args.methods}
             by_method = {m: study for m, study in by_method.items() if study is not None}
             fronts = {m: pareto_front(searched(s)) for m, s in by_method.items()}
             report = pareto_table(args, fronts)
@@ -200,7 +199,7 @@ def main(args):
             results = {}
             for width in args.widths:
                 for method in args.methods:
-                    study = search_method(args, url, method, width, runs)
+                    study = search_method(args, url, method, width, runs, dropout)
                     if study is not None and studies.finished(study):
                         results[(width, method)] = (best_of(study), len(searched(study)),
                                                     retrain_best(args, url, method, width, study, runs))

@@ -214,9 +214,14 @@ def build(spec, splits, width, dropout=None):
     return set_dropout(model, dropout, spec).train()
 
 
+def dropout_layers(model):
+    """The model's nn.Dropout layers: what --dropout sets, and what a search tunes where there are any."""
+    return [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+
 def set_dropout(model, rate, name):
     if rate is not None:
-        layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+        layers = dropout_layers(model)
         if not layers:
             raise UsageError(f"--dropout: the model {name} has no nn.Dropout layer")
         for layer in layers:

@@ -75,8 +75,6 @@ one report for either recipe).
 
 import argparse
 
-import torch.nn as nn
-
 from experiments.common import deploy, kept_runs, spaces, studies
 from experiments.common.runner import common_parser, folders
 from experiments.shrink import plan, report
@@ -262,7 +260,7 @@ def resolve(args):
     study = study.but(
         report_only=report_only, results_dir=results_dir, runs_dir=runs, name=name, budgets=budgets, shape=shape,
         url=study.storage or f"sqlite:///{results_dir / 'sweep.db'}",
-        model_has_dropout=any(isinstance(m, nn.Dropout) for m in model.modules()),
+        model_has_dropout=bool(build.dropout_layers(model)),
         # the strong verdict's final models and wide models, kept next to their records
         kept=results_dir / f"{name}-models" if strong else None,
         kept_wide=results_dir / f"{wide_name}-models" if strong else None,  # shared
